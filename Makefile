@@ -1,0 +1,60 @@
+# Two commands: `make report` (run the notebooks end to end) and `make test` (unit tests + nbval).
+# Both build .venv first when it is missing or pyproject.toml changed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+export MPLBACKEND := Agg
+
+PROFILE ?= embedded
+DATA_DIR ?=
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+
+ifeq ($(PROFILE),paper)
+  ifeq ($(strip $(DATA_DIR)),)
+    REPORT_CHECK = $(error PROFILE=paper needs DATA_DIR=<folder with seg_train/ and seg_test/ of the Intel data>)
+  endif
+  REPORT_DIR := reports/paper
+  PAPERMILL_ARGS := -f profiles/paper.yaml -p data_dir "$(abspath $(DATA_DIR))"
+  export TRUST_AUDIT_FIGURES := $(abspath reports/paper/figures)
+else ifeq ($(PROFILE),embedded)
+  REPORT_DIR := notebooks
+  PAPERMILL_ARGS :=
+else
+  REPORT_CHECK = $(error unknown PROFILE=$(PROFILE); expected embedded or paper)
+endif
+
+.PHONY: install report test unit nbval lab clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+report: $(STAMP)
+	$(REPORT_CHECK)
+	@mkdir -p $(REPORT_DIR)
+	@for nb in $(NOTEBOOKS); do \
+		echo "== $$nb"; \
+		$(BIN)/papermill --cwd notebooks --log-level WARNING $$nb $(REPORT_DIR)/$$(basename $$nb) $(PAPERMILL_ARGS) || exit 1; \
+	done
+	@echo "Notebooks written to $(REPORT_DIR)/, figures to $${TRUST_AUDIT_FIGURES:-figures}/"
+
+test: unit nbval
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+nbval: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
+
+lab: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test,lab]"
+	$(BIN)/jupyter lab notebooks
+
+clean:
+	rm -rf .cache reports

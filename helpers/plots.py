@@ -1,0 +1,237 @@
+"""Figures. Plot functions take ``ax=None`` (or make their own figure) and return the figure;
+only :func:`save_figure` writes, to ``figures/NN_slug.png``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.patches import Patch
+
+from .paths import figures_dir
+
+CLASS_COLORS = ("#7f7f7f", "#2ca02c", "#17becf", "#8c564b", "#1f77b4", "#ff7f0e",
+                "#9467bd", "#e377c2", "#bcbd22", "#d62728")
+
+
+def save_figure(fig, slug: str, *, dpi: int = 110) -> Path:
+    """Write ``fig`` to ``figures/<slug>.png`` (slug like ``"02_confusion"``) and return the path."""
+    path = figures_dir() / f"{slug}.png"
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")
+    return path
+
+
+def _axes(ax, figsize=(5, 4)):
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return ax.figure, ax
+
+
+def class_colormap(num_classes: int) -> ListedColormap:
+    """One fixed colour per class index, the same in every figure."""
+    if num_classes > len(CLASS_COLORS):
+        return ListedColormap(plt.get_cmap("tab20").colors[:num_classes])
+    return ListedColormap(CLASS_COLORS[:num_classes])
+
+
+def _to_hwc(image):
+    image = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image)
+    return image.transpose(1, 2, 0) if image.ndim == 3 and image.shape[0] in (1, 3) else image
+
+
+def image_grid(images, titles=None, *, masks=None, ncols: int = 8, size: float = 1.6,
+               title_colors=None, row_labels=None):
+    """Images ([N,3,H,W] tensor/array or a list of HxWx3) in a grid; optional mask outlines."""
+    n = len(images)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * 1.12),
+                             squeeze=False, layout="constrained")
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        ax.imshow(_to_hwc(images[i]))
+        if masks is not None:
+            ax.contour(np.asarray(masks[i]).astype(float), levels=[0.5], colors="yellow", linewidths=0.9)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8, color=None if title_colors is None else title_colors[i])
+    if row_labels is not None:
+        for r, label in enumerate(row_labels):
+            axes[r, 0].text(-0.08, 0.5, label, transform=axes[r, 0].transAxes, ha="right",
+                            va="center", fontsize=9, fontweight="bold")
+    return fig
+
+
+def training_curves(history, axes=None):
+    """Loss and accuracy per epoch (train, validation, and the recorded test accuracy)."""
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+    fig = axes[0].figure
+    epochs = np.arange(1, history.epochs + 1)
+    axes[0].plot(epochs, history.train_loss, "o-", label="train")
+    axes[0].plot(epochs, history.val_loss, "s-", label="validation")
+    axes[1].plot(epochs, history.train_acc, "o-", label="train")
+    axes[1].plot(epochs, history.val_acc, "s-", label="validation")
+    axes[1].plot(epochs, history.test_acc, "^--", label="test (recorded only)")
+    for ax, name in zip(axes, ("cross-entropy loss", "accuracy")):
+        ax.axvline(history.best_epoch + 1, color="grey", ls=":", lw=1)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.set_xticks(epochs)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].annotate("best (kept)", (history.best_epoch + 1, axes[0].get_ylim()[1]), fontsize=8,
+                     ha="left", va="top", color="grey", xytext=(3, -3), textcoords="offset points")
+    return fig
+
+
+def confusion_heatmap(cm, classes, ax=None, *, title="confusion (rows: true class)"):
+    """Confusion counts with the row share as colour; the diagonal is the per-class recall."""
+    fig, ax = _axes(ax, (5.2, 4.4))
+    cm = np.asarray(cm)
+    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for (t, p), count in np.ndenumerate(cm):
+        if count:
+            ax.text(p, t, str(count), ha="center", va="center", fontsize=8,
+                    color="white" if share[t, p] > 0.6 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=40, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def per_class_accuracy(cm, classes, ax=None):
+    """Horizontal bars of recall per class, with the overall accuracy as a line."""
+    fig, ax = _axes(ax, (5, 3))
+    cm = np.asarray(cm)
+    recall = np.diag(cm) / np.maximum(cm.sum(1), 1)
+    colors = class_colormap(len(classes)).colors
+    ax.barh(range(len(classes)), recall, color=colors)
+    for i, r in enumerate(recall):
+        ax.text(r - 0.01, i, f"{r:.0%}", va="center", ha="right", fontsize=8, color="white")
+    overall = np.trace(cm) / max(cm.sum(), 1)
+    ax.axvline(overall, color="black", ls="--", lw=1, label=f"overall {overall:.1%}")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("test accuracy (recall)")
+    ax.legend(loc="lower left", fontsize=8)
+    return fig
+
+
+def instance_flow(history, stats, order, *, classes):
+    """InstanceFlow-style overview: images x epochs coloured by predicted class, with aligned
+    curves above and per-image bars (change frequency, classes visited, misclassification) right."""
+    preds = history.test_preds[:, order].T             # [images, epochs]
+    labels = history.test_labels[order]
+    n, epochs = preds.shape
+    cmap = class_colormap(len(classes))
+    norm = BoundaryNorm(np.arange(len(classes) + 1) - 0.5, len(classes))
+    fig = plt.figure(figsize=(13, 11), layout="constrained")
+    grid = fig.add_gridspec(2, 5, height_ratios=[1, 5], width_ratios=[0.35, 4, 1, 1, 1])
+    curves = fig.add_subplot(grid[0, 1])
+    heat = fig.add_subplot(grid[1, 1], sharex=curves)
+    truth = fig.add_subplot(grid[1, 0], sharey=heat)
+    bars = [fig.add_subplot(grid[1, 2 + k], sharey=heat) for k in range(3)]
+
+    x = np.arange(epochs)
+    curves.plot(x, history.train_acc, "o-", label="train acc")
+    curves.plot(x, history.val_acc, "s-", label="val acc")
+    curves.plot(x, history.test_acc, "^-", label="test acc")
+    loss_ax = curves.twinx()
+    loss_ax.plot(x, history.train_loss, ":", color="grey", label="train loss")
+    loss_ax.plot(x, history.val_loss, "--", color="black", label="val loss")
+    loss_ax.set_ylabel("loss")
+    curves.set_ylabel("accuracy")
+    curves.legend(loc="center right", fontsize=7)
+    loss_ax.legend(loc="lower center", fontsize=7)
+    curves.tick_params(labelbottom=False)
+    curves.set_title("How every test image's prediction settled, epoch by epoch", fontsize=11)
+
+    heat.imshow(preds, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
+    wrong_rows, wrong_cols = np.nonzero(preds != labels[:, None])
+    heat.scatter(wrong_cols, wrong_rows, marker="x", s=4, c="black", lw=0.5)
+    heat.set_xticks(x, [str(e + 1) for e in x])
+    heat.set_xlabel("epoch   (colour = predicted class, x = wrong)")
+    heat.tick_params(labelleft=False, left=False)
+    truth.imshow(labels[:, None], aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
+    truth.set_xticks([0], ["true"])
+    truth.set_ylabel(f"{n} test images, grouped by true class, hardest first")
+    boundaries = np.nonzero(np.diff(labels))[0] + 0.5
+    for ax in (heat, truth, *bars):
+        for b in boundaries:
+            ax.axhline(b, color="white" if ax in (heat, truth) else "grey", lw=0.8)
+    truth.set_yticks([])
+
+    s = stats.iloc[order]
+    columns = [("change_frequency", "change frequency", (0, 1)),
+               ("classes_visited", "classes visited", (0, len(classes))),
+               ("misclassification_rate", "share of epochs wrong", (0, 1))]
+    for ax, (column, title, xlim) in zip(bars, columns):
+        ax.barh(np.arange(n), s[column].to_numpy(), height=1.0, color=cmap(labels), lw=0)
+        ax.set_xlim(*xlim)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelleft=False, left=False)
+        ax.grid(axis="x", alpha=0.3)
+    fig.legend(handles=[Patch(color=cmap(i), label=c) for i, c in enumerate(classes)],
+               loc="outside lower center", ncols=len(classes), fontsize=9)
+    return fig
+
+
+def category_bars(summary, ax=None):
+    """Stacked share of each class's test images that were learned early/late, forgotten, never."""
+    from .evolution import CATEGORIES
+
+    fig, ax = _axes(ax, (7, 3.2))
+    colors = {"learned early": "#2ca02c", "learned late": "#ffbf00",
+              "forgotten": "#ff7f0e", "never learned": "#d62728"}
+    left = np.zeros(len(summary))
+    for category in CATEGORIES:
+        values = summary[category].to_numpy()
+        ax.barh(summary.index, values, left=left, color=colors[category], label=category)
+        left += values
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of the class's test images")
+    ax.legend(ncols=4, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    return fig
+
+
+def subplots(*args, **kwargs):
+    """``plt.subplots`` with a constrained layout (labels never overlap)."""
+    kwargs.setdefault("layout", "constrained")
+    return plt.subplots(*args, **kwargs)
+
+
+def class_balance(counts, ax=None):
+    """Grouped bars of usable images per class (rows) and split (columns) of ``counts``."""
+    fig, ax = _axes(ax, (7, 3))
+    splits = list(counts.columns)
+    width = 0.8 / len(splits)
+    x = np.arange(len(counts))
+    for k, split in enumerate(splits):
+        bars = ax.bar(x + (k - (len(splits) - 1) / 2) * width, counts[split], width, label=split)
+        ax.bar_label(bars, fontsize=7)
+    ax.set_xticks(x, counts.index)
+    ax.set_ylabel("usable images")
+    ax.legend(title="split", fontsize=8)
+    ax.set_title("images per class", fontsize=10)
+    return fig
+
+
+def confusion_over_epochs(per_epoch, classes, *, panels: int = 4):
+    """Confusion matrices at ``panels`` epochs spread from the first to the last."""
+    epochs = per_epoch.shape[0]
+    picks = sorted(set(np.linspace(0, epochs - 1, min(panels, epochs)).round().astype(int)))
+    fig, axes = plt.subplots(1, len(picks), figsize=(4.2 * len(picks), 4.2), layout="constrained",
+                             squeeze=False)
+    for ax, epoch in zip(axes[0], picks):
+        confusion_heatmap(per_epoch[epoch], classes, ax=ax, title=f"epoch {epoch + 1}")
+        if ax is not axes[0, 0]:
+            ax.set_ylabel("")
+            ax.tick_params(labelleft=False)
+    return fig

@@ -1,0 +1,113 @@
+"""The data and the fine-tuned model a notebook needs, from a cache keyed by its parameters.
+
+Every notebook calls :func:`load_data` or :func:`finetuned_run` with the literals of its
+``parameters`` cell: the first call builds (generates the scenes, trains the model) and
+stores the result under :func:`helpers.paths.cache_dir`; later calls, from any notebook with
+the same parameters, load it. An interrupted training resumes where it stopped.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from . import data, models, scenes
+from .paths import cache_dir, params_key
+from .train import TrainConfig, TrainHistory, fine_tune
+
+# Examples of what the scanner must catch, planted in the generated scene folder so that
+# notebook 01 shows the scan at work: (file name, what is written).
+PLANTED_BAD_FILES = (".DS_Store", "corrupt.jpg", "truncated.jpg", "tiny.jpg", "greyscale.jpg")
+
+
+@dataclass
+class DataSource:
+    root: Path                 # folder in Intel layout
+    manifest: pd.DataFrame     # one row per file found, see helpers.data.scan_images
+    is_scenes: bool            # True for the embedded scenes (which have ground-truth masks)
+
+    @property
+    def classes(self) -> list[str]:
+        return data.classes_of(self.manifest)
+
+
+def load_data(*, data_dir: str = "", scenes_per_class: int = 120, test_scenes_per_class: int = 50,
+              scene_size: int = 128, shortcut_class: str | None = None, seed: int = 0,
+              progress: bool = True) -> DataSource:
+    """Scan ``data_dir`` (Intel layout), or generate the embedded scenes when it is ``""``."""
+    if data_dir:
+        root = Path(data_dir).expanduser()
+        return DataSource(root, data.scan_images(root, progress=progress), is_scenes=False)
+    params = dict(n_train=scenes_per_class, n_test=test_scenes_per_class, size=scene_size,
+                  seed=seed, shortcut_class=shortcut_class or None)
+    root = cache_dir() / f"scenes-{params_key(params)}"
+    scenes.write_scenes(root, **params, progress=progress)
+    _plant_bad_files(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        manifest = data.scan_images(root, progress=progress)
+    return DataSource(root, manifest, is_scenes=True)
+
+
+def _plant_bad_files(root: Path) -> None:
+    folder = root / "seg_train" / "seg_train" / scenes.CLASSES[0]
+    if (folder / PLANTED_BAD_FILES[-1]).exists():
+        return
+    good = sorted(folder.glob("*.jpg"))[0].read_bytes()
+    rng = np.random.default_rng(0)
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(64))
+    (folder / "corrupt.jpg").write_bytes(rng.integers(0, 256, 2048, dtype=np.uint8).tobytes())
+    (folder / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    Image.new("RGB", (16, 16), (90, 140, 200)).save(folder / "tiny.jpg")
+    Image.open(sorted(folder.glob("*.jpg"))[1]).convert("L").save(folder / "greyscale.jpg")
+
+
+@dataclass
+class FineTunedRun:
+    source: DataSource
+    config: TrainConfig
+    run_dir: Path
+    train_set: data.ImageDataset
+    test_set: data.ImageDataset
+    history: TrainHistory
+    model: models.ImageClassifier  # the best checkpoint (lowest validation loss), in eval mode
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.test_set.classes)
+
+    def test_masks(self) -> np.ndarray:
+        """[N, H, W] bool ground-truth masks of the test images (embedded scenes only)."""
+        if not self.source.is_scenes:
+            raise ValueError("ground-truth masks exist only for the embedded scenes")
+        size = self.config.image_size
+        return np.stack([scenes.load_mask(self.source.root, p, size=size) for p in self.test_set.paths])
+
+
+def finetuned_run(*, data_dir: str = "", scenes_per_class: int = 120, test_scenes_per_class: int = 50,
+                  scene_size: int = 128, shortcut_class: str | None = None,
+                  arch: str = "efficientnet_lite0", weights: str | None = "imagenet",
+                  image_size: int = 128, epochs: int = 10, batch_size: int = 32,
+                  learning_rate: float = 1e-3, seed: int = 0, device: str = "auto",
+                  progress: bool = True) -> FineTunedRun:
+    """Load the fine-tuned model and its history for these parameters, training it if missing."""
+    weights = None if weights in (None, "", "none", "None") else weights
+    source = load_data(data_dir=data_dir, scenes_per_class=scenes_per_class,
+                       test_scenes_per_class=test_scenes_per_class, scene_size=scene_size,
+                       shortcut_class=shortcut_class, seed=seed, progress=progress)
+    config = TrainConfig(arch=arch, weights=weights, image_size=image_size, epochs=epochs,
+                         batch_size=batch_size, learning_rate=learning_rate, seed=seed, device=device)
+    key = params_key({"data": str(source.root.resolve()), **config.to_dict(), "device": "any"})
+    run_dir = cache_dir() / "runs" / f"{arch}-{key}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data.write_manifest(source.manifest, run_dir / "manifest.csv")
+    classes = source.classes
+    train_set = data.ImageDataset(source.root, source.manifest, "train", image_size=image_size, classes=classes)
+    test_set = data.ImageDataset(source.root, source.manifest, "test", image_size=image_size, classes=classes)
+    history = fine_tune(config, train_set, test_set, run_dir, progress=progress)
+    model = models.load_model(run_dir / "best.pt", device=device)
+    return FineTunedRun(source, config, run_dir, train_set, test_set, history, model)

@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+
+from helpers import evolution
+
+# 4 epochs x 5 images, true labels [0, 1, 2, 0, 1], worked out by hand below.
+PREDS = np.array([
+    [0, 0, 2, 1, 2],
+    [0, 1, 2, 0, 2],
+    [0, 1, 1, 0, 2],
+    [0, 1, 2, 2, 0],
+])
+LABELS = np.array([0, 1, 2, 0, 1])
+
+
+def test_image_stats_match_a_hand_count():
+    s = evolution.image_stats(PREDS, LABELS, classes=["a", "b", "c"], late_fraction=0.5)
+    assert s["changes"].tolist() == [0, 1, 2, 2, 1]
+    assert s["classes_visited"].tolist() == [1, 2, 2, 3, 2]
+    assert np.allclose(s["misclassification_rate"], [0, 0.25, 0.25, 0.5, 1.0])
+    # image 2 is correct at epochs 0,1 then wrong at 2 (one forgetting event), correct again at 3
+    assert s["forgetting_events"].tolist() == [0, 0, 1, 1, 0]
+    assert s["learned_epoch"].tolist() == [0, 1, 3, -1, -1]
+    assert s["category"].tolist() == ["learned early", "learned early", "forgotten",
+                                      "never learned", "never learned"]
+    assert s["label_name"].tolist() == ["a", "b", "c", "a", "b"]
+    assert np.allclose(s["change_frequency"], np.array([0, 1, 2, 2, 1]) / 3)
+
+
+def test_learned_late_needs_the_second_half():
+    preds = np.array([[1, 1], [1, 1], [1, 0], [0, 0]])   # image 0 learned at epoch 3 of 4
+    s = evolution.image_stats(preds, np.array([0, 0]))
+    assert s["category"].tolist() == ["learned late", "learned late"]
+    assert s["learned_epoch"].tolist() == [3, 2]
+
+
+def test_confusion_and_top_confusions():
+    cm = evolution.confusion_matrix(LABELS, PREDS[-1], 3)
+    assert cm.tolist() == [[1, 0, 1], [1, 1, 0], [0, 0, 1]]
+    assert cm.sum() == len(LABELS)
+    top = evolution.top_confusions(cm, ["a", "b", "c"], k=5)
+    assert len(top) == 2 and top["count"].sum() == 2 and np.isclose(top["share_of_errors"].sum(), 1)
+    per_epoch = evolution.confusion_per_epoch(PREDS, LABELS, 3)
+    assert per_epoch.shape == (4, 3, 3) and (per_epoch.sum((1, 2)) == 5).all()
+
+
+def test_flow_order_groups_by_class_hardest_first():
+    s = evolution.image_stats(PREDS, LABELS)
+    order = evolution.flow_order(s)
+    assert sorted(order) == list(range(5))
+    assert LABELS[order].tolist() == sorted(LABELS)
+    assert order[:2].tolist() == [3, 0]          # class 0: never-learned image first
+
+
+def test_class_summary_shares_add_up():
+    s = evolution.image_stats(PREDS, LABELS)
+    summary = evolution.class_summary(s, ["a", "b", "c"])
+    shares = summary[list(evolution.CATEGORIES)].sum(axis=1)
+    assert np.allclose(shares, 1)
+    assert summary.loc["a", "final_accuracy"] == 0.5
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="epochs, images"):
+        evolution.image_stats(PREDS[:, :3], LABELS)
+
+
+def test_share_within_pairs_counts_both_directions():
+    cm = np.array([[5, 2, 0], [1, 5, 0], [3, 0, 5]])   # errors: a->b 2, b->a 1, c->a 3
+    assert np.isclose(evolution.share_within_pairs(cm, ["a", "b", "c"], [("a", "b")]), 3 / 6)
+    assert evolution.share_within_pairs(np.eye(3, dtype=int), ["a", "b", "c"], [("a", "b")]) == 0
+
+
+def test_prediction_strings_mark_correct_epochs_upper_case():
+    strings = evolution.prediction_strings(PREDS, LABELS, ["apple", "banana", "cherry"])
+    assert strings[2] == "CCbC" and strings[4] == "ccca"
+
+
+def test_hard_images_picks_only_hard_categories():
+    s = evolution.image_stats(PREDS, LABELS)
+    hard = evolution.hard_images(s, per_category=8)
+    assert set(hard["category"]) <= {"learned late", "forgotten", "never learned"}
+    assert sorted(hard.index) == [2, 3, 4]
