@@ -118,12 +118,3 @@ def hard_images(stats: pd.DataFrame, *, per_category: int = 8) -> pd.DataFrame:
     picked = [stats[stats["category"] == c].sort_values("changes", ascending=False, kind="stable").head(per_category)
               for c in ("learned late", "forgotten", "never learned")]
     return pd.concat(picked)
-
-
-def prediction_strings(preds: np.ndarray, labels: np.ndarray, classes) -> list[str]:
-    """Per image, its predictions over the epochs as letters (upper case where correct)."""
-    letters = [name[0] for name in classes]
-    if len(set(letters)) < len(letters):
-        letters = [str(i) for i in range(len(classes))]
-    return ["".join(letters[p].upper() if p == labels[i] else letters[p].lower() for p in preds[:, i])
-            for i in range(preds.shape[1])]

@@ -55,7 +55,7 @@ def image_grid(images, titles=None, *, masks=None, ncols: int = 8, size: float =
         if masks is not None:
             ax.contour(np.asarray(masks[i]).astype(float), levels=[0.5], colors="yellow", linewidths=0.9)
         if titles is not None:
-            ax.set_title(titles[i], fontsize=8, color=None if title_colors is None else title_colors[i])
+            ax.set_title(titles[i], fontsize=8, color="black" if title_colors is None else title_colors[i])
     if row_labels is not None:
         for r, label in enumerate(row_labels):
             axes[r, 0].text(-0.08, 0.5, label, transform=axes[r, 0].transAxes, ha="right",
@@ -124,52 +124,55 @@ def per_class_accuracy(cm, classes, ax=None):
 
 
 def instance_flow(history, stats, order, *, classes):
-    """InstanceFlow-style overview: images x epochs coloured by predicted class, with aligned
-    curves above and per-image bars (change frequency, classes visited, misclassification) right."""
+    """InstanceFlow-style overview: images x epochs coloured by predicted class, with the accuracy
+    and loss curves above on the same epoch axis and per-image bars (change frequency, classes
+    visited, share of epochs wrong) on the right, on the same image rows."""
     preds = history.test_preds[:, order].T             # [images, epochs]
     labels = history.test_labels[order]
     n, epochs = preds.shape
     cmap = class_colormap(len(classes))
     norm = BoundaryNorm(np.arange(len(classes) + 1) - 0.5, len(classes))
-    fig = plt.figure(figsize=(13, 11), layout="constrained")
-    grid = fig.add_gridspec(2, 5, height_ratios=[1, 5], width_ratios=[0.35, 4, 1, 1, 1])
-    curves = fig.add_subplot(grid[0, 1])
-    heat = fig.add_subplot(grid[1, 1], sharex=curves)
-    truth = fig.add_subplot(grid[1, 0], sharey=heat)
-    bars = [fig.add_subplot(grid[1, 2 + k], sharey=heat) for k in range(3)]
+    fig = plt.figure(figsize=(13, 12), layout="constrained")
+    grid = fig.add_gridspec(3, 5, height_ratios=[1, 1, 6], width_ratios=[0.35, 4, 1, 1, 1])
+    heat = fig.add_subplot(grid[2, 1])
+    acc = fig.add_subplot(grid[0, 1], sharex=heat)
+    loss = fig.add_subplot(grid[1, 1], sharex=heat)
+    truth = fig.add_subplot(grid[2, 0], sharey=heat)
+    bars = [fig.add_subplot(grid[2, 2 + k], sharey=heat) for k in range(3)]
+    key = fig.add_subplot(grid[0:2, 2:])
+    key.set_axis_off()
 
     x = np.arange(epochs)
-    curves.plot(x, history.train_acc, "o-", label="train acc")
-    curves.plot(x, history.val_acc, "s-", label="val acc")
-    curves.plot(x, history.test_acc, "^-", label="test acc")
-    loss_ax = curves.twinx()
-    loss_ax.plot(x, history.train_loss, ":", color="grey", label="train loss")
-    loss_ax.plot(x, history.val_loss, "--", color="black", label="val loss")
-    loss_ax.set_ylabel("loss")
-    curves.set_ylabel("accuracy")
-    curves.legend(loc="center right", fontsize=7)
-    loss_ax.legend(loc="lower center", fontsize=7)
-    curves.tick_params(labelbottom=False)
-    curves.set_title("How every test image's prediction settled, epoch by epoch", fontsize=11)
+    for values, style, label in ((history.train_acc, "o-", "train"), (history.val_acc, "s-", "validation"),
+                                 (history.test_acc, "^-", "test")):
+        acc.plot(x, values, style, ms=4, label=label)
+    loss.plot(x, history.train_loss, "o-", ms=4, label="train")
+    loss.plot(x, history.val_loss, "s-", ms=4, label="validation")
+    for ax, name in ((acc, "accuracy"), (loss, "loss")):
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelbottom=False)
+        ax.axvline(history.best_epoch, color="grey", ls=":", lw=1)
+    acc.legend(fontsize=7, loc="lower right")
+    acc.set_title("How every test image's prediction settled, epoch by epoch", fontsize=11)
 
     heat.imshow(preds, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
-    wrong_rows, wrong_cols = np.nonzero(preds != labels[:, None])
-    heat.scatter(wrong_cols, wrong_rows, marker="x", s=4, c="black", lw=0.5)
     heat.set_xticks(x, [str(e + 1) for e in x])
-    heat.set_xlabel("epoch   (colour = predicted class, x = wrong)")
+    heat.set_xlabel("epoch  (dotted line: the kept epoch)")
     heat.tick_params(labelleft=False, left=False)
+    heat.axvline(history.best_epoch, color="black", ls=":", lw=1)
     truth.imshow(labels[:, None], aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
-    truth.set_xticks([0], ["true"])
-    truth.set_ylabel(f"{n} test images, grouped by true class, hardest first")
-    boundaries = np.nonzero(np.diff(labels))[0] + 0.5
-    for ax in (heat, truth, *bars):
-        for b in boundaries:
-            ax.axhline(b, color="white" if ax in (heat, truth) else "grey", lw=0.8)
+    truth.set_xticks([0], ["true\nclass"])
     truth.set_yticks([])
+    truth.set_ylabel(f"{n} test images, grouped by true class, hardest first")
+    for b in np.nonzero(np.diff(labels))[0] + 0.5:
+        for ax in (heat, truth, *bars):
+            ax.axhline(b, color="white" if ax in (heat, truth) else "grey", lw=0.8)
 
     s = stats.iloc[order]
+    most_visited = max(3, int(s["classes_visited"].max()))
     columns = [("change_frequency", "change frequency", (0, 1)),
-               ("classes_visited", "classes visited", (0, len(classes))),
+               ("classes_visited", "classes visited", (0, most_visited)),
                ("misclassification_rate", "share of epochs wrong", (0, 1))]
     for ax, (column, title, xlim) in zip(bars, columns):
         ax.barh(np.arange(n), s[column].to_numpy(), height=1.0, color=cmap(labels), lw=0)
@@ -177,8 +180,41 @@ def instance_flow(history, stats, order, *, classes):
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelleft=False, left=False)
         ax.grid(axis="x", alpha=0.3)
+    bars[1].set_xticks(range(most_visited + 1))
+    key.legend(handles=[Patch(color=cmap(i), label=c) for i, c in enumerate(classes)],
+               loc="center left", ncols=2, fontsize=9, title="colour = predicted class")
+    key.text(0.0, 0.02, "A row whose colour differs from its true-class strip\nis a wrong prediction at that epoch.",
+             fontsize=8, transform=key.transAxes, va="bottom")
+    return fig
+
+
+def prediction_strips(images, preds, labels, classes, *, titles=None, ncols: int = 8, size: float = 1.7):
+    """Images with, under each, a strip of its predicted class per epoch (colour = class).
+
+    ``preds`` is [epochs, images]; the frame around each image has its true class's colour."""
+    n, epochs = len(images), preds.shape[0]
+    nrows = -(-n // ncols)
+    cmap = class_colormap(len(classes))
+    fig = plt.figure(figsize=(ncols * size, nrows * size * 1.35 + 0.6), layout="constrained")
+    grid = fig.add_gridspec(nrows * 2, ncols, height_ratios=[6, 1] * nrows)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        ax = fig.add_subplot(grid[2 * r, c])
+        ax.imshow(_to_hwc(images[i]))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_color(cmap(int(labels[i])))
+            spine.set_linewidth(3)
+        ax.set_title(titles[i] if titles is not None else f"true: {classes[int(labels[i])]}", fontsize=8)
+        strip = fig.add_subplot(grid[2 * r + 1, c])
+        strip.imshow(preds[:, i][None], cmap=cmap, vmin=-0.5, vmax=len(classes) - 0.5, aspect="auto")
+        strip.set_yticks([])
+        strip.set_xticks([0, epochs - 1], ["1", str(epochs)], fontsize=6)
     fig.legend(handles=[Patch(color=cmap(i), label=c) for i, c in enumerate(classes)],
-               loc="outside lower center", ncols=len(classes), fontsize=9)
+               loc="outside lower center", ncols=len(classes), fontsize=8,
+               title="frame = true class; strip under each image = predicted class at epochs 1 ... last",
+               title_fontsize=8)
     return fig
 
 

@@ -92,7 +92,7 @@ def finetuned_run(*, data_dir: str = "", scenes_per_class: int = 120, test_scene
                   scene_size: int = 128, shortcut_class: str | None = None,
                   arch: str = "efficientnet_lite0", weights: str | None = "imagenet",
                   image_size: int = 128, epochs: int = 10, batch_size: int = 32,
-                  learning_rate: float = 1e-3, seed: int = 0, device: str = "auto",
+                  learning_rate: float = 3e-4, seed: int = 0, device: str = "auto",
                   progress: bool = True) -> FineTunedRun:
     """Load the fine-tuned model and its history for these parameters, training it if missing."""
     weights = None if weights in (None, "", "none", "None") else weights

@@ -71,11 +71,6 @@ def test_share_within_pairs_counts_both_directions():
     assert evolution.share_within_pairs(np.eye(3, dtype=int), ["a", "b", "c"], [("a", "b")]) == 0
 
 
-def test_prediction_strings_mark_correct_epochs_upper_case():
-    strings = evolution.prediction_strings(PREDS, LABELS, ["apple", "banana", "cherry"])
-    assert strings[2] == "CCbC" and strings[4] == "ccca"
-
-
 def test_hard_images_picks_only_hard_categories():
     s = evolution.image_stats(PREDS, LABELS)
     hard = evolution.hard_images(s, per_category=8)

@@ -1,0 +1,64 @@
+"""The cache helpers and the paper profile (ResNet50 on a folder in Intel layout), at toy scale."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from helpers import runs, scenes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def intel_folder(tmp_path_factory):
+    """A small folder in the Intel Kaggle layout (what a user of the paper profile points at)."""
+    root = tmp_path_factory.mktemp("intel")
+    scenes.write_scenes(root, n_train=6, n_test=2, size=48, seed=3, progress=False)
+    return root
+
+
+def test_load_data_on_embedded_scenes_plants_and_reports_bad_files(isolated_cache):
+    source = runs.load_data(scenes_per_class=3, test_scenes_per_class=1, scene_size=48, progress=False)
+    assert source.is_scenes and source.classes == list(scenes.CLASSES)
+    bad = source.manifest[source.manifest.status == "bad"]
+    assert sorted(Path(p).name for p in bad.path) == sorted(set(runs.PLANTED_BAD_FILES) - {"greyscale.jpg"})
+    grey = source.manifest[source.manifest.path.str.endswith("greyscale.jpg")]
+    assert grey.status.item() == "ok" and grey["mode"].item() == "L"
+    again = runs.load_data(scenes_per_class=3, test_scenes_per_class=1, scene_size=48, progress=False)
+    assert again.root == source.root and again.manifest.equals(source.manifest)
+
+
+def test_paper_profile_at_toy_scale_trains_resnet50_and_caches(intel_folder, isolated_cache):
+    kw = dict(data_dir=str(intel_folder), arch="resnet50", weights="none", image_size=48, epochs=1,
+              batch_size=8, progress=False)
+    run = runs.finetuned_run(**kw)
+    assert run.model.arch == "resnet50" and run.classes == list(scenes.CLASSES)
+    assert run.history.test_probs.shape == (1, 12, 6) and run.history.finished
+    assert (run.run_dir / "manifest.csv").is_file() and (run.run_dir / "best.pt").is_file()
+    with pytest.raises(ValueError, match="embedded scenes"):
+        run.test_masks()
+    mtime = (run.run_dir / "best.pt").stat().st_mtime_ns
+    cached = runs.finetuned_run(**kw)
+    assert (run.run_dir / "best.pt").stat().st_mtime_ns == mtime and cached.run_dir == run.run_dir
+
+
+def test_paper_profile_notebook_runs_through_papermill(intel_folder, isolated_cache):
+    """What `make report PROFILE=paper DATA_DIR=...` does, on notebook 02 at toy scale."""
+    profile = yaml.safe_load((ROOT / "profiles" / "paper.yaml").read_text())
+    assert profile["arch"] == "resnet50" and profile["image_size"] == 150
+    out = isolated_cache / "02_paper.ipynb"
+    cmd = [sys.executable, "-m", "papermill", "--cwd", str(ROOT / "notebooks"), "--log-level", "WARNING",
+           str(ROOT / "notebooks" / "02_finetune.ipynb"), str(out), "-f", str(ROOT / "profiles" / "paper.yaml"),
+           "-p", "data_dir", str(intel_folder), "-p", "weights", "none", "-p", "image_size", "48",
+           "-p", "epochs", "1", "-p", "batch_size", "8"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    notebook = json.loads(out.read_text())
+    text = "".join("".join(o.get("text", "")) for c in notebook["cells"] for o in c.get("outputs", []))
+    assert "test accuracy" in text
+    assert (isolated_cache / "figures" / "02_confusion.png").is_file()
+    runs_made = list((isolated_cache / "cache" / "runs").iterdir())
+    assert len(runs_made) == 1 and runs_made[0].name.startswith("resnet50-")
