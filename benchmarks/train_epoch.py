@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from helpers import data, models, runs
-from helpers.train import TrainConfig, fine_tune, split_train_val
+from helpers.data import split_train_val
+from helpers.train import TrainConfig, fine_tune
 
 
 def bare_passes(cfg: TrainConfig, train_set, test_set) -> float:
@@ -50,7 +51,6 @@ def main() -> None:
     parser.add_argument("--arch", default="efficientnet_lite0")
     parser.add_argument("--image-size", type=int, default=128)
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     source = runs.load_data(progress=False)
     classes = source.classes
     train_set = data.ImageDataset(source.root, source.manifest, "train", image_size=args.image_size,

@@ -117,8 +117,11 @@ def _torchvision_net(arch: str, weights) -> nn.Module:
                 f"ImageNet weights for {arch} not found: expected {expected.name} in {expected.parent} "
                 f"(torchvision's cache; set TORCH_HOME or copy the file there, or pass weights=<path>). "
                 f"Nothing is downloaded at run time.")
-        weights = expected
-    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        # the file is in torchvision's cache, so this reads it and downloads nothing
+        state = enum.get_state_dict(progress=False, map_location="cpu", weights_only=True)
+    else:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
     return net
 
 
