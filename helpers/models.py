@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ARCHS = ("resnet50", "resnet18", "mobilenet_v2", "efficientnet_lite0")
@@ -92,7 +93,7 @@ def build_model(arch: str, num_classes: int | None = None, weights: str | Path |
         net, mean, std = _torchvision_net(arch, weights), IMAGENET_MEAN, IMAGENET_STD
     if num_classes is not None:
         _replace_head(net, arch, num_classes)
-    _disable_inplace_activations(net)
+    _make_activations_hookable(net)
     n_out = num_classes or 1000
     if class_names is None:
         class_names = imagenet_categories() if num_classes is None else [str(i) for i in range(n_out)]
@@ -170,8 +171,20 @@ def _replace_head(net: nn.Module, arch: str, num_classes: int) -> None:
         net.reset_classifier(num_classes)
 
 
-def _disable_inplace_activations(net: nn.Module) -> None:
-    """In-place ReLUs break gradient hooks (guided backprop, Grad-CAM); turn them off."""
+class HookableReLU6(nn.ReLU):
+    """``min(max(x, 0), 6)`` as an ``nn.ReLU`` subclass, so that methods which modify ReLU
+    gradients (guided backprop, deconvolution) also treat the ReLU6 of MobileNet/EfficientNet."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu6(x)
+
+
+def _make_activations_hookable(net: nn.Module) -> None:
+    """No in-place activations (they break gradient hooks), and ReLU6 as a ReLU subclass."""
+    for parent in list(net.modules()):
+        for name, child in parent.named_children():
+            if type(child) is nn.ReLU6:
+                setattr(parent, name, HookableReLU6())
     for module in net.modules():
         if hasattr(module, "inplace") and isinstance(module.inplace, bool):
             module.inplace = False

@@ -30,8 +30,15 @@ def test_normalisation_is_the_first_layer(lite0):
         assert torch.allclose(lite0(x), expected, atol=1e-6)
 
 
-def test_no_inplace_activations(lite0):
-    assert not [m for m in lite0.modules() if getattr(m, "inplace", False) is True]
+@pytest.mark.parametrize("arch", ["efficientnet_lite0", "mobilenet_v2"])
+def test_activations_are_hookable_relus_and_not_inplace(arch):
+    model = models.build_model(arch, 6, weights=None)
+    assert not [m for m in model.modules() if getattr(m, "inplace", False) is True]
+    assert not [m for m in model.modules() if type(m) is torch.nn.ReLU6]
+    relus = [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
+    assert len(relus) > 10
+    x = torch.linspace(-3, 9, 13)
+    assert torch.equal(relus[0](x), torch.nn.functional.relu6(x))
 
 
 def test_unknown_arch_and_missing_weights_file_are_clear_errors(tmp_path):
