@@ -271,3 +271,177 @@ def confusion_over_epochs(per_epoch, classes, *, panels: int = 4):
             ax.set_ylabel("")
             ax.tick_params(labelleft=False)
     return fig
+
+
+# ----------------------------------------------------------------------------- attribution maps
+ABS_CMAP, SIGNED_CMAP = "inferno", "RdBu_r"
+
+
+def _to_numpy(a) -> np.ndarray:
+    return np.asarray(a.detach().cpu() if hasattr(a, "detach") else a, dtype=np.float64)
+
+
+def _is_signed(maps) -> bool:
+    return bool(np.any(np.nan_to_num(_to_numpy(maps)) < 0))
+
+
+def scale_map(attribution, *, signed=None, percentile: float = 99.0) -> np.ndarray:
+    """One attribution map ([H,W], numpy or torch) scaled robustly for display.
+
+    Absolute maps (``signed=False``: the magnitude |map| is shown) go to [0, 1], signed maps to
+    [-1, 1] symmetric around 0: the ``percentile`` of |map| (the maximum when that percentile is
+    0) becomes 1 and larger values are clipped, so a few extreme pixels do not darken the rest.
+    ``signed=None`` decides from the data (any negative value -> signed). A constant or all-zero
+    map gives zeros; NaN/inf count as 0."""
+    m = np.nan_to_num(_to_numpy(attribution), nan=0.0, posinf=0.0, neginf=0.0)
+    signed = _is_signed(m) if signed is None else bool(signed)
+    if m.size == 0 or np.ptp(m) == 0:
+        return np.zeros_like(m)
+    mag = np.abs(m)
+    top = np.percentile(mag, percentile)
+    if top <= 0:
+        top = mag.max()
+    return np.clip(m / top, -1.0, 1.0) if signed else np.clip(mag / top, 0.0, 1.0)
+
+
+def _grey(image) -> np.ndarray:
+    img = _to_numpy(_to_hwc(image))
+    return img @ np.array([0.299, 0.587, 0.114]) if img.ndim == 3 and img.shape[-1] == 3 else img
+
+
+def overlay(image, attribution, ax=None, *, signed=None, alpha: float = 0.55, title=None,
+            percentile: float = 99, grey: bool = True):
+    """An attribution map as a heatmap over its image (shown in grey, or in colour with
+    ``grey=False``): ``inferno`` (dark = none, bright = most) for absolute maps, ``RdBu_r`` centred
+    at 0 (red = for the target, blue = against) for signed ones; scaled by :func:`scale_map`.
+    A map of another resolution (e.g. Grad-CAM) is stretched over the whole image."""
+    fig, ax = _axes(ax, (3, 3))
+    signed = _is_signed(attribution) if signed is None else bool(signed)
+    img = _grey(image) if grey else _to_numpy(_to_hwc(image))
+    h, w = img.shape[:2]
+    extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+    ax.imshow(np.clip(img, 0, 1), cmap="gray", vmin=0, vmax=1, extent=extent)
+    heat = scale_map(attribution, signed=signed, percentile=percentile)
+    ax.imshow(heat, cmap=SIGNED_CMAP if signed else ABS_CMAP, vmin=-1 if signed else 0, vmax=1,
+              alpha=alpha, extent=extent, interpolation="bilinear" if heat.shape != (h, w) else "nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title is not None:
+        ax.set_title(title, fontsize=8)
+    return fig
+
+
+def attribution_grid(images, maps_by_method: dict, *, titles=None, signed=None, size: float = 1.8,
+                     percentile: float = 99, alpha: float = 0.6):
+    """Methods x images: the first row shows the images, then one row per method (name at the
+    left) with each map over its grey image, scaled on its own (:func:`scale_map`). ``signed``:
+    None (decide per method from its maps), a bool, or a dict method -> bool. Each row has a colour
+    bar that says how to read it."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    methods = list(maps_by_method)
+    n = len(images)
+    fig, grid = plt.subplots(len(methods) + 1, n + 1, figsize=(n * size + 1.4, (len(methods) + 1) * size),
+                             squeeze=False, layout="constrained",
+                             gridspec_kw={"width_ratios": [1] * n + [0.07]})
+    axes, bars = grid[:, :n], grid[:, n]  # the last narrow column holds each row's colour bar
+    fig.delaxes(bars[0])
+    for j in range(n):
+        axes[0, j].imshow(np.clip(_to_numpy(_to_hwc(images[j])), 0, 1))
+        axes[0, j].set_xticks([])
+        axes[0, j].set_yticks([])
+        if titles is not None:
+            axes[0, j].set_title(titles[j], fontsize=8)
+    axes[0, 0].set_ylabel("image", fontsize=9, fontweight="bold")
+    for r, method in enumerate(methods, start=1):
+        maps = maps_by_method[method]
+        row_signed = signed.get(method) if isinstance(signed, dict) else signed
+        row_signed = _is_signed(maps) if row_signed is None else bool(row_signed)
+        for j in range(n):
+            overlay(images[j], maps[j], ax=axes[r, j], signed=row_signed, alpha=alpha,
+                    percentile=percentile)
+            for spine in axes[r, j].spines.values():
+                spine.set_visible(False)
+        axes[r, 0].set_ylabel(method, fontsize=9, fontweight="bold")
+        if row_signed:
+            mappable = ScalarMappable(Normalize(-1, 1), SIGNED_CMAP)
+            bar = fig.colorbar(mappable, cax=bars[r])
+            bar.set_ticks([-1, 0, 1], labels=["against", "0", "for"])
+        else:
+            mappable = ScalarMappable(Normalize(0, 1), ABS_CMAP)
+            bar = fig.colorbar(mappable, cax=bars[r])
+            bar.set_ticks([0, 1], labels=["none", "most"])
+        bar.ax.tick_params(labelsize=7)
+    fig.suptitle(f"Each map is scaled on its own ({percentile:g}th percentile of |map| = full colour):\n"
+                 "compare where a method looks, not how strongly", fontsize=9)
+    return fig
+
+
+def curve_plot(result, ax=None, *, label=None, color=None):
+    """A deletion or insertion curve (a :class:`helpers.quality.CurveResult` or a dict with
+    ``fractions``, ``probs``, ``auc`` and optionally ``kind``): the mean over images with a band
+    of +-1 standard deviation; the mean AUC is in the legend."""
+    fig, ax = _axes(ax, (4.5, 3.2))
+    fractions, probs = np.asarray(result["fractions"]), np.asarray(result["probs"])
+    auc = float(np.mean(result["auc"]))
+    kind = result["kind"] if "kind" in result.keys() else "curve"
+    mean, sd = probs.mean(axis=0), probs.std(axis=0)
+    line, = ax.plot(fractions, mean, color=color, label=f"{label or kind} (AUC {auc:.3f})")
+    ax.fill_between(fractions, np.clip(mean - sd, 0, 1), np.clip(mean + sd, 0, 1),
+                    color=line.get_color(), alpha=0.2, lw=0)
+    verb = {"deletion": "deleted", "insertion": "inserted"}.get(kind, "perturbed")
+    previous = ax.get_xlabel()
+    if previous.startswith("share of pixels ") and verb not in previous:  # both kinds on one axis
+        verb = "deleted / inserted"
+    ax.set_xlabel(f"share of pixels {verb} (most relevant first)")
+    ax.set_ylabel("probability of the target class")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="mean over images, band +-1 sd", title_fontsize=7)
+    return fig
+
+
+def randomisation_plot(df_by_method: dict, ax=None, *, column: str = "spearman_abs"):
+    """Cascading randomisation (Adebayo et al. 2018): rank correlation between the original map
+    and the map after randomising the network from the top down to each stage, one line per
+    method (DataFrames from :func:`helpers.quality.model_randomisation`). A method that passes the
+    sanity check falls towards 0; one that stays near 1 does not depend on the weights."""
+    fig, ax = _axes(ax, (6, 3.4))
+    stages = None
+    for method, df in df_by_method.items():
+        stages = list(df["stage"]) if stages is None or len(df) > len(stages) else stages
+        ax.plot(np.arange(len(df)), df[column].to_numpy(), "o-", ms=4, label=method)
+    ax.axhline(0, color="grey", ls="--", lw=1)
+    if stages is not None:
+        ax.set_xticks(range(len(stages)), stages, rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(min(-0.1, ax.get_ylim()[0]), 1.05)
+    ax.set_xlabel("randomised from the output down to ... (cumulative)")
+    ax.set_ylabel("Spearman rank correlation" + (" of |maps|" if column == "spearman_abs" else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def lime_panel(image, segments, weights: dict, ax=None, *, top: int = 5, title=None):
+    """LIME's answer on one image: its ``top`` superpixels for the class tinted green, the
+    ``top`` against it tinted red, the rest dimmed; superpixel borders in white."""
+    from skimage.segmentation import find_boundaries
+
+    fig, ax = _axes(ax, (3, 3))
+    rgb = np.asarray(_to_hwc(image), dtype=float)
+    segments = np.asarray(segments.detach().cpu() if hasattr(segments, "detach") else segments)
+    ranked = sorted(weights.items(), key=lambda kv: kv[1])
+    positive = [s for s, w in ranked[::-1][:top] if w > 0]
+    negative = [s for s, w in ranked[:top] if w < 0]
+    shown = 0.45 * rgb + 0.25
+    for ids, tint in ((positive, (0.1, 0.85, 0.2)), (negative, (0.95, 0.15, 0.1))):
+        where = np.isin(segments, ids)
+        shown[where] = 0.45 * rgb[where] + 0.55 * np.asarray(tint)
+    shown[find_boundaries(segments, mode="inner")] = 1.0
+    ax.imshow(shown.clip(0, 1))
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=8)
+    return fig

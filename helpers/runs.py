@@ -106,8 +106,51 @@ def finetuned_run(*, data_dir: str = "", scenes_per_class: int = 120, test_scene
     run_dir.mkdir(parents=True, exist_ok=True)
     data.write_manifest(source.manifest, run_dir / "manifest.csv")
     classes = source.classes
-    train_set = data.ImageDataset(source.root, source.manifest, "train", image_size=image_size, classes=classes)
-    test_set = data.ImageDataset(source.root, source.manifest, "test", image_size=image_size, classes=classes)
+    train_set = data.ImageDataset(source.root, source.manifest, "train", image_size=image_size, classes=classes,
+                                  progress=progress)
+    test_set = data.ImageDataset(source.root, source.manifest, "test", image_size=image_size, classes=classes,
+                                  progress=progress)
     history = fine_tune(config, train_set, test_set, run_dir, progress=progress)
     model = models.load_model(run_dir / "best.pt", device=device)
     return FineTunedRun(source, config, run_dir, train_set, test_set, history, model)
+
+
+def add_shortcut_marks(images, *, seed: int = 0):
+    """Draw the shortcut mark (see :func:`helpers.scenes.add_shortcut_mark`) on copies of
+    ``images`` ([N,3,H,W] in [0,1]); returns the marked images and the boxes [N, 4] (x0, y0, x1, y1)."""
+    import torch
+
+    marked, boxes = [], []
+    for i, image in enumerate(images):
+        rgb = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        drawn, box = scenes.add_shortcut_mark(rgb, np.random.default_rng([seed, i]))
+        marked.append(torch.from_numpy(drawn).permute(2, 0, 1).float() / 255)
+        boxes.append(box)
+    return torch.stack(marked), np.asarray(boxes)
+
+
+def pick_examples(labels, preds, *, correct: int = 4, wrong: int = 4, seed: int = 0) -> np.ndarray:
+    """Indices of ``correct`` correctly and ``wrong`` wrongly predicted images (fewer if there
+    are not enough), drawn with ``seed`` from different classes where possible."""
+    labels, preds = np.asarray(labels), np.asarray(preds)
+    rng = np.random.default_rng(seed)
+    picked = []
+    for is_right, count in ((True, correct), (False, wrong)):
+        pool = rng.permutation(np.flatnonzero((labels == preds) == is_right))
+        # round robin over the classes: each image's rank among the earlier picks of its class
+        order = np.argsort([np.sum(labels[pool[:k]] == labels[i]) for k, i in enumerate(pool)], kind="stable")
+        picked.extend(int(i) for i in pool[order][:count])
+    return np.asarray(picked, dtype=np.int64)
+
+
+def per_class_indices(labels, per_class: int) -> np.ndarray:
+    """The first ``per_class`` indices of each class, class by class."""
+    labels = np.asarray(labels)
+    return np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)])
+
+
+def example_table(indices, labels, preds, probs, classes) -> pd.DataFrame:
+    """One row per picked image: index, true class, predicted class and its confidence."""
+    return pd.DataFrame({"image": indices, "true": [classes[labels[i]] for i in indices],
+                         "predicted": [classes[preds[i]] for i in indices],
+                         "confidence": [float(probs[i].max()) for i in indices]})

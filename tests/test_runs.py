@@ -62,3 +62,28 @@ def test_paper_profile_notebook_runs_through_papermill(intel_folder, isolated_ca
     assert (isolated_cache / "figures" / "02_confusion.png").is_file()
     runs_made = list((isolated_cache / "cache" / "runs").iterdir())
     assert len(runs_made) == 1 and runs_made[0].name.startswith("resnet50-")
+
+
+def test_add_shortcut_marks_changes_only_the_box():
+    import torch
+
+    images = torch.rand(3, 3, 64, 64)
+    marked, boxes = runs.add_shortcut_marks(images, seed=1)
+    assert marked.shape == images.shape and boxes.shape == (3, 4)
+    for image, mark, (x0, y0, x1, y1) in zip(images, marked, boxes):
+        outside = torch.ones(64, 64, dtype=torch.bool)
+        outside[y0:y1, x0:x1] = False
+        assert torch.allclose(mark[:, outside], image[:, outside], atol=1 / 255)
+        assert (mark[:, ~outside] - image[:, ~outside]).abs().mean() > 0.1
+
+
+def test_pick_examples_spreads_over_classes():
+    labels = np.repeat(np.arange(3), 10)
+    preds = labels.copy()
+    preds[[0, 1, 2, 12]] = 2                       # three wrong in class 0, one in class 1
+    idx = runs.pick_examples(labels, preds, correct=3, wrong=2, seed=0)
+    right, wrong = idx[:3], idx[3:]
+    assert (labels[right] == preds[right]).all() and sorted(labels[right]) == [0, 1, 2]
+    assert (labels[wrong] != preds[wrong]).all() and sorted(labels[wrong]) == [0, 1]
+    assert np.array_equal(idx, runs.pick_examples(labels, preds, correct=3, wrong=2, seed=0))
+    assert len(runs.pick_examples(labels, preds, correct=3, wrong=9)) == 3 + 4
