@@ -1,0 +1,307 @@
+"""Attacks, minimal epsilon and masks on tiny models with known answers (closed forms, invariants)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from helpers import attacks as A
+
+C, H, W = 3, 6, 6
+D = C * H * W
+
+
+class SmallCNN(nn.Module):
+    """conv-BN-ReLU-dropout-linear: has train-mode layers, so eval mode matters."""
+
+    def __init__(self, k=3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(C, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                                  nn.Flatten(), nn.Dropout(0.5), nn.Linear(4 * H * W, k))
+
+    def forward(self, x):
+        return self.body(x - 0.5)
+
+
+class Linear2(nn.Module):
+    """logits = W (x - 0.5): the margin along a sign direction is linear in eps."""
+
+    def __init__(self, k=2, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.fc = nn.Linear(D, k, bias=False)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.randn(k, D, generator=g))
+
+    def forward(self, x):
+        return self.fc((x - 0.5).flatten(1))
+
+
+class Wavy(nn.Module):
+    """Two classes; logit_0 - logit_1 = cos(2 pi u / P + phi) + b with u = mean(x) - 0.4.
+
+    On constant 0.4 images the FGSM direction is +1 on every pixel, so u = eps: the prediction
+    flips at eps1, flips back at eps2 and flips again at eps3 (closed forms below).
+    """
+    P, phi, b = 0.02, 0.2, 0.3
+
+    def forward(self, x):
+        u = x.mean(dim=(1, 2, 3)) - 0.4
+        z0 = torch.cos(2 * math.pi * u / self.P + self.phi) + self.b
+        return torch.stack([z0, torch.zeros_like(z0)], 1)
+
+    @classmethod
+    def roots(cls):
+        a = math.acos(-cls.b)
+        return [(a - cls.phi) * cls.P / (2 * math.pi), (2 * math.pi - a - cls.phi) * cls.P / (2 * math.pi),
+                (2 * math.pi + a - cls.phi) * cls.P / (2 * math.pi)]
+
+
+@pytest.fixture
+def cnn():
+    return SmallCNN().eval()
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(6, C, H, W, generator=g), torch.tensor([0, 1, 2, 0, 1, 2])
+
+
+def _inner(x):  # images away from the [0, 1] boundary: clipping stays inactive for eps <= 0.1
+    return 0.3 + 0.4 * x
+
+
+def _linf(a, b):
+    return (a - b).flatten(1).abs().amax(1)
+
+
+def _half_mask(n=6):
+    mask = torch.zeros(n, H, W, dtype=torch.bool)
+    mask[:, :, : W // 2] = True
+    return mask
+
+
+# ------------------------------------------------------------------ invariants of the attacks
+@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+def test_linf_attacks_stay_in_the_ball_and_in_range(cnn, batch, attack):
+    x, y = batch
+    kw = {"seed": 0} if attack == "pgd" else {}
+    x_adv = A.ATTACKS[attack](cnn, x, y, eps=0.03, **kw)
+    assert (_linf(x_adv, x) <= 0.03 + 1e-6).all()
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert (_linf(x_adv, x) > 0.01).all()  # it did move
+
+
+def test_l2_pgd_stays_in_the_ball(cnn, batch):
+    x, y = batch
+    x_adv = A.pgd(cnn, x, y, eps=0.5, norm="l2", steps=5, seed=0)
+    assert ((x_adv - x).flatten(1).norm(dim=1) <= 0.5 + 1e-5).all()
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+@pytest.mark.parametrize("kw", [{"attack": "fgsm"}, {"attack": "pgd", "norm": "linf"},
+                                {"attack": "pgd", "norm": "l2"}])
+def test_eps_zero_changes_nothing(cnn, batch, kw):
+    x, y = batch
+    kw = dict(kw)
+    assert torch.equal(A.ATTACKS[kw.pop("attack")](cnn, x, y, eps=0, **kw), x)
+
+
+def test_negative_eps_is_refused_with_a_clear_message(cnn, batch):
+    x, y = batch
+    for call in (lambda: A.fgsm(cnn, x, y, eps=-0.1), lambda: A.pgd(cnn, x, y, eps=-1e-3),
+                 lambda: A.epsilon_sweep(cnn, x, y, [0.0, -0.1]),
+                 lambda: A.minimal_epsilon(cnn, x, y, max_eps=-0.1)):
+        with pytest.raises(ValueError, match=">= 0"):
+            call()
+
+
+def test_fgsm_is_one_pgd_step_of_size_eps(cnn, batch):
+    x, y = batch
+    one_step = A.pgd(cnn, x, y, eps=0.02, steps=1, step_size=0.02, random_start=False)
+    assert torch.equal(A.fgsm(cnn, x, y, eps=0.02), one_step)
+
+
+@pytest.mark.parametrize("kw", [{"attack": "fgsm"},
+                                {"attack": "pgd", "norm": "linf", "random_start": True, "seed": 3},
+                                {"attack": "pgd", "norm": "l2", "random_start": True, "seed": 3}])
+@pytest.mark.parametrize("shape", ["NHW", "N1HW"])
+def test_masked_attacks_leave_the_outside_untouched(cnn, batch, kw, shape):
+    x, y = batch
+    mask = _half_mask()
+    given = mask if shape == "NHW" else mask[:, None].float()
+    kw = dict(kw)
+    x_adv = A.ATTACKS[kw.pop("attack")](cnn, x, y, eps=0.05 if kw.get("norm") != "l2" else 0.5,
+                                        mask=given, **kw)
+    outside = ~mask[:, None].expand_as(x)
+    assert torch.equal(x_adv[outside], x[outside])
+    assert (x_adv[~outside] != x[~outside]).any()
+
+
+def test_targeted_attack_reaches_the_target():
+    model = Linear2(k=4).eval()
+    x = _inner(torch.rand(8, C, H, W, generator=torch.Generator().manual_seed(2)))
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    target = (pred + 1) % 4
+    for attack in ("fgsm", "pgd"):
+        x_adv = A.ATTACKS[attack](model, x, target, eps=0.1, targeted=True)
+        with torch.no_grad():
+            assert torch.equal(model(x_adv).argmax(1), target), attack
+
+
+def test_pgd_random_start_repeats_with_a_seed(cnn, batch):
+    x, y = batch
+    a = A.pgd(cnn, x, y, eps=0.03, steps=2, seed=7)
+    b = A.pgd(cnn, x, y, eps=0.03, steps=2, seed=7)
+    c = A.pgd(cnn, x, y, eps=0.03, steps=2, seed=8)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_mode_restored_no_parameter_gradients_input_untouched(batch):
+    x, y = batch
+    model = SmallCNN().train()
+    model.body[4].eval()  # a mixed state must come back exactly
+    before = [m.training for m in model.modules()]
+    x0 = x.clone()
+    A.pgd(model, x, y, eps=0.03, steps=2, seed=0)
+    A.minimal_epsilon(model, x, y, max_eps=0.05, grid=4)
+    A.epsilon_sweep(model, x, y, [0.0, 0.01])
+    assert [m.training for m in model.modules()] == before
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(x, x0)
+
+
+# ------------------------------------------------------------------ epsilon sweep
+def test_fgsm_sweep_uses_one_backward_and_matches_fgsm(cnn, batch):
+    x, y = batch
+    calls = []
+    handle = cnn.body[0].register_full_backward_hook(lambda *a: calls.append(1))
+    try:
+        df = A.epsilon_sweep(cnn, x, y, [0.0, 0.01, 0.05], batch_size=64)
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    with torch.no_grad():
+        clean = (cnn(x).argmax(1) == y).sum().item() / len(y)
+        at_05 = (cnn(A.fgsm(cnn, x, y, eps=0.05)).argmax(1) == y).sum().item() / len(y)
+    assert df["accuracy"].tolist()[0] == clean
+    assert df["accuracy"].tolist()[2] == at_05
+
+
+# ------------------------------------------------------------------ minimal epsilon
+@pytest.fixture
+def linear_case():
+    """A linear 2-class model, 24 inner images, the closed-form minimal epsilon per image."""
+    model = Linear2().eval()
+    x = _inner(torch.rand(24, C, H, W, generator=torch.Generator().manual_seed(3)))
+    with torch.no_grad():
+        logits = model(x).double()
+    y = logits.argmax(1)
+    y[:2] = 1 - y[:2]  # two images already misclassified
+    w = model.fc.weight.detach().double()
+    l1 = (w[0] - w[1]).abs().sum()
+    m0 = logits.gather(1, y[:, None])[:, 0] - logits.gather(1, (1 - y)[:, None])[:, 0]
+    return model, x, y, (m0 / l1).numpy()
+
+
+def _pred_at(model, x, y, eps):
+    d = A.fgsm_direction(model, x, y)
+    with torch.no_grad():
+        return model((x + torch.as_tensor(eps, dtype=x.dtype).view(-1, 1, 1, 1) * d).clamp(0, 1)).argmax(1)
+
+
+@pytest.mark.parametrize("spacing", ["linear", "geometric"])
+def test_minimal_epsilon_matches_the_closed_form(linear_case, spacing):
+    model, x, y, star = linear_case
+    tol, max_eps = 1e-4, float(np.median(star[2:]))  # about half the images flip
+    results = {}
+    for method in ("illinois", "bisection"):
+        df = A.minimal_epsilon(model, x, y, max_eps=max_eps, tol=tol, method=method, spacing=spacing)
+        results[method] = df
+        eps, flipped = df["epsilon"].to_numpy(), df["flipped"].to_numpy()
+        assert (eps[:2] == 0).all() and flipped[:2].all() and df["already_wrong"][:2].all()
+        should = star[2:] <= max_eps - tol
+        assert flipped[2:][should].all()
+        assert not flipped[2:][star[2:] > max_eps].any()
+        assert np.isnan(eps[2:][star[2:] > max_eps]).all()
+        f = flipped & ~df["already_wrong"].to_numpy()
+        assert np.abs(eps[f] - star[f]).max() <= tol
+        # the bracket invariant: wrong at eps, right at eps - tol
+        assert (_pred_at(model, x[f], y[f], eps[f]) != y[f]).all()
+        assert (_pred_at(model, x[f], y[f], eps[f] - tol) == y[f]).all()
+        assert (df["flip_class"][f].to_numpy() == (1 - y[f]).numpy()).all()
+        assert (df["confidence_at_flip"][f] >= 0.5).all() and (df["confidence_before"] >= 0.5).all()
+    e1, e2 = results["illinois"]["epsilon"], results["bisection"]["epsilon"]
+    assert np.nanmax(np.abs(e1 - e2)) <= tol
+    root = {m: r["n_forward"].sum() - r.attrs["grid_forwards_per_image"] * len(r) for m, r in results.items()}
+    assert root["illinois"] < root["bisection"]
+
+
+def test_the_first_flip_is_found_when_the_prediction_flips_back():
+    eps1, eps2, eps3 = Wavy.roots()
+    assert eps1 < 0.0125 < eps2 < eps3 < 0.1  # the grid point 0.0125 is in the first wrong stretch
+    x, y = torch.full((2, C, H, W), 0.4), torch.tensor([0, 0])
+    for method in ("illinois", "bisection"):
+        df = A.minimal_epsilon(Wavy(), x, y, max_eps=0.1, grid=8, tol=1e-4, method=method)
+        assert np.abs(df["epsilon"].to_numpy() - eps1).max() <= 1e-4, method
+
+
+def test_pgd_direction_on_a_linear_model_matches_the_closed_form(linear_case):
+    model, x, y, star = linear_case
+    df = A.minimal_epsilon(model, x[:6], y[:6], max_eps=0.1, grid=4, tol=1e-3, direction="pgd",
+                           pgd_kw={"steps": 5})
+    ok = df["flipped"].to_numpy() & ~df["already_wrong"].to_numpy()
+    assert ok.sum() >= 2
+    assert np.abs(df["epsilon"].to_numpy()[ok] - star[:6][ok]).max() <= 1e-3
+    assert (df["n_backward"][ok] >= 5).all()
+
+
+# ------------------------------------------------------------------ masks and regions
+def test_top_fraction_mask_counts_and_breaks_ties_deterministically():
+    maps = torch.zeros(2, 4, 5)
+    maps[0, 3, 4] = 1.0  # one clear maximum, the rest tied
+    mask = A.top_fraction_mask(maps, 0.2)
+    assert mask.dtype == torch.bool and mask.shape == (2, 4, 5)
+    assert mask.sum(dim=(1, 2)).tolist() == [4, 4]
+    assert mask[0, 3, 4] and mask[0, 0, :3].all()     # the maximum, then the earliest tied pixels
+    assert mask[1, 0, :4].all()
+    assert torch.equal(mask, A.top_fraction_mask(maps.numpy(), 0.2))
+    assert torch.equal(A.complement(mask), ~mask)
+    assert (A.complement(mask.float()) == 1 - mask.float()).all()
+    with pytest.raises(ValueError):
+        A.top_fraction_mask(maps, 1.5)
+
+
+def test_fragility_by_region_matches_the_masked_closed_form(linear_case):
+    model, x, y, star = linear_case
+    obj = _half_mask(len(x))
+    df = A.fragility_by_region(model, x, y, {"object": obj, "background": A.complement(obj)},
+                               max_eps=0.2, tol=1e-4)
+    assert list(dict.fromkeys(df["region"])) == ["whole", "object", "background"]
+    w = model.fc.weight.detach().double()
+    logits = model(x).detach().double()
+    m0 = (logits.gather(1, y[:, None])[:, 0] - logits.gather(1, (1 - y)[:, None])[:, 0]).numpy()
+    whole = df[df["region"] == "whole"]
+    assert np.allclose(whole["epsilon"].to_numpy()[2:], star[2:], atol=1e-4, equal_nan=False) or \
+        np.nanmax(np.abs(whole["epsilon"].to_numpy()[2:] - star[2:])) <= 1e-4
+    m = obj[0, None].expand(C, H, W).reshape(-1).double()
+    star_obj = m0 / ((w[0] - w[1]).abs() * m).sum().item()
+    sel = df[(df["region"] == "object")]
+    f = sel["flipped"].to_numpy() & ~sel["already_wrong"].to_numpy()
+    assert f.sum() >= 3
+    assert np.abs(sel["epsilon"].to_numpy()[f] - star_obj[f]).max() <= 1e-4
+    assert (sel["pixels"] == H * W // 2).all() and (whole["pixels"] == H * W).all()
+    eps = sel["epsilon"].to_numpy()[f]
+    assert np.allclose(sel["l2_nominal"].to_numpy()[f], eps * math.sqrt(H * W // 2 * C))
+    assert np.allclose(sel["l2_norm"].to_numpy()[f], eps * math.sqrt(H * W // 2 * C), rtol=1e-5)
+
+    table = A.per_class_fragility(df, ["a", "b"])
+    assert list(table.index) == ["a", "b"]
+    assert {"median_eps_object", "median_eps_background", "object_background_ratio",
+            "share_not_flipped_whole"} <= set(table.columns)
+    ratio = table["median_eps_object"] / table["median_eps_background"]
+    assert np.allclose(table["object_background_ratio"], ratio, equal_nan=True)
