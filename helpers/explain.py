@@ -1,0 +1,615 @@
+"""Every attribution method behind one call.
+
+    explain(model, x, target, method="gradcam", *, batch_size=8, **hyperparameters) -> [N, H, W]
+    attribute(model, x, target, method=..., **hyperparameters) -> Explanation(map, raw, extras)
+
+``x`` is a float batch ``[N, 3, H, W]`` in [0, 1] (the model normalises it itself), ``target``
+an int or ``LongTensor[N]``. Methods (:data:`METHODS`, :func:`available_methods`):
+
+========================  ==========================================  ======================
+name                      implementation                              map (from ``raw``)
+========================  ==========================================  ======================
+``saliency``              captum ``Saliency`` (signed gradient)       max over channels of |g|
+``integrated_gradients``  captum ``IntegratedGradients``              sum over channels
+``smoothgrad``            captum ``NoiseTunnel`` over a ``base``      the base's reduction
+``smoothgrad_sq``         captum ``NoiseTunnel`` (``smoothgrad_sq``)  the base's reduction
+``vargrad``               captum ``NoiseTunnel`` (``vargrad``)        the base's reduction
+``gradient_shap``         captum ``GradientShap``                     sum over channels
+``occlusion``             captum ``Occlusion``                        sum over channels
+``gradcam``               captum ``LayerGradCam`` + ``interpolate``   relu(sum_k w_k A_k), bilinear
+``gradcam_pp``            by hand (Chattopadhyay et al. 2018)         relu(sum_k w_k A_k), bilinear
+``guided_backprop``       captum ``GuidedBackprop``                   max over channels of |.|
+``guided_gradcam``        captum ``GuidedGradCam``                    max over channels of |.|
+``lime``                  ``lime.lime_image.LimeImageExplainer``      superpixel weights, signed
+========================  ==========================================  ======================
+
+Every call: puts the model in eval mode and restores each module's mode afterwards (also on
+error), removes every hook it (or captum) added, never writes into ``x``, bounds the number of
+images per forward pass by ``batch_size``, and returns detached float32 maps on ``x``'s device.
+Stochastic methods take ``seed`` (default 0): the same call with the same seed, batch and
+``batch_size`` gives the same result; they run inside a forked torch RNG and a saved numpy RNG
+state, so the caller's random streams are left untouched.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from helpers import models
+
+__all__ = ["Explanation", "METHODS", "grad_methods", "available_methods", "attribute", "explain",
+           "model_state", "capture_layer", "blur", "make_baseline"]
+
+
+@dataclass
+class Explanation:
+    """``map`` [N,H,W] float32; ``raw`` [N,C,H,W] (per-channel attribution) or None; ``extras``
+    per-method details (IG's ``delta``, LIME's ``segments``/``score``/``intercept``/``weights``,
+    Grad-CAM's low-resolution ``cam`` ...); ``method`` its name."""
+
+    map: torch.Tensor
+    raw: torch.Tensor | None = None
+    extras: dict = field(default_factory=dict)
+    method: str = ""
+
+
+# --------------------------------------------------------------------------- context managers
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+               "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+               "_forward_pre_hooks_with_kwargs")
+
+
+@contextlib.contextmanager
+def model_state(model: nn.Module):
+    """Eval mode inside; afterwards every module gets its own ``training`` flag back and every
+    hook registered inside the block (by us or by captum) is removed, even on error."""
+    modules = list(model.modules())
+    modes = [m.training for m in modules]
+    before = [{name: set(getattr(m, name, {}) or {}) for name in _HOOK_DICTS} for m in modules]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode, keys in zip(modules, modes, before):
+            m.training = mode
+            for name, old in keys.items():
+                hooks = getattr(m, name, None)
+                if hooks:
+                    for key in [k for k in hooks if k not in old]:
+                        del hooks[key]
+
+
+@contextlib.contextmanager
+def capture_layer(model: nn.Module, layer: nn.Module, name: str = "layer"):
+    """Records ``layer``'s outputs (``store["outputs"]``) and checks it runs exactly once per
+    forward of ``model`` (a reused module, e.g. ResNet's shared ``relu``, is ambiguous)."""
+    store = {"outputs": [], "calls": 0, "forwards": 0}
+
+    def on_layer(_module, _inp, out):
+        store["calls"] += 1
+        store["outputs"].append(out)
+
+    def on_model(_module, _inp, _out):
+        store["forwards"] += 1
+
+    handles = [layer.register_forward_hook(on_layer), model.register_forward_hook(on_model)]
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+    if store["forwards"] and store["calls"] != store["forwards"]:
+        raise ValueError(f"layer {name!r} ran {store['calls']} times in {store['forwards']} forward "
+                         f"passes; Grad-CAM needs a layer used once per pass (a reused module such as "
+                         f"ResNet's shared relu is ambiguous): pick its parent block or a conv")
+    for out in store["outputs"]:
+        if not (isinstance(out, torch.Tensor) and out.dim() == 4):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"layer {name!r} gives {shape}; Grad-CAM needs a 4-D feature map "
+                             f"[N, C, h, w] (a layer between the first conv and the last)")
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device):
+    """Seed torch's and numpy's global generators inside, restore both afterwards."""
+    if seed is None:
+        yield
+        return
+    devices = [device.index or 0] if device.type == "cuda" else []
+    np_state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            yield
+    finally:
+        np.random.set_state(np_state)
+
+
+@contextlib.contextmanager
+def _lime_quiet():
+    """lime 0.2.0.1 wraps its sampling loop in ``tqdm.auto`` unconditionally: silence it."""
+    from lime import lime_image
+
+    original = lime_image.tqdm
+    lime_image.tqdm = lambda iterable, *a, **k: iterable
+    try:
+        yield
+    finally:
+        lime_image.tqdm = original
+
+
+# --------------------------------------------------------------------------- small helpers
+def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable gaussian blur of ``[N,C,H,W]`` (replicate padding); ``sigma`` in pixels."""
+    if sigma <= 0:
+        return x.clone()
+    radius = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    y = F.pad(x, (radius, radius, 0, 0), mode="replicate")
+    y = F.conv2d(y, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    y = F.pad(y, (0, 0, radius, radius), mode="replicate")
+    return F.conv2d(y, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+_BASELINES = ("black", "white", "blurred", "uniform")
+
+
+def make_baseline(x: torch.Tensor, baseline="black") -> torch.Tensor:
+    """A reference image per input: ``"black"`` (0), ``"white"`` (1), ``"blurred"`` (gaussian
+    blur, sigma = side/20), ``"uniform"`` (U[0,1) noise from torch's global generator, which
+    :func:`attribute` seeds), a number, or a tensor broadcastable to ``x``."""
+    if isinstance(baseline, torch.Tensor):
+        try:
+            return baseline.to(x.device, x.dtype).expand_as(x).clone()
+        except RuntimeError as err:
+            raise ValueError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to "
+                             f"the input {tuple(x.shape)}") from err
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        return torch.full_like(x, float(baseline))
+    if baseline == "black":
+        return torch.zeros_like(x)
+    if baseline == "white":
+        return torch.ones_like(x)
+    if baseline == "blurred":
+        return blur(x, min(x.shape[-2:]) / 20)
+    if baseline == "uniform":
+        return torch.rand(x.shape, device=x.device, dtype=x.dtype)
+    raise ValueError(f"unknown baseline {baseline!r}; expected one of {', '.join(_BASELINES)}, "
+                     f"a number or a tensor")
+
+
+def _leaf(x: torch.Tensor) -> torch.Tensor:
+    """A fresh leaf that requires grad (captum warns when it has to set that itself)."""
+    return x.detach().clone().requires_grad_(True)
+
+
+@contextlib.contextmanager
+def _no_relu_hook_warning():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+        yield
+
+
+def _max_abs(a: torch.Tensor) -> torch.Tensor:
+    return a.abs().amax(dim=1)
+
+
+def _channel_sum(a: torch.Tensor) -> torch.Tensor:
+    return a.sum(dim=1)
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _layer(model: nn.Module, layer: str | None) -> tuple[str, nn.Module]:
+    if layer is None:
+        if getattr(model, "arch", None) is None:
+            raise ValueError("this model has no .arch, so pass layer=<name> (see "
+                             "models.conv_layer_names(model))")
+        layer = models.cam_layer_name(model)
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a layer name (str), got {type(layer).__name__}")
+    return layer, models.get_layer(model, layer)
+
+
+def _upsample(cam: torch.Tensor, size) -> torch.Tensor:
+    from captum.attr import LayerAttribution
+
+    return LayerAttribution.interpolate(cam, tuple(size), interpolate_mode="bilinear")
+
+
+# --------------------------------------------------------------------------- gradient methods
+# A "gradient base" is a captum attribution with the same signature as the input: SmoothGrad,
+# SmoothGrad^2 and VarGrad can wrap any of them through NoiseTunnel.
+def _grad_base(name: str, model, x, *, batch_size, n_steps=50, baseline="black"):
+    """(captum object, kwargs for its ``attribute``, reduction to a map)."""
+    from captum.attr import GuidedBackprop, IntegratedGradients, Saliency
+
+    if name == "saliency":
+        return Saliency(model), {"abs": False}, _max_abs
+    if name == "guided_backprop":
+        return GuidedBackprop(model), {}, _max_abs
+    if name == "integrated_gradients":
+        kw = {"baselines": make_baseline(x, baseline), "n_steps": _positive_int("n_steps", n_steps),
+              "internal_batch_size": batch_size}
+        return IntegratedGradients(model), kw, _channel_sum
+    raise ValueError(f"unknown base {name!r}; SmoothGrad can wrap {', '.join(sorted(grad_methods))}")
+
+
+_BASE_PARAMS = {"saliency": set(), "guided_backprop": set(),
+                "integrated_gradients": {"n_steps", "baseline"}}
+grad_methods = frozenset(_BASE_PARAMS)
+
+
+def _saliency(model, x, t, *, batch_size):
+    """Simonyan et al. 2014: max over channels of |d logit_t / d x|; raw = signed gradient."""
+    attr, kw, reduce = _grad_base("saliency", model, x, batch_size=batch_size)
+    g = attr.attribute(_leaf(x), target=t, **kw)
+    return reduce(g), g, {}
+
+
+def _guided_backprop(model, x, t, *, batch_size):
+    """Springenberg et al. 2015 through captum's ``GuidedBackprop`` (ReLU and ReLU6 modules)."""
+    attr, kw, reduce = _grad_base("guided_backprop", model, x, batch_size=batch_size)
+    with _no_relu_hook_warning():
+        g = attr.attribute(_leaf(x), target=t, **kw)
+    return reduce(g), g, {}
+
+
+def _integrated_gradients(model, x, t, *, batch_size, n_steps=50, baseline="black", seed=0):
+    """Sundararajan et al. 2017. ``extras["delta"]`` = sum(attr) - (F(x) - F(baseline)) on the
+    target logit, per image (the completeness gap). ``seed`` only matters for ``"uniform"``."""
+    attr, kw, reduce = _grad_base("integrated_gradients", model, x, batch_size=batch_size,
+                                  n_steps=n_steps, baseline=baseline)
+    a, delta = attr.attribute(x, target=t, return_convergence_delta=True, **kw)
+    return reduce(a), a, {"delta": delta.detach()}
+
+
+def _noise_tunnel(nt_type: str) -> Callable:
+    def method(model, x, t, *, batch_size, base="saliency", noise_level=0.15, n_samples=25,
+               seed=0, **base_kw):
+        from captum.attr import NoiseTunnel
+
+        if base not in grad_methods:
+            raise ValueError(f"unknown base {base!r}; {nt_type} can wrap "
+                             f"{', '.join(sorted(grad_methods))}")
+        unknown = set(base_kw) - _BASE_PARAMS[base]
+        if unknown:
+            raise TypeError(f"{nt_type} with base={base!r} got unexpected hyperparameter(s) "
+                            f"{sorted(unknown)}; the base accepts {sorted(_BASE_PARAMS[base]) or 'none'}")
+        if not isinstance(noise_level, (int, float)) or noise_level < 0:
+            raise ValueError(f"noise_level must be a number >= 0, got {noise_level!r}")
+        n_samples = _positive_int("n_samples", n_samples)
+        inner, kw, reduce = _grad_base(base, model, x, batch_size=batch_size, **base_kw)
+        # images are in [0, 1], so sigma = noise_level * (x_max - x_min) = noise_level
+        with _no_relu_hook_warning():
+            a = NoiseTunnel(inner).attribute(
+                x, nt_type=nt_type, nt_samples=n_samples, stdevs=float(noise_level),
+                nt_samples_batch_size=max(1, batch_size // x.shape[0]), target=t, **kw)
+        return reduce(a), a, {"base": base}
+
+    method.__name__ = nt_type
+    method.__doc__ = (f"Captum ``NoiseTunnel(nt_type={nt_type!r})`` over a gradient ``base`` "
+                      f"({', '.join(sorted(grad_methods))}): ``n_samples`` noisy copies with "
+                      f"sigma = noise_level (a fraction of the [0, 1] range; Smilkov et al. 2017 "
+                      f"use 0.15), averaged signed (raw), then the base's reduction.")
+    return method
+
+
+def _gradient_shap(model, x, t, *, batch_size, baselines=("black", "white", "blurred"),
+                   n_samples=25, stdevs=0.0, seed=0):
+    """Captum ``GradientShap`` with a baseline distribution per image (default black, white and
+    the image blurred). Captum evaluates all ``n_samples`` at once, so the samples go in groups
+    of ``batch_size`` (one image at a time) and the groups are averaged, weighted by size."""
+    from captum.attr import GradientShap
+
+    n_samples = _positive_int("n_samples", n_samples)
+    if isinstance(baselines, (str, torch.Tensor)) and not (
+            isinstance(baselines, torch.Tensor) and baselines.dim() == 4):
+        baselines = (baselines,)
+    if not isinstance(stdevs, (int, float)) or stdevs < 0:
+        raise ValueError(f"stdevs must be a number >= 0, got {stdevs!r}")
+    n_groups = math.ceil(n_samples / batch_size)
+    sizes = [n_samples // n_groups + (i < n_samples % n_groups) for i in range(n_groups)]
+    shap = GradientShap(model)
+    out = []
+    for i in range(x.shape[0]):
+        xi = x[i:i + 1]
+        if isinstance(baselines, torch.Tensor):        # a distribution [R, C, H, W] given as is
+            dist = baselines.to(x.device, x.dtype)
+        else:
+            dist = torch.cat([make_baseline(xi, b) for b in baselines])
+        total = torch.zeros_like(xi)
+        for k in sizes:
+            total += k * shap.attribute(xi, baselines=dist, n_samples=k, stdevs=float(stdevs),
+                                        target=t[i:i + 1]).detach()
+        out.append(total / n_samples)
+    a = torch.cat(out)
+    return _channel_sum(a), a, {}
+
+
+def _occlusion(model, x, t, *, batch_size, window=None, stride=None, baseline=0.0):
+    """Zeiler & Fergus 2014 through captum ``Occlusion``: a ``window`` x ``window`` patch (all
+    channels; default side/8) slides by ``stride`` (default window/2) and is replaced by
+    ``baseline`` (a number, ``"blurred"`` or any :func:`make_baseline` choice); attribution =
+    drop of the target logit, averaged over the windows covering a pixel. Windows per forward:
+    ``perturbations_per_eval = batch_size // N`` so each forward sees ~``batch_size`` images."""
+    from captum.attr import Occlusion
+
+    side = min(x.shape[-2:])
+    window = _positive_int("window", window if window is not None else max(2, round(side / 8)))
+    stride = _positive_int("stride", stride if stride is not None else max(1, window // 2))
+    if window > side:
+        raise ValueError(f"window {window} is larger than the image side {side}")
+    c = x.shape[1]
+    base = make_baseline(x, baseline)
+    a = Occlusion(model).attribute(
+        x, sliding_window_shapes=(c, window, window), strides=(c, stride, stride), baselines=base,
+        target=t, perturbations_per_eval=max(1, batch_size // x.shape[0]))
+    n_windows = math.prod(math.ceil((s - window) / stride) + 1 for s in x.shape[-2:])
+    return _channel_sum(a), None, {"window": window, "stride": stride, "n_windows": n_windows}
+
+
+def _gradcam(model, x, t, *, batch_size, layer=None, relu=True):
+    """Selvaraju et al. 2017 through captum ``LayerGradCam`` on ``layer`` (a name; default
+    ``models.cam_layer_name(model)``): w_k = mean of dS/dA_k, map = relu(sum_k w_k A_k),
+    upsampled bilinearly (captum ``LayerAttribution.interpolate``). ``extras["cam"]`` is the
+    map at the layer's resolution."""
+    from captum.attr import LayerGradCam
+
+    name, module = _layer(model, layer)
+    with capture_layer(model, module, name):
+        cam = LayerGradCam(model, module).attribute(x, target=t, relu_attributions=bool(relu))
+    return _upsample(cam, x.shape[-2:])[:, 0], None, {"cam": cam[:, 0].detach(), "layer": name}
+
+
+def _gradcam_pp(model, x, t, *, batch_size, layer=None):
+    """Grad-CAM++ (Chattopadhyay et al. 2018), by the paper's closed form.
+
+    Assumption (the paper's): the output explained is Y^c = exp(S^c), S^c the pre-softmax class
+    score, so with g = dS^c/dA (A the ``layer``'s feature maps)
+        alpha_kij = g^2 / (2 g^2 + sum_ab A_kab g^3)        (0 where the denominator is 0)
+        w_k       = sum_ij alpha_kij relu(g_kij)
+        map       = relu(sum_k w_k A_k), upsampled bilinearly to the input size.
+    dY/dA = exp(S^c) g; the positive factor exp(S^c) is one constant per image and is dropped
+    (as in pytorch-grad-cam), so the map is the paper's up to a positive scale per image.
+    """
+    name, module = _layer(model, layer)
+    xg = x.detach().clone().requires_grad_(True)   # keeps A in the graph for a frozen model
+    with capture_layer(model, module, name) as store:
+        scores = model(xg)
+    acts = store["outputs"][0]
+    score = scores.gather(1, t.view(-1, 1)).sum()
+    (g,) = torch.autograd.grad(score, acts)
+    acts = acts.detach()
+    g2, g3 = g.pow(2), g.pow(3)
+    denom = 2 * g2 + acts.sum(dim=(2, 3), keepdim=True) * g3
+    alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)),
+                        torch.zeros_like(denom))
+    weights = (alpha * F.relu(g)).sum(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * acts).sum(dim=1, keepdim=True))
+    return _upsample(cam, x.shape[-2:])[:, 0], None, {"cam": cam[:, 0], "layer": name}
+
+
+def _guided_gradcam(model, x, t, *, batch_size, layer=None):
+    """Captum ``GuidedGradCam`` (guided backprop x upsampled Grad-CAM on ``layer``, bilinear);
+    map = max over channels of |.|, raw = per channel."""
+    from captum.attr import GuidedGradCam
+
+    name, module = _layer(model, layer)
+    with capture_layer(model, module, name), _no_relu_hook_warning():
+        a = GuidedGradCam(model, module).attribute(_leaf(x), target=t, interpolate_mode="bilinear")
+    return _max_abs(a), a, {"layer": name}
+
+
+# --------------------------------------------------------------------------- LIME
+_SEGMENTATIONS = ("quickshift", "slic", "felzenszwalb")
+
+
+def _segmenter(segmentation: str, side: int, seed: int, params: dict | None):
+    """lime's ``SegmentationAlgorithm`` with parameters for 64-150 px images (about 20-60
+    superpixels), relabelled to 0..n-1 as lime's sampler assumes."""
+    from lime.wrappers.scikit_image import SegmentationAlgorithm
+
+    if segmentation not in _SEGMENTATIONS:
+        raise ValueError(f"unknown segmentation {segmentation!r}; expected one of "
+                         f"{', '.join(_SEGMENTATIONS)}")
+    if segmentation == "quickshift":
+        ks = max(1.0, side / 40)
+        defaults = {"kernel_size": ks, "max_dist": 6 * ks, "ratio": 0.5, "rng": seed}
+    elif segmentation == "slic":
+        defaults = {"n_segments": 50, "compactness": 10, "sigma": 1, "start_label": 0}
+    else:
+        defaults = {"scale": side, "sigma": 0.5, "min_size": max(10, side * side // 200)}
+    algo = SegmentationAlgorithm(segmentation, **{**defaults, **(params or {})})
+
+    def segment(image):
+        return np.unique(algo(image), return_inverse=True)[1].reshape(image.shape[:2])
+
+    return segment
+
+
+def _lime(model, x, t, *, batch_size, num_samples=500, segmentation="quickshift", seed=0,
+          hide_color=None, kernel_width=0.25, segmentation_params=None):
+    """Ribeiro et al. 2016 through ``lime_image.LimeImageExplainer(random_state=seed)``, one
+    image at a time; ``classifier_fn`` runs the model on lime's batches of ``batch_size``
+    (numpy HWC in [0, 1] in, softmax probabilities out). map = each superpixel's weight for the
+    target painted on its pixels (signed). extras: ``segments`` [N,H,W], ``score`` (surrogate
+    R^2), ``intercept``, ``weights`` (one {superpixel: weight} dict per image)."""
+    from lime import lime_image
+
+    num_samples = _positive_int("num_samples", num_samples)
+    if x.shape[1] != 3:
+        raise ValueError(f"lime needs RGB images, got {x.shape[1]} channels")
+    dtype, device = x.dtype, x.device
+
+    def classifier_fn(images: np.ndarray) -> np.ndarray:
+        # NCHW-contiguous like every other method's input (a permuted view is channels_last)
+        xb = torch.from_numpy(images).to(device, dtype).permute(0, 3, 1, 2).contiguous()
+        with torch.no_grad():
+            return torch.softmax(model(xb), dim=1).double().cpu().numpy()
+
+    segment = _segmenter(segmentation, min(x.shape[-2:]), seed, segmentation_params)
+    maps, segs, scores, intercepts, weights = [], [], [], [], []
+    with _lime_quiet():
+        for i in range(x.shape[0]):
+            image = x[i].detach().permute(1, 2, 0).double().cpu().numpy()
+            label = int(t[i])
+            explainer = lime_image.LimeImageExplainer(kernel_width=kernel_width, random_state=seed)
+            e = explainer.explain_instance(image, classifier_fn, labels=(label,), top_labels=None,
+                                           hide_color=hide_color, num_samples=num_samples,
+                                           batch_size=batch_size, segmentation_fn=segment)
+            w = dict(e.local_exp[label])
+            table = np.zeros(int(e.segments.max()) + 1)
+            for s, v in w.items():
+                table[s] = v
+            maps.append(torch.from_numpy(table[e.segments]))
+            segs.append(torch.from_numpy(e.segments.astype(np.int64)))
+            scores.append(float(e.score))
+            intercepts.append(float(e.intercept[label]))
+            weights.append({int(s): float(v) for s, v in w.items()})
+    extras = {"segments": torch.stack(segs).to(device), "score": torch.tensor(scores, device=device),
+              "intercept": torch.tensor(intercepts, device=device), "weights": weights}
+    return torch.stack(maps).to(device), None, extras
+
+
+# --------------------------------------------------------------------------- registry and API
+METHODS: dict[str, Callable] = {
+    "saliency": _saliency,
+    "integrated_gradients": _integrated_gradients,
+    "smoothgrad": _noise_tunnel("smoothgrad"),
+    "smoothgrad_sq": _noise_tunnel("smoothgrad_sq"),
+    "vargrad": _noise_tunnel("vargrad"),
+    "gradient_shap": _gradient_shap,
+    "occlusion": _occlusion,
+    "gradcam": _gradcam,
+    "gradcam_pp": _gradcam_pp,
+    "guided_backprop": _guided_backprop,
+    "guided_gradcam": _guided_gradcam,
+    "lime": _lime,
+}
+_NEEDS_GRAD = set(METHODS) - {"occlusion", "lime"}
+
+
+def available_methods() -> list[str]:
+    """The method names :func:`explain` accepts."""
+    return list(METHODS)
+
+
+def hyperparameters(method: str) -> dict:
+    """The keyword-only hyperparameters of ``method`` and their defaults."""
+    fn = _method(method)
+    return {p.name: p.default for p in inspect.signature(fn).parameters.values()
+            if p.kind is p.KEYWORD_ONLY and p.name != "batch_size"}
+
+
+def _method(method: str) -> Callable:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    return METHODS[method]
+
+
+def _check_kwargs(method: str, fn: Callable, kw: dict) -> None:
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return                                         # noise tunnels check against their base
+    allowed = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n != "batch_size"]
+    unknown = sorted(set(kw) - set(allowed))
+    if unknown:
+        raise TypeError(f"{method} got unexpected hyperparameter(s) {unknown}; it accepts "
+                        f"{allowed or 'none'}")
+
+
+def _targets(target, n: int, device, model) -> torch.Tensor:
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        t = torch.full((n,), int(target), dtype=torch.long)
+    else:
+        t = torch.as_tensor(target)
+        if t.dim() == 0:
+            t = t.expand(n)
+        if t.dtype.is_floating_point or t.dtype == torch.bool or t.dim() != 1 or len(t) != n:
+            raise ValueError(f"target must be an int or integer tensor of shape [{n}], got "
+                             f"{t.dtype} of shape {tuple(t.shape)}")
+        t = t.long()
+    n_classes = len(getattr(model, "class_names", ()) or ())
+    if len(t) and (int(t.min()) < 0 or (n_classes and int(t.max()) >= n_classes)):
+        raise ValueError(f"target {t.tolist()} out of range for {n_classes or '?'} classes")
+    return t.to(device)
+
+
+def _model_device_dtype(model: nn.Module, x: torch.Tensor):
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.device, p.dtype
+    return x.device, torch.float32
+
+
+def _merge(parts: list[dict]) -> dict:
+    out = {}
+    for key in parts[0]:
+        values = [p[key] for p in parts]
+        if isinstance(values[0], torch.Tensor) and values[0].dim() > 0:
+            out[key] = torch.cat(values)
+        elif isinstance(values[0], list):
+            out[key] = [v for vs in values for v in vs]
+        else:
+            out[key] = values[0]
+    return out
+
+
+def attribute(model: nn.Module, x: torch.Tensor, target, method: str = "gradcam", *,
+              batch_size: int = 8, **kw) -> Explanation:
+    """Attribution of ``target`` for each image of ``x`` ([N,C,H,W] in [0,1]) by ``method``.
+
+    ``batch_size`` bounds the images per forward pass (inputs, noisy copies, occluded copies,
+    integration steps or lime samples alike). Hyperparameters are keyword-only; see
+    :func:`hyperparameters` and each method's docstring (``METHODS[name].__doc__``).
+    """
+    fn = _method(method)
+    _check_kwargs(method, fn, kw)
+    batch_size = _positive_int("batch_size", batch_size)
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
+        raise ValueError(f"x must be a float tensor [N, C, H, W], got "
+                         f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}")
+    if x.numel() and (not torch.isfinite(x).all() or x.min() < -1e-6 or x.max() > 1 + 1e-6):
+        raise ValueError("x must hold finite pixel values in [0, 1] (the model normalises them)")
+    device, dtype = _model_device_dtype(model, x)
+    xs = x.detach().to(device=device, dtype=dtype).clone()
+    t = _targets(target, x.shape[0], device, model)
+    seed = kw.get("seed", 0) if "seed" in inspect.signature(fn).parameters else None
+    maps, raws, extras = [], [], []
+    grad = torch.enable_grad() if method in _NEEDS_GRAD else torch.no_grad()
+    with model_state(model), _seeded(seed, device), grad:
+        for start in range(0, x.shape[0], batch_size):
+            m, r, e = fn(model, xs[start:start + batch_size], t[start:start + batch_size],
+                         batch_size=batch_size, **kw)
+            maps.append(m.detach().float())
+            raws.append(None if r is None else r.detach().float())
+            extras.append(e)
+    if not maps:
+        raise ValueError("x holds no images")
+    raw = None if raws[0] is None else torch.cat(raws).to(x.device)
+    ex = {k: (v.to(x.device) if isinstance(v, torch.Tensor) else v) for k, v in _merge(extras).items()}
+    return Explanation(map=torch.cat(maps).to(x.device), raw=raw, extras=ex, method=method)
+
+
+def explain(model: nn.Module, x: torch.Tensor, target, method: str = "gradcam", *,
+            batch_size: int = 8, **kw) -> torch.Tensor:
+    """``attribute(model, x, target, method, batch_size=..., **kw).map``: a float32 [N,H,W]."""
+    return attribute(model, x, target, method, batch_size=batch_size, **kw).map
