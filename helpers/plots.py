@@ -426,7 +426,7 @@ def randomisation_plot(df_by_method: dict, ax=None, *, column: str = "spearman_a
 
 def lime_panel(image, segments, weights: dict, ax=None, *, top: int = 5, title=None):
     """LIME's answer on one image: its ``top`` superpixels for the class tinted green, the
-    ``top`` against it tinted red, the rest dimmed; superpixel borders in white."""
+    ``top`` against it tinted red, the rest grey; superpixel borders in white."""
     from skimage.segmentation import find_boundaries
 
     fig, ax = _axes(ax, (3, 3))
@@ -435,7 +435,8 @@ def lime_panel(image, segments, weights: dict, ax=None, *, top: int = 5, title=N
     ranked = sorted(weights.items(), key=lambda kv: kv[1])
     positive = [s for s, w in ranked[::-1][:top] if w > 0]
     negative = [s for s, w in ranked[:top] if w < 0]
-    shown = 0.45 * rgb + 0.25
+    grey = rgb.mean(axis=2, keepdims=True).repeat(3, axis=2)
+    shown = 0.5 * grey + 0.3          # the superpixels LIME did not rank high: grey, faded
     for ids, tint in ((positive, (0.1, 0.85, 0.2)), (negative, (0.95, 0.15, 0.1))):
         where = np.isin(segments, ids)
         shown[where] = 0.45 * rgb[where] + 0.55 * np.asarray(tint)

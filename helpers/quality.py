@@ -566,3 +566,11 @@ def shortcut_table(models_by_name: dict, marked, boxes, target: int, settings: d
             rows.setdefault(label, {})[name] = float(np.nanmean(share))
         rows[label]["mark's area share"] = float(np.nanmean(area))
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
+
+
+def cascade_correlation(sanity: pd.DataFrame, column: str = "spearman_abs") -> pd.Series:
+    """One number per method from :func:`sanity_check`: the mean rank correlation with the
+    original map over the randomised stages (the area under Adebayo et al.'s cascade curve,
+    normalised). Near 0: the map depends on the learned weights; near 1: it does not."""
+    randomised = sanity[sanity["stage"] != "original"]
+    return randomised.groupby("method", sort=False)[column].mean()

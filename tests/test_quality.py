@@ -347,3 +347,13 @@ def test_summarise_one_row_per_method():
     assert table.loc["oracle", "relevance_mass"] == 1.0 and table.loc["flat", "pointing_game"] == 0.0
     assert np.isfinite(table.to_numpy(dtype=float)).all()
     assert isinstance(table, pd.DataFrame)
+
+
+def test_cascade_correlation_averages_the_randomised_stages_only():
+    import pandas as pd
+
+    sanity = pd.DataFrame({"method": ["a"] * 3 + ["b"] * 3,
+                           "stage": ["original", "s1", "s2"] * 2,
+                           "spearman_abs": [1.0, 0.5, 0.1, 1.0, 0.9, 0.7]})
+    result = q.cascade_correlation(sanity)
+    assert result.to_dict() == pytest.approx({"a": 0.3, "b": 0.8})
