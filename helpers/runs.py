@@ -22,6 +22,8 @@ from .train import TrainConfig, TrainHistory, fine_tune
 # Examples of what the scanner must catch, planted in the generated scene folder so that
 # notebook 01 shows the scan at work: (file name, what is written).
 PLANTED_BAD_FILES = (".DS_Store", "corrupt.jpg", "truncated.jpg", "tiny.jpg", "greyscale.jpg")
+# Part of every run's cache key: raise it when a change to models/train alters what training yields.
+TRAINING_VERSION = 2
 
 
 @dataclass
@@ -101,7 +103,8 @@ def finetuned_run(*, data_dir: str = "", scenes_per_class: int = 120, test_scene
                        shortcut_class=shortcut_class, seed=seed, progress=progress)
     config = TrainConfig(arch=arch, weights=weights, image_size=image_size, epochs=epochs,
                          batch_size=batch_size, learning_rate=learning_rate, seed=seed, device=device)
-    key = params_key({"data": str(source.root.resolve()), **config.to_dict(), "device": "any"})
+    key = params_key({"data": str(source.root.resolve()), **config.to_dict(), "device": "any",
+                      "version": TRAINING_VERSION})
     run_dir = cache_dir() / "runs" / f"{arch}-{key}"
     run_dir.mkdir(parents=True, exist_ok=True)
     data.write_manifest(source.manifest, run_dir / "manifest.csv")
