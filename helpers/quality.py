@@ -574,3 +574,23 @@ def cascade_correlation(sanity: pd.DataFrame, column: str = "spearman_abs") -> p
     normalised). Near 0: the map depends on the learned weights; near 1: it does not."""
     randomised = sanity[sanity["stage"] != "original"]
     return randomised.groupby("method", sort=False)[column].mean()
+
+
+def method_settings(*, ig_steps: int = 50, smoothgrad_samples: int = 25, lime_samples: int = 500,
+                    seed: int = 0, batch_size: int = 32) -> dict:
+    """Every method of notebooks 04-06 as ``{label: keyword arguments of explain}``, the set
+    that :func:`compare_methods`, :func:`sanity_check` and :func:`shortcut_table` score."""
+    settings = {
+        "saliency": dict(method="saliency"),
+        "IG (black)": dict(method="integrated_gradients", baseline="black", n_steps=ig_steps),
+        "IG (blurred)": dict(method="integrated_gradients", baseline="blurred", n_steps=ig_steps),
+        "SmoothGrad": dict(method="smoothgrad", n_samples=smoothgrad_samples, seed=seed),
+        "GradientSHAP": dict(method="gradient_shap", seed=seed),
+        "occlusion": dict(method="occlusion"),
+        "Grad-CAM": dict(method="gradcam"),
+        "Grad-CAM++": dict(method="gradcam_pp"),
+        "Guided Backprop": dict(method="guided_backprop"),
+        "Guided Grad-CAM": dict(method="guided_gradcam"),
+        "LIME": dict(method="lime", num_samples=lime_samples, seed=seed),
+    }
+    return {label: {**kw, "batch_size": batch_size} for label, kw in settings.items()}

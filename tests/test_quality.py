@@ -357,3 +357,15 @@ def test_cascade_correlation_averages_the_randomised_stages_only():
                            "spearman_abs": [1.0, 0.5, 0.1, 1.0, 0.9, 0.7]})
     result = q.cascade_correlation(sanity)
     assert result.to_dict() == pytest.approx({"a": 0.3, "b": 0.8})
+
+
+def test_method_settings_name_real_methods_with_accepted_arguments():
+    from helpers import explain
+
+    settings = q.method_settings(ig_steps=7, lime_samples=11, seed=3)
+    assert len(settings) == 11 and settings["IG (black)"]["n_steps"] == 7
+    for kw in settings.values():
+        kw = dict(kw)
+        method = kw.pop("method")
+        assert method in explain.available_methods()
+        assert set(kw) - {"batch_size"} <= set(explain.hyperparameters(method))
