@@ -1,0 +1,332 @@
+"""Is the classifier's confidence honest? Calibration errors, and temperature scaling.
+
+Common format: ``probs`` is ``[N, C]`` softmax probabilities (numpy or torch; each row sums to
+1), ``logits`` ``[N, C]`` raw scores, ``labels`` ``[N]`` integer classes in ``[0, C)``. The
+*confidence* of a prediction is its largest probability, the *prediction* its arg-max.
+
+Binning (Guo et al. 2017, "On Calibration of Modern Neural Networks"): ``n_bins`` equal-width
+bins on the confidence, right-closed like the paper's ``((m-1)/M, m/M]``, the first one also
+holding 0. The expected calibration error is the bin-size weighted mean of
+``|accuracy - mean confidence|`` over the bins, the maximum calibration error the largest such
+gap over the non-empty bins. Both are biased upwards on small samples (a perfectly calibrated
+model scores about ``sqrt(n_bins / N)`` times a constant, not 0), so compare them only at
+similar ``N`` and ``n_bins``.
+
+Temperature scaling (Guo et al. 2017): one scalar ``T > 0``, ``softmax(logits / T)``, chosen to
+minimise the negative log-likelihood on held-out data, here the SAME validation split that
+early stopping used during fine-tuning (:func:`validation_indices`, :func:`validation_predictions`);
+the test images are never used to fit it. ``T`` does not change any arg-max, so accuracy stays
+the same. It can be fitted from probabilities too: ``log p`` differs from the logits by a
+constant per row, which ``softmax(. / T)`` ignores, so the result is the same up to float32
+underflow of tiny probabilities (floored at the smallest normal float32, ``log`` about -87).
+
+Functions::
+
+    reliability_bins(probs, labels, *, n_bins=15) -> DataFrame     # one row per bin
+    expected_calibration_error(probs, labels, *, n_bins=15) -> float
+    maximum_calibration_error(probs, labels, *, n_bins=15) -> float
+    negative_log_likelihood(probs, labels) -> float
+    brier_score(probs, labels) -> float
+    per_class_calibration_error(probs, labels, *, n_bins=15, by="predicted") -> ndarray [C]
+    summary(probs_by_name, labels, *, n_bins=15) -> DataFrame       # one row per model/state
+    fit_temperature(scores, labels, *, kind="logits") -> TemperatureFit
+    apply_temperature(scores, temperature, *, kind="logits") -> probs
+    validation_indices(run) -> ndarray ;  validation_predictions(run) -> (probs, labels)
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
+
+__all__ = [
+    "reliability_bins", "expected_calibration_error", "maximum_calibration_error",
+    "negative_log_likelihood", "brier_score", "per_class_calibration_error", "summary",
+    "TemperatureFit", "fit_temperature", "apply_temperature", "validation_indices",
+    "validation_predictions",
+]
+
+N_BINS = 15
+# Probabilities of exactly 0 (float32 underflow) are floored here before taking the log.
+PROB_FLOOR = float(np.finfo(np.float32).tiny)
+# The search range for the temperature (the optimum is searched over log T inside it).
+TEMPERATURE_BOUNDS = (0.01, 100.0)
+
+
+# ----------------------------------------------------------------------------- input checks
+def _numpy(a, name: str) -> np.ndarray:
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    try:
+        return np.asarray(a)
+    except Exception as err:  # pragma: no cover - exotic inputs
+        raise ValueError(f"{name} must be an array or tensor, got {type(a).__name__}") from err
+
+
+def _scores(scores, name: str = "logits") -> np.ndarray:
+    s = _numpy(scores, name)
+    if s.ndim != 2 or s.shape[1] < 2 or s.shape[0] < 1:
+        raise ValueError(f"{name} must be [N, C] with N >= 1 and C >= 2 classes, got shape {s.shape}")
+    if not np.issubdtype(s.dtype, np.number) or np.issubdtype(s.dtype, np.complexfloating):
+        raise ValueError(f"{name} must be real numbers, got dtype {s.dtype}")
+    s = s.astype(np.float64)
+    if np.isnan(s).any() or np.isposinf(s).any():
+        raise ValueError(f"{name} contain NaN or +inf")
+    return s
+
+
+def _probs(probs, name: str = "probs") -> np.ndarray:
+    p = _scores(probs, name)
+    if p.min() < -1e-6 or p.max() > 1 + 1e-6:
+        raise ValueError(f"{name} must lie in [0, 1] (softmax outputs), got values in "
+                         f"[{p.min():.3g}, {p.max():.3g}]; pass logits to the *_temperature functions")
+    sums = p.sum(1)
+    if np.abs(sums - 1).max() > 1e-3:
+        raise ValueError(f"each row of {name} must sum to 1 (softmax outputs), got sums in "
+                         f"[{sums.min():.4g}, {sums.max():.4g}]")
+    return p.clip(0, 1)
+
+
+def _labels(labels, n: int, num_classes: int) -> np.ndarray:
+    y = _numpy(labels, "labels")
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(f"labels must be [N] with N={n} (one per row of probs), got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.issubdtype(y.dtype, np.number) or not np.all(np.mod(y, 1) == 0):
+            raise ValueError(f"labels must be integer class indices, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"labels must be class indices in [0, {num_classes}), got [{y.min()}, {y.max()}]")
+    return y
+
+
+def _checked(probs, labels):
+    p = _probs(probs)
+    return p, _labels(labels, len(p), p.shape[1])
+
+
+def _check_bins(n_bins) -> int:
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
+    return int(n_bins)
+
+
+# ----------------------------------------------------------------------------- binning
+def _bin_index(confidence: np.ndarray, n_bins: int) -> np.ndarray:
+    """Bin m holds ((m-1)/M, m/M] (0-based here), bin 0 also holds 0. Edges are k/M exactly."""
+    inner = np.arange(1, n_bins) / n_bins
+    return np.searchsorted(inner, confidence, side="left")
+
+
+def _bins_table(confidence: np.ndarray, correct: np.ndarray, n_bins: int) -> pd.DataFrame:
+    n_bins = _check_bins(n_bins)
+    index = _bin_index(confidence, n_bins)
+    count = np.bincount(index, minlength=n_bins)
+    conf_sum = np.bincount(index, weights=confidence, minlength=n_bins)
+    hit_sum = np.bincount(index, weights=correct.astype(np.float64), minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf = np.where(count > 0, conf_sum / count, np.nan)
+        acc = np.where(count > 0, hit_sum / count, np.nan)
+    total = max(len(confidence), 1)
+    edges = np.arange(n_bins + 1) / n_bins
+    return pd.DataFrame({"lower": edges[:-1], "upper": edges[1:], "count": count,
+                         "share": count / total, "confidence": conf, "accuracy": acc,
+                         "gap": conf - acc}).rename_axis("bin")
+
+
+def _ece(confidence, correct, n_bins) -> float:
+    if len(confidence) == 0:
+        return float("nan")
+    bins = _bins_table(confidence, correct, n_bins)
+    used = bins["count"] > 0
+    return float((bins["share"][used] * bins["gap"][used].abs()).sum())
+
+
+def reliability_bins(probs, labels, *, n_bins: int = N_BINS) -> pd.DataFrame:
+    """One row per confidence bin (the data of a reliability diagram): ``lower``, ``upper``
+    (bin edges), ``count``, ``share`` (of all images), ``confidence`` (mean confidence in the bin),
+    ``accuracy`` (share of correct predictions in the bin) and ``gap = confidence - accuracy``
+    (> 0: over-confident). Empty bins have NaN confidence, accuracy and gap."""
+    p, y = _checked(probs, labels)
+    return _bins_table(p.max(1), p.argmax(1) == y, n_bins)
+
+
+def expected_calibration_error(probs, labels, *, n_bins: int = N_BINS) -> float:
+    """ECE (Guo et al. 2017): ``sum_m |B_m| / N * |acc(B_m) - conf(B_m)|`` over equal-width
+    confidence bins, in [0, 1]; 0 is perfectly calibrated."""
+    p, y = _checked(probs, labels)
+    return _ece(p.max(1), p.argmax(1) == y, n_bins)
+
+
+def maximum_calibration_error(probs, labels, *, n_bins: int = N_BINS) -> float:
+    """MCE (Guo et al. 2017): the largest ``|acc(B_m) - conf(B_m)|`` over the non-empty bins."""
+    bins = reliability_bins(probs, labels, n_bins=n_bins)
+    return float(bins["gap"].abs().max())
+
+
+def negative_log_likelihood(probs, labels) -> float:
+    """Mean ``-log p[label]`` (natural log; probabilities of 0 floored at :data:`PROB_FLOOR`)."""
+    p, y = _checked(probs, labels)
+    return float(-np.log(np.maximum(p[np.arange(len(y)), y], PROB_FLOOR)).mean())
+
+
+def brier_score(probs, labels) -> float:
+    """Mean over images of ``sum_c (p_c - [c == label])^2`` (multi-class Brier score, in [0, 2])."""
+    p, y = _checked(probs, labels)
+    onehot = np.eye(p.shape[1])[y]
+    return float(((p - onehot) ** 2).sum(1).mean())
+
+
+def per_class_calibration_error(probs, labels, *, n_bins: int = N_BINS, by: str = "predicted") -> np.ndarray:
+    """Calibration error per class, ``[C]`` (NaN for a class with no image to measure).
+
+    ``by="predicted"`` (default, the one the trust report uses): the ECE restricted to the images
+    PREDICTED as class k, i.e. the same bins, confidence = max probability, correct = (label ==
+    k). It answers the question a user can actually ask at run time, when only the prediction
+    and its confidence are known: "when the model says *forest* with 0.9, is it right 9 times
+    in 10?". Its population is the images predicted as k (not those labelled k), so it pairs
+    with the precision of k, and it is at least ``|mean confidence - precision|`` over them.
+
+    ``by="classwise"``: the classwise-ECE term of Kull et al. (2019, "Beyond temperature
+    scaling"): over ALL images, bins on ``p_k`` and compares the mean ``p_k`` with the share of
+    images whose label is k. It covers under-confidence in k too, but most images have
+    ``p_k`` near 0 and land in the lowest bin with a tiny gap, so its values are much smaller
+    than a top-label ECE and not comparable with it. Their mean over classes is Kull et al.'s
+    classwise-ECE.
+    """
+    p, y = _checked(probs, labels)
+    pred, conf = p.argmax(1), p.max(1)
+    out = np.full(p.shape[1], np.nan)
+    for k in range(p.shape[1]):
+        if by == "predicted":
+            sel = pred == k
+            out[k] = _ece(conf[sel], y[sel] == k, n_bins)
+        elif by == "classwise":
+            out[k] = _ece(p[:, k], y == k, n_bins)
+        else:
+            raise ValueError(f"unknown by={by!r}; expected 'predicted' or 'classwise'")
+    return out
+
+
+def summary(probs_by_name: dict, labels, *, n_bins: int = N_BINS) -> pd.DataFrame:
+    """One row per entry of ``{name: probs}`` (e.g. ``{"before": p, "after T": p_ts}``):
+    ``accuracy``, ``mean_confidence``, ``ece``, ``mce``, ``nll``, ``brier``."""
+    if not isinstance(probs_by_name, dict) or not probs_by_name:
+        raise ValueError("probs_by_name must be a non-empty dict {name: probs [N, C]}")
+    rows = {}
+    for name, probs in probs_by_name.items():
+        p, y = _checked(probs, labels)
+        rows[name] = {"accuracy": float((p.argmax(1) == y).mean()), "mean_confidence": float(p.max(1).mean()),
+                      "ece": expected_calibration_error(p, y, n_bins=n_bins),
+                      "mce": maximum_calibration_error(p, y, n_bins=n_bins),
+                      "nll": negative_log_likelihood(p, y), "brier": brier_score(p, y)}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+# ----------------------------------------------------------------------------- temperature
+_KINDS = ("logits", "probs")
+
+
+def _as_logits(scores, kind: str) -> np.ndarray:
+    if kind == "logits":
+        z = _scores(scores, "logits")
+        if np.isneginf(z).any():
+            raise ValueError("logits contain -inf")
+        if z.min() >= 0 and z.max() <= 1 and np.abs(z.sum(1) - 1).max() < 1e-4:
+            warnings.warn("these logits look like probabilities (rows in [0, 1] summing to 1); "
+                          "pass kind='probs' if they are", stacklevel=3)
+        return z
+    if kind == "probs":
+        return np.log(np.maximum(_probs(scores), PROB_FLOOR))
+    raise ValueError(f"unknown kind {kind!r}; expected one of {_KINDS}")
+
+
+def _nll_at(z: np.ndarray, y: np.ndarray, temperature: float) -> float:
+    return float(-log_softmax(z / temperature, axis=1)[np.arange(len(y)), y].mean())
+
+
+def apply_temperature(scores, temperature: float, *, kind: str = "logits") -> np.ndarray:
+    """``softmax(logits / temperature)`` as float64 ``[N, C]``; ``kind="probs"`` takes softmax
+    outputs and uses ``log p`` as the logits (same result, see the module docstring)."""
+    if not (isinstance(temperature, (int, float, np.floating, np.integer)) and math.isfinite(temperature)
+            and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    return softmax(_as_logits(scores, kind) / float(temperature), axis=1)
+
+
+@dataclass(frozen=True)
+class TemperatureFit:
+    """The result of :func:`fit_temperature`; ``apply(scores)`` scales new scores of the same kind."""
+
+    temperature: float   # > 1 softens (the model was over-confident), < 1 sharpens
+    nll_before: float    # mean NLL at T = 1 on the fitting data
+    nll_after: float     # mean NLL at the fitted T on the fitting data
+    kind: str            # "logits" or "probs": what apply() expects
+    n: int               # images it was fitted on
+
+    def apply(self, scores) -> np.ndarray:
+        """Calibrated probabilities ``[N, C]`` for ``scores`` of this fit's ``kind``."""
+        return apply_temperature(scores, self.temperature, kind=self.kind)
+
+
+def fit_temperature(scores, labels, *, kind: str = "logits",
+                    bounds: tuple[float, float] = TEMPERATURE_BOUNDS, xatol: float = 1e-7) -> TemperatureFit:
+    """Temperature scaling (Guo et al. 2017): the ``T > 0`` that minimises the mean NLL of
+    ``softmax(logits / T)`` against ``labels``. Fit it on the validation split
+    (:func:`validation_predictions`), never on the test images.
+
+    The NLL is convex in ``1/T`` (a log-sum-exp of functions linear in ``1/T``), hence unimodal
+    in ``log T``, so a bounded scalar search over ``log T`` in ``bounds`` (Brent's method,
+    ``xatol`` on ``log T``) finds the global optimum. A warning says when it lies on a bound
+    (e.g. accuracy at chance, where the NLL keeps falling as ``T`` grows). ``kind="probs"``
+    fits from softmax outputs instead of logits. Computations are in float64.
+    """
+    z = _as_logits(scores, kind)
+    y = _labels(labels, len(z), z.shape[1])
+    lo, hi = bounds
+    if not 0 < lo < 1 < hi:
+        raise ValueError(f"bounds must satisfy 0 < low < 1 < high, got {bounds}")
+    res = minimize_scalar(lambda log_t: _nll_at(z, y, math.exp(log_t)), bounds=(math.log(lo), math.log(hi)),
+                          method="bounded", options={"xatol": xatol})
+    t = float(math.exp(res.x))
+    if min(abs(res.x - math.log(lo)), abs(res.x - math.log(hi))) < 1e-3:
+        warnings.warn(f"the fitted temperature {t:.4g} lies on the search bound {bounds}; "
+                      "the validation NLL may have no interior minimum", stacklevel=2)
+    before, after = _nll_at(z, y, 1.0), _nll_at(z, y, t)
+    if after > before:  # never worse than doing nothing (cannot happen for a converged search)
+        t, after = 1.0, before
+    return TemperatureFit(temperature=t, nll_before=before, nll_after=after, kind=kind, n=len(y))
+
+
+# ----------------------------------------------------------------------------- validation split
+def validation_indices(run) -> np.ndarray:
+    """Indices into ``run.train_set`` of the validation images that fine-tuning held out (and
+    chose the best epoch with): the same call as :func:`helpers.train.fine_tune` makes, from
+    ``run.config.val_fraction``, ``run.config.seed`` and the training labels.
+
+    ``run`` is a :class:`helpers.runs.FineTunedRun` (anything with ``train_set.labels`` and
+    ``config.val_fraction``/``config.seed``). A test holds this to fine_tune's split."""
+    from .data import split_train_val
+
+    labels = _numpy(run.train_set.labels, "train_set.labels")
+    _, val = split_train_val(len(labels), val_fraction=run.config.val_fraction, seed=run.config.seed,
+                             labels=labels)
+    return val
+
+
+def validation_predictions(run, *, batch_size: int = 64, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """``(probs [V, C], labels [V])`` of ``run.model`` (the best checkpoint) on the validation
+    split of :func:`validation_indices`: the data to fit the temperature on."""
+    from .train import predict_proba
+
+    idx = validation_indices(run)
+    if len(idx) == 0:
+        raise ValueError("the run has no validation images (val_fraction too small for the data)")
+    probs, _ = predict_proba(run.model, run.train_set, indices=idx, batch_size=batch_size, device=device)
+    labels = _numpy(run.train_set.labels, "train_set.labels")[idx].astype(np.int64)
+    return probs, labels

@@ -1,0 +1,365 @@
+import base64
+import math
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from helpers import calibration, quality, trust  # noqa: E402
+
+CLASSES = ["forest", "sea", "street"]
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+# ----------------------------------------------------------------------------- the sources
+# Six test images (the hand example of test_calibration): labels forest, sea, sea, street, street, forest.
+P = np.array([[.9, .05, .05], [.8, .1, .1], [.1, .7, .2], [.4, .35, .25], [.2, .2, .6], [1., 0., 0.]])
+Y = np.array([0, 1, 1, 2, 2, 0])
+
+
+def test_predictions_source_matches_a_hand_count():
+    src = trust.per_class_from_predictions(Y, P, CLASSES, n_bins=5)
+    assert list(src.index) == CLASSES and src.index.name == "class"
+    assert src["n_test"].tolist() == [2, 2, 2]
+    np.testing.assert_allclose(src["accuracy"], [1, .5, .5])          # forest both right; sea, street one each
+    assert src["n_predicted"].tolist() == [4, 1, 1]
+    np.testing.assert_allclose(src["precision"], [.5, 1, 1])
+    np.testing.assert_allclose(src["mean_confidence"], [(.9 + .8 + .4 + 1) / 4, .7, .6])
+    np.testing.assert_allclose(src["calibration_error"], [.325, .3, .4])  # hand-computed in test_calibration
+    # the per-class error is at least the gap between mean confidence and precision
+    assert (src["calibration_error"] >= (src["mean_confidence"] - src["precision"]).abs() - 1e-12).all()
+
+
+def test_predictions_source_after_temperature_scaling():
+    sharp = calibration.apply_temperature(P, 0.5, kind="probs")
+    src = trust.per_class_from_predictions(Y, P, CLASSES, calibrated_probs=sharp, n_bins=5)
+    np.testing.assert_allclose(src["calibration_error_ts"],
+                               calibration.per_class_calibration_error(sharp, Y, n_bins=5))
+    assert (src["mean_confidence_ts"] > src["mean_confidence"]).all()       # T < 1 sharpens
+    with pytest.raises(ValueError, match="arg-max"):
+        trust.per_class_from_predictions(Y, P, CLASSES, calibrated_probs=P[:, ::-1])
+    with pytest.raises(ValueError, match="3 columns for 2 classes"):
+        trust.per_class_from_predictions(Y, P, CLASSES[:2])
+
+
+# 4 epochs x 5 images (the hand example of test_evolution): categories
+# [learned early, learned early, forgotten, never learned, never learned]
+PREDS = np.array([[0, 0, 2, 1, 2], [0, 1, 2, 0, 2], [0, 1, 1, 0, 2], [0, 1, 2, 2, 0]])
+LABELS = np.array([0, 1, 2, 0, 1])
+
+
+class _History:
+    test_preds = PREDS
+    test_labels = LABELS
+    classes = CLASSES
+
+
+def test_history_source_shares():
+    src = trust.per_class_from_history(_History(), LABELS, CLASSES)
+    np.testing.assert_allclose(src["share_learned_early"], [.5, .5, 0])
+    np.testing.assert_allclose(src["share_never_learned"], [.5, .5, 0])
+    np.testing.assert_allclose(src["share_forgotten"], [0, 0, 1])
+    np.testing.assert_allclose(src["share_learned_late"], [0, 0, 0])
+    np.testing.assert_allclose(src.filter(like="share_").sum(axis=1), 1)
+    pd.testing.assert_frame_equal(trust.per_class_from_history(PREDS, LABELS, CLASSES), src)
+    pd.testing.assert_frame_equal(trust.per_class_from_history(_History()), src)   # labels, classes from it
+    with pytest.raises(ValueError, match="another test set"):
+        trust.per_class_from_history(_History(), LABELS[::-1], CLASSES)
+
+
+def _fragility_frame():
+    """What attacks.fragility_by_region returns, by hand: 6 images x 3 regions.
+    image 2 (sea) is misclassified already and does not count."""
+    nan = np.nan
+    eps = {  # image: (label, whole, object, background); NaN = never flipped
+        0: (0, .02, .03, .06), 1: (0, .04, .05, nan), 2: (1, 0, 0, 0),
+        3: (1, .01, .02, .01), 4: (2, nan, nan, nan), 5: (2, .08, nan, .09)}
+    rows = []
+    for k, region in enumerate(("whole", "object", "background")):
+        for image, (label, *e) in eps.items():
+            rows.append({"image": image, "region": region, "label": label, "epsilon": e[k],
+                         "flipped": not math.isnan(e[k]) and image != 2, "already_wrong": image == 2,
+                         "l2_norm": e[k] * 10})
+    frame = pd.DataFrame(rows)
+    frame.attrs["max_eps"] = 0.1
+    return frame
+
+
+def test_fragility_source_medians_by_hand():
+    src = trust.per_class_from_fragility(_fragility_frame(), CLASSES)
+    assert src["n_attacked"].tolist() == [2, 1, 2]
+    np.testing.assert_allclose(src["median_eps_whole"], [.03, .01, np.inf])   # never flipped counts as inf
+    np.testing.assert_allclose(src["median_eps_object"], [.04, .02, np.inf])
+    np.testing.assert_allclose(src["median_eps_background"], [np.inf, .01, np.inf])
+    np.testing.assert_allclose(src["object_background_ratio"][:2], [0, 2])
+    assert np.isnan(src.loc["street", "object_background_ratio"])              # inf / inf
+    np.testing.assert_allclose(src["share_not_flipped_whole"], [0, 0, .5])
+    assert (src["attack_max_eps"] == 0.1).all() and src.attrs["model_level"] == ["attack_max_eps"]
+    # from the per-class summary the search limit must be given
+    from helpers.attacks import per_class_fragility
+    summary = per_class_fragility(_fragility_frame(), CLASSES)
+    assert "attack_max_eps" not in trust.per_class_from_fragility(summary, CLASSES).columns
+    pd.testing.assert_frame_equal(trust.per_class_from_fragility(summary, CLASSES, max_eps=0.1), src)
+
+
+def _localisation_inputs():
+    maps = np.zeros((3, 2, 2))
+    masks = np.zeros((3, 2, 2), bool)
+    maps[0, 0, 0], masks[0, 0, 0] = 1, True                     # forest: hit, mass 1, mask share .25
+    maps[1, 1, 1], masks[1, 0, :] = 2, True                     # forest: miss, mass 0, share .5
+    maps[2], masks[2, 0, 0] = 1, True                           # sea: constant map: miss, mass .25, share .25
+    return maps, masks, np.array([0, 0, 1])
+
+
+def test_localisation_source_by_hand():
+    maps, masks, labels = _localisation_inputs()
+    src = trust.per_class_localisation(maps, masks, labels, CLASSES)
+    assert src["n_explained"].tolist() == [2, 1, 0]
+    np.testing.assert_allclose(src["pointing_game"][:2], [.5, 0])
+    np.testing.assert_allclose(src["relevance_mass"][:2], [.5, .25])
+    np.testing.assert_allclose(src["mask_share"][:2], [.375, .25])
+    np.testing.assert_allclose(src["area_50"][:2], [quality.compactness(maps[:2])["area_50"].mean(),
+                                                    quality.compactness(maps[2:])["area_50"].mean()])
+    assert src.loc["street"].drop("n_explained").isna().all()                 # no street image explained
+
+
+# ----------------------------------------------------------------------------- the table
+def _sources():
+    maps, masks, labels = _localisation_inputs()
+    sanity = pd.DataFrame({"method": ["gradcam"] * 3, "stage": ["original", "head", "body"],
+                           "spearman_abs": [1.0, 0.3, 0.1]})
+    return {
+        "predictions": trust.per_class_from_predictions(Y, P, CLASSES, n_bins=5),
+        "training": trust.per_class_from_history(_History()),
+        "attacks": trust.per_class_from_fragility(_fragility_frame(), CLASSES),
+        "explanations": trust.per_class_localisation(maps, masks, labels, CLASSES),
+        "sanity check": trust.from_sanity_check(sanity, "gradcam", CLASSES),
+    }
+
+
+def _table(**kw):
+    kw.setdefault("allow_missing", ["object_background_ratio", "pointing_game", "relevance_mass",
+                                    "mask_share", "area_50", "gini"])
+    return trust.build_table(_sources(), **kw)
+
+
+def test_every_number_traces_to_its_source():
+    sources = _sources()
+    sources["training"] = sources["training"].iloc[::-1]            # row order does not matter, names do
+    table = trust.build_table(sources, allow_missing=True)
+    prov = trust.provenance(table)
+    assert list(table.index) == CLASSES and set(prov) == set(table.columns)
+    assert set(prov.values()) == set(sources)
+    for column, source in prov.items():
+        pd.testing.assert_series_equal(table[column], sources[source][column].loc[CLASSES], check_names=False)
+    assert table.attrs["model_level"] == {"attack_max_eps": 0.1, "sanity_correlation": pytest.approx(0.2),
+                                          "explanation_method": "gradcam"}
+    assert ("street", "relevance_mass") in table.attrs["missing"]
+    # the scored table keeps it, and names the derived columns
+    scored = trust.score(table, weights={"localisation": 0})
+    prov = trust.provenance(scored)
+    assert prov["accuracy"] == "predictions" and prov["trust_score"] == prov["component_accuracy"] == "trust score"
+
+
+def test_missing_class_or_value_raises():
+    sources = _sources()
+    with pytest.raises(ValueError, match=r"source 'attacks' has no row for class\(es\) \['sea'\]"):
+        trust.build_table({**sources, "attacks": sources["attacks"].drop("sea")}, allow_missing=True)
+    with pytest.raises(ValueError, match=r"unknown class\(es\) \['desert'\]"):
+        extra = pd.concat([sources["training"], sources["training"].iloc[:1].rename(index={"forest": "desert"})])
+        trust.build_table({**sources, "training": extra}, allow_missing=True)
+    with pytest.raises(ValueError, match="several rows"):
+        trust.build_table({**sources, "training": pd.concat([sources["training"]] * 2)}, allow_missing=True)
+    with pytest.raises(ValueError, match="column 'accuracy' comes from both"):
+        trust.build_table({**sources, "again": sources["predictions"][["accuracy"]]}, allow_missing=True)
+    # a missing value names the column, the class and the source
+    with pytest.raises(ValueError, match=r"relevance_mass of 'street' \(source 'explanations'\)"):
+        trust.build_table(sources)
+    with pytest.raises(ValueError, match="object_background_ratio of 'street'"):
+        trust.build_table(sources, allow_missing=["relevance_mass", "pointing_game", "mask_share", "area_50", "gini"])
+    with pytest.raises(ValueError, match="unknown column"):
+        trust.build_table(sources, allow_missing=["no_such_column"])
+    with pytest.raises(ValueError, match="DataFrame"):
+        trust.build_table({"x": [1, 2]})
+    with pytest.raises(ValueError, match="class"):
+        trust.build_table({"a": sources["training"]}, classes=["forest", "sea"])
+    with pytest.raises(ValueError, match="no provenance"):
+        trust.provenance(pd.DataFrame({"a": [1]}))
+
+
+# ----------------------------------------------------------------------------- the score
+def _hand_table(**model):
+    """Three classes with round numbers (worked out in test_trust_score_follows_its_formula)."""
+    pred = pd.DataFrame({"accuracy": [.9, .6, 1.0], "calibration_error": [.05, .2, .02],
+                         "mean_confidence": [.95, .9, .99], "precision": [.9, .7, .98]}, index=CLASSES)
+    attacks = pd.DataFrame({"median_eps_whole": [.04, .01, np.inf], "object_background_ratio": [.4, 2.5, 1.0]},
+                           index=CLASSES)
+    explanations = pd.DataFrame({"relevance_mass": [.8, .5, .7], "mask_share": [.5, .5, .4]}, index=CLASSES)
+    training = pd.DataFrame({"share_learned_late": [.1, .2, 0], "share_forgotten": [0, .2, 0]}, index=CLASSES)
+    sources = {"predictions": pred, "attacks": attacks, "explanations": explanations, "training": training}
+    if model:
+        sources["model"] = trust.model_level(CLASSES, **model)
+    return trust.build_table(sources)
+
+
+def test_trust_score_follows_its_formula():
+    table = trust.score(_hand_table(attack_max_eps=0.1))
+    # epsilons capped at 0.1: [.04, .01, .1], eps_ref = median = .04 -> R = [1, .25, 1]
+    np.testing.assert_allclose(table["component_robustness"], [1, .25, 1])
+    np.testing.assert_allclose(table["component_accuracy"], [.9, .6, 1])
+    np.testing.assert_allclose(table["component_calibration"], [.95, .8, .98])
+    # L = (mass - share) / (1 - share): (.8-.5)/.5, (.5-.5)/.5, (.7-.4)/.6
+    np.testing.assert_allclose(table["component_localisation"], [.6, 0, .5])
+    np.testing.assert_allclose(table["component_stability"], [.9, .6, 1])
+    expected = [(.9 * .95 * 1 * .6 * .9) ** (1 / 5), 0.0, (1 * .98 * 1 * .5 * 1) ** (1 / 5)]
+    np.testing.assert_allclose(table["trust_score"], expected)
+    assert table["rank"].tolist() == [2, 3, 1]          # street .867, forest .857, sea 0 (chance-level localisation)
+    assert list(trust.ranking(table).index) == ["street", "forest", "sea"]
+    assert table.attrs["score"]["eps_ref"] == pytest.approx(.04)
+
+    # weights: localisation left out, accuracy counted twice
+    weighted = trust.score(_hand_table(attack_max_eps=0.1), weights={"localisation": 0, "accuracy": 2})
+    a, c, r, s = (weighted[f"component_{k}"].to_numpy() for k in ("accuracy", "calibration", "robustness", "stability"))
+    np.testing.assert_allclose(weighted["trust_score"], (a ** 2 * c * r * s) ** (1 / 5))
+    assert "component_localisation" not in weighted.columns
+    # an explicit reference epsilon (one scale for several models)
+    absolute = trust.score(_hand_table(attack_max_eps=0.1), eps_ref=0.02)
+    np.testing.assert_allclose(absolute["component_robustness"], [1, .5, 1])
+
+
+def test_failed_sanity_check_drops_localisation_from_the_score():
+    failed = trust.score(_hand_table(attack_max_eps=0.1, sanity_correlation=0.9))
+    without = trust.score(_hand_table(attack_max_eps=0.1), weights={"localisation": 0})
+    np.testing.assert_allclose(failed["trust_score"], without["trust_score"])
+    assert failed.attrs["score"]["weights"]["localisation"] == 0 and failed.attrs["score"]["notes"]
+    passed = trust.score(_hand_table(attack_max_eps=0.1, sanity_correlation=0.1))
+    assert passed.attrs["score"]["weights"]["localisation"] == 1 and not passed.attrs["score"]["notes"]
+
+
+def test_score_errors_and_missing_components():
+    with pytest.raises(ValueError, match="eps_ref"):        # median epsilon infinite, no search limit known
+        table = _hand_table()
+        table.loc["forest", "median_eps_whole"] = np.inf
+        trust.score(table)
+    table = _hand_table(attack_max_eps=0.1).drop(columns=["relevance_mass"])
+    with pytest.raises(ValueError, match="'relevance_mass'.*weight 0"):
+        trust.score(table)
+    assert "trust_score" in trust.score(table, weights={"localisation": 0}).columns
+    with pytest.raises(ValueError, match="unknown weight"):
+        trust.score(_hand_table(attack_max_eps=0.1), weights={"beauty": 1})
+    with pytest.raises(ValueError, match="all weights are 0"):
+        trust.score(_hand_table(attack_max_eps=0.1), weights={k: 0 for k in trust.COMPONENTS})
+    # a missing component gives a missing score, ranked last
+    sources = {"p": pd.DataFrame({"accuracy": [.9, np.nan, .8]}, index=CLASSES)}
+    partial = trust.score(trust.build_table(sources, allow_missing=True),
+                          weights={"calibration": 0, "robustness": 0, "localisation": 0, "stability": 0})
+    assert np.isnan(partial.loc["sea", "trust_score"]) and partial["rank"].tolist() == [1, 3, 2]
+
+
+def test_verdicts_follow_the_numbers():
+    table = trust.score(_hand_table(attack_max_eps=0.1))
+    words = trust.verdicts(table)
+    assert list(words.index) == CLASSES
+    forest, sea, street = words
+    assert forest.startswith("Trust 0.86 (rank 2 of 3): accurate (90%), well calibrated")
+    assert "relies on the object" in forest and "but" not in forest
+    assert "often wrong (60% correct)" in sea and "over-confident (ECE 0.20; says 90%" in sea
+    assert "fragile: flips at eps=0.01" in sea and "0.04" in sea
+    assert "leans on the background" in sea and "no better than chance" in sea and "unstable in training (40%" in sea
+    assert "robust (most of its images withstand eps=0.1)" in street and "learned early and stably" in street
+    # thresholds move the clauses
+    stricter = trust.verdicts(table, thresholds={"accurate": 0.95, "calibrated": 0.01})
+    assert "fairly accurate (90%)" in stricter["forest"] and ", but slightly over-confident" in stricter["forest"]
+    with pytest.raises(ValueError, match="unknown threshold"):
+        trust.verdicts(table, thresholds={"nice": 1})
+    # without a score and without most sources, only what is there is judged
+    bare = trust.verdicts(trust.build_table({"p": pd.DataFrame({"accuracy": [.95, .5, .8]}, index=CLASSES)}))
+    assert bare.tolist() == ["Accurate (95%).", "Often wrong (50% correct).", "Fairly accurate (80%)."]
+    sanity = trust.verdicts(trust.score(_hand_table(attack_max_eps=0.1, sanity_correlation=0.9)))
+    assert all("fail the sanity check" in v for v in sanity)
+
+
+# ----------------------------------------------------------------------------- export
+def _row_cells(page: str, cls: str) -> list[str]:
+    row = re.search(rf'<tr><td class="cls">{re.escape(cls)}</td>(.*?)</tr>', page, re.S).group(1)
+    return re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+
+
+def test_html_is_self_contained_and_shows_every_class_and_number(tmp_path):
+    table = trust.score(_table(), weights={"localisation": 0})
+    words = trust.verdicts(table)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    png = tmp_path / "saved.png"
+    fig.savefig(png)
+    path = trust.write_html(table, tmp_path / "report" / "trust.html", figures={"a line": fig, "from a file": png},
+                            verdicts=words, title="Trust <report>", notes=["first note", "second & last"])
+    page = path.read_text(encoding="utf-8")
+    # self-contained: no external resource, no script, every image inline PNG
+    for forbidden in ("http://", "https://", 'src="file', "<link", "<script", "url(", "@import"):
+        assert forbidden not in page
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert all(base64.b64decode(s.split(",", 1)[1]).startswith(b"\x89PNG") for s in sources)
+    assert "Trust &lt;report&gt;" in page and "second &amp; last" in page
+    # every class with every per-class number, in column order; model-level numbers once
+    model = table.attrs["model_level"]
+    columns = [c for c in table.columns if c not in model]
+    for cls in CLASSES:
+        expected = [trust.format_value(table.at[cls, c], column=c, max_eps=0.1) for c in columns]
+        assert [re.sub(r"&gt;", ">", cell) for cell in _row_cells(page, cls)] == expected
+        assert words[cls].replace("&", "&amp;") in page.replace("&#x27;", "'")
+    assert "0.2" in page and "gradcam" in page           # sanity_correlation, explanation_method
+    assert _row_cells(page, "street")[list(columns).index("median_eps_whole")] == "&gt; 0.1"
+    # missing values are an error, not a blank
+    assert 'class="error"' in page and 'class="missing"' in page and "MISSING" in page
+    assert page.count('<td class="missing"') == len(table.attrs["missing"])
+    # rows by rank
+    order = [re.search(rf'<td class="cls">{c}</td>', page).start() for c in trust.ranking(table).index]
+    assert order == sorted(order)
+    assert [p.name for p in path.parent.iterdir()] == ["trust.html"]      # no temporary file left behind
+
+
+def test_html_write_is_atomic_and_checks_its_inputs(tmp_path):
+    table = trust.score(_hand_table(attack_max_eps=0.1))
+    path = trust.write_html(table, tmp_path / "t.html")
+    before = path.read_bytes()
+    assert 'class="error"' not in before.decode() and "MISSING" not in before.decode()
+    (tmp_path / "fake.png").write_text("not a png")
+    with pytest.raises(ValueError, match="not a PNG"):
+        trust.write_html(table, path, figures={"x": tmp_path / "fake.png"})
+    with pytest.raises(ValueError, match="verdicts lack"):
+        trust.write_html(table, path, verdicts={"forest": "fine"})
+    with pytest.raises(ValueError, match="added after build_table"):
+        trust.write_html(table.assign(extra=1), path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["fake.png", "t.html"]
+
+
+def test_csv_round_trips(tmp_path):
+    table = trust.score(_table(), weights={"localisation": 0})
+    words = trust.verdicts(table)
+    path = trust.write_csv(table, tmp_path / "trust.csv", verdicts=words)
+    back = trust.read_csv(path)
+    assert "NaN" in path.read_text() and ",," not in path.read_text()         # missing is written, not blank
+    pd.testing.assert_frame_equal(back.drop(columns="verdict"), table, check_dtype=False, check_exact=True)
+    assert back["verdict"].tolist() == words.tolist()
+    assert back.loc["street", "median_eps_whole"] == np.inf
+
+
+def test_format_value():
+    assert trust.format_value(np.nan) == trust.format_value(None) == "MISSING"
+    assert trust.format_value(0.94333) == "0.943" and trust.format_value(0.0123456) == "0.0123"
+    assert trust.format_value(np.int64(7)) == "7" and trust.format_value(3.0, column="rank") == "3"
+    assert trust.format_value(np.inf, column="median_eps_whole", max_eps=0.1) == "> 0.1"
+    assert trust.format_value(np.inf, column="object_background_ratio", max_eps=0.1) == "inf"
+    assert trust.format_value("gradcam") == "gradcam"
