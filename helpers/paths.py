@@ -27,3 +27,11 @@ def params_key(params: dict) -> str:
     """A short stable hash of a JSON-able parameter dict, used to name cache folders."""
     text = json.dumps(params, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def reports_dir() -> Path:
+    """Folder for exported reports (the trust report's HTML and CSV): ``$TRUST_AUDIT_REPORTS``
+    or ``reports/``."""
+    path = Path(os.environ.get("TRUST_AUDIT_REPORTS", PROJECT_ROOT / "reports"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -420,7 +420,7 @@ def randomisation_plot(df_by_method: dict, ax=None, *, column: str = "spearman_a
     ax.set_xlabel("randomised from the output down to ... (cumulative)")
     ax.set_ylabel("Spearman rank correlation" + (" of |maps|" if column == "spearman_abs" else ""))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="method", title_fontsize=8)
     return fig
 
 
@@ -445,4 +445,297 @@ def lime_panel(image, segments, weights: dict, ax=None, *, top: int = 5, title=N
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=8)
+    return fig
+
+
+# ----------------------------------------------------------------------------- adversarial
+def _eps_axis(ax, which="x"):
+    """Label an epsilon axis in [0, 1] pixel units with the /255 equivalent."""
+    label = "epsilon (L-inf, pixel range 0-1; x255 = grey levels)"
+    (ax.set_xlabel if which == "x" else ax.set_ylabel)(label)
+
+
+def robust_accuracy_curves(sweeps: dict, ax=None):
+    """Accuracy against epsilon, one line per attack (DataFrames of
+    :func:`helpers.attacks.epsilon_sweep`: columns ``epsilon`` and ``accuracy``)."""
+    fig, ax = _axes(ax, (5.2, 3.4))
+    for name, df in sweeps.items():
+        ax.plot(df["epsilon"], df["accuracy"], "o-", ms=4, label=f"{name} (n={int(df['n'].iloc[0])})")
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("accuracy under attack")
+    _eps_axis(ax)
+    top = ax.secondary_xaxis("top", functions=(lambda e: e * 255, lambda g: g / 255))
+    top.set_xlabel("grey levels of 255", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def minimal_epsilon_by_class(df, classes, ax=None, *, region: str | None = None):
+    """The smallest flipping epsilon of each image (rows of :func:`helpers.attacks.minimal_epsilon`
+    or of ``fragility_by_region`` for one ``region``), one column of dots per class with its
+    median as a bar; images that never flipped up to ``max_eps`` sit above the dashed line."""
+    fig, ax = _axes(ax, (6.4, 3.4))
+    if region is not None:
+        df = df[df["region"] == region]
+    df = df[~df["already_wrong"]]
+    max_eps = float(df.attrs.get("max_eps", np.nanmax(df["epsilon"]) if df["flipped"].any() else 1.0))
+    above = max_eps * 1.08
+    rng = np.random.default_rng(0)
+    colors = class_colormap(len(classes)).colors
+    for k, name in enumerate(classes):
+        sel = df[df["label"] == k]
+        eps = np.where(sel["flipped"], sel["epsilon"], above)
+        jitter = rng.uniform(-0.22, 0.22, len(eps))
+        ax.scatter(k + jitter, eps, s=12, color=colors[k], alpha=0.75, lw=0)
+        if len(eps):
+            med = float(np.median(np.where(sel["flipped"], sel["epsilon"], np.inf)))
+            if np.isfinite(med):
+                ax.plot([k - 0.32, k + 0.32], [med, med], color="black", lw=2)
+    ax.axhline(max_eps, color="grey", ls="--", lw=1)
+    ax.text(len(classes) - 0.5, above, f"no flip up to {max_eps:g}", ha="right", va="bottom", fontsize=7,
+            color="grey")
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set_ylim(0, above * 1.1)
+    _eps_axis(ax, "y")
+    ax.set_ylabel("smallest flipping epsilon")
+    ax.grid(alpha=0.3, axis="y")
+    ax.set_title("black bar: class median (only correctly classified images)", fontsize=8)
+    return fig
+
+
+def region_fragility(per_class, regions, *, columns=("median_eps", "median_l2"), size=(11, 3.4)):
+    """Per class, the median smallest flipping epsilon (and the median L2 norm of that change)
+    for the perturbation confined to each region; a table from
+    :func:`helpers.attacks.per_class_fragility`. Infinite medians (more than half the class never
+    flipped) are drawn as hatched bars at the top of the axis."""
+    titles = {"median_eps": "median smallest L-inf epsilon", "median_l2": "median L2 norm of the change"}
+    fig, axes = plt.subplots(1, len(columns), figsize=size, layout="constrained", squeeze=False)
+    classes = list(per_class.index)
+    width = 0.8 / len(regions)
+    for ax, column in zip(axes[0], columns):
+        values = per_class[[f"{column}_{r}" for r in regions]].to_numpy(dtype=float)
+        finite = values[np.isfinite(values)]
+        top = 1.15 * (finite.max() if finite.size else 1.0)
+        for j, region in enumerate(regions):
+            v = values[:, j]
+            xs = np.arange(len(classes)) + (j - (len(regions) - 1) / 2) * width
+            bars = ax.bar(xs, np.where(np.isfinite(v), v, top), width, label=region,
+                          color=plt.get_cmap("Set2")(j))
+            for bar, ok in zip(bars, np.isfinite(v)):
+                if not ok:
+                    bar.set_hatch("//")
+                    bar.set_alpha(0.5)
+        ax.set_ylim(0, top * 1.02)
+        ax.set_xticks(range(len(classes)), classes)
+        ax.set_title(titles.get(column, column), fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].legend(fontsize=8, title="perturbation confined to", title_fontsize=8)
+    return fig
+
+
+def adversarial_examples(x, x_adv, titles_clean, titles_adv, *, gain=None, size: float = 1.9):
+    """Three rows: the originals, the adversarial images, and their difference magnified
+    (mid-grey = no change); column titles say what the model answered."""
+    from .synthesis import magnified_difference
+
+    n = len(x)
+    diff = magnified_difference(x, x_adv, gain=gain)
+    fig, axes = plt.subplots(3, n, figsize=(n * size, 3 * size * 1.15), squeeze=False, layout="constrained")
+    for i in range(n):
+        for r, (images, titles) in enumerate(((x, titles_clean), (x_adv, titles_adv), (diff, None))):
+            ax = axes[r][i]
+            ax.imshow(_to_hwc(images[i]).clip(0, 1))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=7)
+    for r, label in enumerate(("original", "adversarial", "difference, magnified")):
+        axes[r][0].set_ylabel(label, fontsize=8)
+    return fig
+
+
+def confidence_vs_epsilon(df, classes, ax=None, *, confident: float = 0.9, fragile=None):
+    """Each correctly classified image: its clean confidence against its smallest flipping epsilon.
+    The shaded corner holds the confident-but-fragile images (confidence >= ``confident``,
+    epsilon <= ``fragile``, by default the lower quartile of the flipped images' epsilons)."""
+    fig, ax = _axes(ax, (5.4, 3.6))
+    df = df[~df["already_wrong"] & df["flipped"]]
+    fragile = float(np.quantile(df["epsilon"], 0.25)) if fragile is None and len(df) else (fragile or 0.0)
+    colors = class_colormap(len(classes)).colors
+    for k, name in enumerate(classes):
+        sel = df[df["label"] == k]
+        ax.scatter(sel["epsilon"], sel["confidence_before"], s=14, color=colors[k], label=name, alpha=0.8, lw=0)
+    ax.axvspan(0, fragile, ymin=0, ymax=1, color="red", alpha=0.06)
+    ax.axhline(confident, color="red", ls=":", lw=1)
+    ax.axvline(fragile, color="red", ls=":", lw=1)
+    ax.text(fragile, 1.0, " confident but fragile ", ha="right", va="bottom", fontsize=7, color="red")
+    _eps_axis(ax)
+    ax.set_xlabel("smallest flipping epsilon")
+    ax.set_ylabel("confidence before the attack")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    return fig
+
+
+# ----------------------------------------------------------------------------- calibration and trust
+def reliability_diagram(probs, labels, ax=None, *, n_bins: int = 15, title=None, color="#1f77b4"):
+    """Reliability diagram (Guo et al. 2017): per equal-width confidence bin, a bar of the
+    accuracy next to the diagonal of perfect calibration, the gap to the bin's mean confidence
+    shaded red (above the bar: over-confident; inside it: under-confident), the ECE in the title,
+    and a histogram of the confidences (share of images per bin).
+
+    ``ax``: ``None`` (own figure, diagram above the histogram), a pair of axes ``(diagram,
+    histogram)`` (e.g. one column of ``subplots(2, k)``; see :func:`reliability_comparison` for
+    before/after side by side), or one Axes (the histogram then a grey step line on a right
+    axis)."""
+    from .calibration import expected_calibration_error, reliability_bins
+
+    bins = reliability_bins(probs, labels, n_bins=n_bins)
+    ece = expected_calibration_error(probs, labels, n_bins=n_bins)
+    if ax is None:
+        fig, (ax_d, ax_h) = plt.subplots(2, 1, figsize=(4.2, 5.2), sharex=True, height_ratios=(3, 1),
+                                         layout="constrained")
+    elif isinstance(ax, (list, tuple, np.ndarray)):
+        ax_d, ax_h = ax
+        fig = ax_d.figure
+    else:
+        ax_d, ax_h, fig = ax, None, ax.figure
+    width = 1 / n_bins
+    used = bins["count"].to_numpy() > 0
+    lower = bins["lower"].to_numpy()[used]
+    acc = bins["accuracy"].to_numpy()[used]
+    conf = bins["confidence"].to_numpy()[used]
+    ax_d.bar(lower, acc, width, align="edge", color=color, edgecolor="white", label="accuracy in the bin")
+    ax_d.bar(lower, conf - acc, width, bottom=acc, align="edge", color="#d62728", alpha=0.25,
+             edgecolor="#d62728", hatch="//", label="gap to its mean confidence")
+    ax_d.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
+    ax_d.set_xlim(0, 1)
+    ax_d.set_ylim(0, 1)
+    ax_d.set_ylabel("accuracy")
+    ax_d.set_title(f"{title}: ECE {ece:.3f}" if title else f"ECE {ece:.3f}", fontsize=10)
+    ax_d.legend(fontsize=7, loc="upper left")
+    share = bins["share"].to_numpy()
+    if ax_h is not None:
+        ax_h.bar(bins["lower"], share, width, align="edge", color="#7f7f7f", edgecolor="white")
+        ax_h.set_xlim(0, 1)
+        ax_h.set_ylim(0, max(share.max() * 1.15, 0.05))
+        ax_h.set_xlabel("confidence (max. probability)")
+        ax_h.set_ylabel("share of images", fontsize=8)
+    else:
+        ax_d.set_xlabel("confidence (max. probability)")
+        twin = ax_d.twinx()
+        edges = np.append(bins["lower"].to_numpy(), 1.0)
+        twin.stairs(share, edges, color="#7f7f7f", lw=1.2, label="share of images")
+        twin.set_ylim(0, 1)
+        twin.set_ylabel("share of images (grey line)", fontsize=8, color="#7f7f7f")
+    return fig
+
+
+def reliability_comparison(probs_by_name: dict, labels, *, n_bins: int = 15, size: float = 3.6):
+    """Reliability diagrams side by side, one column per entry of ``{name: probs}`` (e.g.
+    before and after temperature scaling), each with its confidence histogram below."""
+    if not probs_by_name:
+        raise ValueError("probs_by_name must be a non-empty dict {name: probs [N, C]}")
+    k = len(probs_by_name)
+    fig, axes = plt.subplots(2, k, figsize=(size * k, size * 1.3), height_ratios=(3, 1), squeeze=False,
+                             sharex=True, layout="constrained")
+    for j, (name, probs) in enumerate(probs_by_name.items()):
+        reliability_diagram(probs, labels, ax=(axes[0, j], axes[1, j]), n_bins=n_bins, title=name)
+    return fig
+
+
+def trust_heatmap(table, ax=None, *, columns=None):
+    """Per-class heat table of the trust components and the score of a table from
+    :func:`helpers.trust.score` (rows ordered by rank, red 0 to green 1, values written in the
+    cells; a missing value is a grey cell marked "missing")."""
+    if columns is None:
+        columns = [c for c in table.columns if c.startswith("component_")] + ["trust_score"]
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"the table has no column(s) {missing}; call trust.score(table) first")
+    rows = table.sort_values("rank", kind="stable") if "rank" in table.columns else table
+    values = rows[columns].astype(float).to_numpy()
+    fig, ax = _axes(ax, (1.1 * len(columns) + 2, 0.45 * len(rows) + 1.4))
+    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="#bdbdbd")
+    ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=1, aspect="auto")
+    for (i, j), v in np.ndenumerate(values):
+        ax.text(j, i, "missing" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8,
+                color="#8b0000" if np.isnan(v) else "black",
+                fontweight="bold" if columns[j] == "trust_score" else "normal")
+    names = [c.removeprefix("component_").replace("_", " ") for c in columns]
+    ax.set_xticks(range(len(columns)), names, rotation=30, ha="right", fontsize=8)
+    labels = [f"{r}. {c}" if "rank" in rows.columns else str(c)
+              for c, r in zip(rows.index, rows["rank"] if "rank" in rows.columns else rows.index)]
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    if columns[-1] == "trust_score" and len(columns) > 1:
+        ax.axvline(len(columns) - 1.5, color="black", lw=1.5)   # the score apart from its components
+    ax.set_title("trust components per class (1 = no weakness found)", fontsize=10)
+    return fig
+
+
+# ----------------------------------------------------------------------------- perceptual hashes
+def hamming_curve(distances, ax=None, *, steps=None, labels=None, bits=None, title=None):
+    """Hamming distance to the target hash at every step of a collision search, one line per
+    image (``distances`` [N, T] or [T], e.g. :attr:`helpers.hashing.CollisionResult.distances`).
+    ``steps`` (one per image) ends each line where its search stopped, with a dot when the
+    distance there is 0 (collision) and a cross when not; ``bits`` draws the chance level of
+    unrelated images (half the bits) as a dashed line."""
+    fig, ax = _axes(ax, (5, 3.4))
+    d = np.atleast_2d(_to_numpy(distances))
+    ends = [d.shape[1] - 1] * len(d) if steps is None else [int(s) for s in np.atleast_1d(_to_numpy(steps))]
+    if len(ends) != len(d):
+        raise ValueError(f"{len(ends)} steps for {len(d)} distance curves")
+    for i, (row, end) in enumerate(zip(d, ends)):
+        label = None if labels is None else labels[i]
+        line, = ax.plot(np.arange(end + 1), row[:end + 1], lw=1.5, label=label)
+        ax.plot([end], [row[end]], "o" if row[end] == 0 else "x", color=line.get_color(), ms=6)
+    if bits is not None:
+        ax.axhline(bits / 2, color="grey", ls="--", lw=1)
+        ax.text(ax.get_xlim()[1], bits / 2, f"chance level of unrelated images ({bits // 2} of {bits})",
+                ha="right", va="bottom", fontsize=7, color="grey")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("gradient step")
+    ax.set_ylabel("bits differing from the target hash")
+    ax.grid(alpha=0.3)
+    if labels is not None:
+        ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
+def hash_robustness_bars(df, ax=None, *, bits=None,
+                         title="hash bits flipped by everyday changes (lower = more robust)"):
+    """Grouped horizontal bars of :func:`helpers.hashing.robustness_table`: for each
+    transformation (rows of ``df``) and hash (columns), the share of the hash's bits that change
+    (mean Hamming distance / ``bits[name]``; ``bits`` defaults to ``df.attrs["bits"]``). A last
+    row named ``"unrelated photos"`` is the reference: hatched, below a line."""
+    bits = dict(df.attrs.get("bits", {}) if bits is None else bits)
+    missing = [c for c in df.columns if c not in bits]
+    if missing:
+        raise ValueError(f"no bit count for {missing}; pass bits={{name: number of bits}}")
+    rows = list(df.index)
+    fig, ax = _axes(ax, (6.4, 0.32 * len(rows) * max(1, len(df.columns)) / 2 + 1.4))
+    height = 0.8 / len(df.columns)
+    y = np.arange(len(rows))
+    for k, name in enumerate(df.columns):
+        share = df[name].to_numpy(dtype=float) / bits[name]
+        pos = y - 0.4 + height * (k + 0.5)
+        bars = ax.barh(pos, share, height=height, label=f"{name} ({bits[name]} bits)")
+        for bar, row, value, s in zip(bars, rows, df[name].to_numpy(dtype=float), share):
+            if row == "unrelated photos":
+                bar.set_hatch("//")
+                bar.set_edgecolor("white")
+            ax.text(s + 0.005, bar.get_y() + bar.get_height() / 2, f"{value:.1f}", va="center", fontsize=6.5)
+    if "unrelated photos" in rows:
+        ax.axhline(rows.index("unrelated photos") - 0.5, color="black", lw=0.8)
+    ax.set_yticks(y, rows, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(0.62, ax.get_xlim()[1] + 0.05))
+    ax.set_xlabel("share of the hash's bits that change (mean over photos; numbers: bits)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    if title:
+        ax.set_title(title, fontsize=9)
     return fig

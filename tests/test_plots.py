@@ -132,3 +132,138 @@ def test_randomisation_plot_lines_and_zero_line():
     zero = [l for l in lines if l.get_linestyle() == "--"]
     assert len(zero) == 1 and np.all(np.asarray(zero[0].get_ydata()) == 0)
     assert [t.get_text() for t in ax.get_xticklabels()] == stages
+
+
+# ----------------------------------------------------------------------------- calibration, trust
+def _reliability_inputs():
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.4, 1.0, 400)
+    probs = np.stack([conf, 1 - conf], 1)
+    labels = (rng.random(400) >= conf - 0.2).astype(int)        # over-confident by about 0.2
+    return probs, labels
+
+
+def test_reliability_diagram_bars_are_the_bin_accuracies():
+    from helpers import calibration
+
+    probs, labels = _reliability_inputs()
+    bins = calibration.reliability_bins(probs, labels, n_bins=10)
+    used = bins["count"] > 0
+    fig = plots.reliability_diagram(probs, labels, n_bins=10, title="raw")
+    ax_d, ax_h = fig.axes
+    accuracy, gap = ax_d.containers[:2]
+    np.testing.assert_allclose([b.get_height() for b in accuracy], bins["accuracy"][used])
+    np.testing.assert_allclose([b.get_x() for b in accuracy], bins["lower"][used])
+    # the shaded gap runs from the accuracy to the mean confidence
+    np.testing.assert_allclose([b.get_y() + b.get_height() for b in gap], bins["confidence"][used])
+    ece = calibration.expected_calibration_error(probs, labels, n_bins=10)
+    assert ax_d.get_title() == f"raw: ECE {ece:.3f}"
+    diagonal = [l for l in ax_d.get_lines() if l.get_linestyle() == "--"]
+    assert len(diagonal) == 1 and list(diagonal[0].get_xdata()) == [0, 1] == list(diagonal[0].get_ydata())
+    np.testing.assert_allclose([b.get_height() for b in ax_h.containers[0]], bins["share"])
+    # one Axes: the histogram becomes a line on a twin axis; nothing is saved
+    fig2, ax = plt.subplots()
+    assert plots.reliability_diagram(probs, labels, ax=ax) is fig2 and len(fig2.axes) == 2
+
+
+def test_reliability_comparison_side_by_side():
+    from helpers import calibration
+
+    probs, labels = _reliability_inputs()
+    fit = calibration.fit_temperature(probs, labels, kind="probs")
+    fig = plots.reliability_comparison({"before": probs, "after T": fit.apply(probs)}, labels)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert len(fig.axes) == 4 and titles[0].startswith("before: ECE") and titles[1].startswith("after T: ECE")
+    before, after = (float(t.rsplit(" ", 1)[1]) for t in titles)
+    assert after < before
+
+
+def test_trust_heatmap_shows_components_by_rank():
+    table = pd.DataFrame({"component_accuracy": [0.9, 0.5, np.nan], "component_robustness": [1.0, 0.2, 0.7],
+                          "trust_score": [0.95, 0.3, np.nan], "rank": [1, 2, 3]}, index=["sea", "forest", "street"])
+    table = table.iloc[[2, 0, 1]]                                # not in rank order
+    fig = plots.trust_heatmap(table)
+    ax = fig.axes[0]
+    data = ax.get_images()[0].get_array()
+    np.testing.assert_allclose(data.filled(np.nan)[:2], [[0.9, 1.0, 0.95], [0.5, 0.2, 0.3]])
+    assert data.mask[2, 0] and data.mask[2, 2]                   # missing stays visible as missing
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["1. sea", "2. forest", "3. street"]
+    assert sum(t.get_text() == "missing" for t in ax.texts) == 2
+    with pytest.raises(ValueError, match="trust.score"):
+        plots.trust_heatmap(table.drop(columns="trust_score"))
+
+
+# ----------------------------------------------------------------------------- adversarial figures
+def _fragility_frame():
+    import pandas as pd
+
+    rows = []
+    for region, scale in (("whole", 1.0), ("object", 2.0), ("background", 4.0)):
+        for i in range(12):
+            label = i % 3
+            flipped = not (region == "background" and label == 2)
+            rows.append({"image": i, "region": region, "label": label, "already_wrong": i == 0,
+                         "flipped": flipped, "epsilon": scale * 0.01 * (1 + i) if flipped else np.nan,
+                         "confidence_before": 0.5 + 0.04 * i, "flip_class": (label + 1) % 3,
+                         "pixels": 100, "l2_norm": scale * (1 + i) if flipped else np.nan})
+    df = pd.DataFrame(rows)
+    df.attrs["max_eps"] = 0.5
+    return df
+
+
+def test_adversarial_figures_draw_from_the_attack_tables():
+    import pandas as pd
+
+    from helpers import attacks
+
+    df = _fragility_frame()
+    classes = ["a", "b", "c"]
+    sweep = pd.DataFrame({"epsilon": [0, 0.01, 0.02], "accuracy": [1.0, 0.5, 0.1], "n": 10})
+    fig = plots.robust_accuracy_curves({"FGSM": sweep})
+    assert np.allclose(fig.axes[0].lines[0].get_ydata(), [1.0, 0.5, 0.1])
+    fig = plots.minimal_epsilon_by_class(df, classes, region="background")
+    ax = fig.axes[0]
+    # class c never flips in the background: its dots sit above max_eps, and it has no median bar
+    offsets = np.concatenate([c.get_offsets() for c in ax.collections])
+    assert (offsets[:, 1] > 0.5).sum() == 4
+    assert len([ln for ln in ax.lines if ln.get_linewidth() == 2]) == 2
+    per_class = attacks.per_class_fragility(df, classes)
+    fig = plots.region_fragility(per_class, ["whole", "object", "background"])
+    hatched = [p for p in fig.axes[0].patches if p.get_hatch()]
+    assert len(hatched) == 1  # class c, background: infinite median
+    fig = plots.confidence_vs_epsilon(df[df["region"] == "whole"], classes)
+    assert len(fig.axes[0].collections) == 3
+    x = torch.rand(2, 3, 8, 8)
+    fig = plots.adversarial_examples(x, (x + 0.01).clamp(0, 1), ["a", "b"], ["c", "d"])
+    assert len(fig.axes) == 6
+
+
+# ----------------------------------------------------------------------------- perceptual hashes
+def test_hamming_curve_ends_each_line_at_its_step():
+    d = np.array([[40, 20, 5, 0, 0, 0], [45, 30, 12, 6, 3, 2]])
+    fig = plots.hamming_curve(d, steps=[3, 5], labels=["a", "b"], bits=96)
+    ax = fig.axes[0]
+    lines = [l for l in ax.get_lines() if l.get_label() in ("a", "b")]
+    np.testing.assert_array_equal(lines[0].get_ydata(), [40, 20, 5, 0])
+    np.testing.assert_array_equal(lines[1].get_ydata(), d[1])
+    markers = [l.get_marker() for l in ax.get_lines() if l.get_marker() not in ("None", None, "")]
+    assert markers == ["o", "x"]      # reached (distance 0) vs not
+    chance = [l for l in ax.get_lines() if l.get_linestyle() == "--"]
+    assert len(chance) == 1 and np.all(np.asarray(chance[0].get_ydata()) == 48)
+    plots.hamming_curve(torch.tensor([10, 3, 0]))   # one curve, no steps: the whole row
+    with pytest.raises(ValueError, match="2 distance curves"):
+        plots.hamming_curve(d, steps=[3])
+
+
+def test_hash_robustness_bars_share_of_bits():
+    df = pd.DataFrame({"neural": [3.0, 48.0], "pHash": [0.0, 32.0]},
+                      index=pd.Index(["JPEG 90", "unrelated photos"], name="transformation"))
+    df.attrs["bits"] = {"neural": 96, "pHash": 64}
+    fig = plots.hash_robustness_bars(df)
+    ax = fig.axes[0]
+    widths = sorted(round(p.get_width(), 6) for p in ax.patches)
+    assert widths == sorted([3 / 96, 0.5, 0.0, 0.5])
+    assert sum(bool(p.get_hatch()) for p in ax.patches) == 2     # the reference row
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["JPEG 90", "unrelated photos"]
+    with pytest.raises(ValueError, match="no bit count"):
+        plots.hash_robustness_bars(df, bits={"neural": 96})
