@@ -22,6 +22,7 @@ ifeq ($(PROFILE),paper)
   REPORT_DIR := reports/paper
   PAPERMILL_ARGS := -f profiles/paper.yaml -p data_dir "$(abspath $(DATA_DIR))"
   export TRUST_AUDIT_FIGURES := $(abspath reports/paper/figures)
+  export TRUST_AUDIT_REPORTS := $(abspath reports/paper)
 else ifeq ($(PROFILE),embedded)
   REPORT_DIR := notebooks
   PAPERMILL_ARGS :=
@@ -47,6 +48,7 @@ report: $(STAMP)
 		$(BIN)/papermill --cwd notebooks --log-level WARNING $$nb $(REPORT_DIR)/$$(basename $$nb) $(PAPERMILL_ARGS) || exit 1; \
 	done
 	@echo "Notebooks written to $(REPORT_DIR)/, figures to $${TRUST_AUDIT_FIGURES:-figures}/"
+	@echo "Trust report: $${TRUST_AUDIT_REPORTS:-reports}/trust_report.html (open it in a browser; the CSV is beside it)"
 
 test: unit nbval
 

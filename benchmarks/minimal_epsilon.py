@@ -175,9 +175,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=256, help="images (default 256)")
     parser.add_argument("--baseline-n", type=int, default=0,
                         help="time the per-image peers on the first K images only (default: all)")
-    parser.add_argument("--max-eps", type=float, default=0.1)
+    parser.add_argument("--max-eps", type=float, default=0.25)
     parser.add_argument("--tol", type=float, default=1e-4)
-    parser.add_argument("--grid", type=int, default=16)
+    parser.add_argument("--grid", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
     model, x, y, what = load_inputs(args)

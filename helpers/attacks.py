@@ -369,21 +369,32 @@ class _Evaluator:
         self.batched_forwards = 0
         self.chunk_sizes: list[int] = []
 
+    def perturb(self, i: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """x[i] attacked at radius e (one value per image); PGD runs count their passes."""
+        e = e.to(self.x.dtype)
+        if self.direction == "fgsm":
+            return (self.x[i] + e.view(-1, 1, 1, 1) * self.d[i]).clamp(0, 1)
+        kw = dict(self.pgd_kw)
+        steps = int(kw.pop("steps", 10))
+        self.n_backward.index_add_(0, i.cpu(), torch.full((len(i),), steps))
+        return _pgd(self.model, self.x[i], self.y[i], eps=e, steps=steps,
+                    mask=None if self.mask is None else self.mask.expand(len(self.x), *self.mask.shape[1:])[i],
+                    unit_start=None if self.unit_start is None else self.unit_start[i], **kw)
+
+    def adversarials(self, eps: np.ndarray) -> torch.Tensor:
+        """Every image attacked at its ``eps`` (NaN: left clean), in chunks of batch_size."""
+        out = self.x.clone()
+        todo = torch.as_tensor(np.flatnonzero(np.isfinite(eps) & (eps > 0)), device=self.x.device)
+        e_all = torch.as_tensor(np.nan_to_num(eps), dtype=self.x.dtype, device=self.x.device)
+        for i in todo.split(self.batch_size):
+            out[i] = self.perturb(i, e_all[i])
+        return out
+
     def __call__(self, idx: torch.Tensor, eps: torch.Tensor):
         """margin, predicted class, its softmax probability, for x[idx] attacked at eps."""
         margins, preds, confs = [], [], []
-        eps = eps.to(self.x.dtype)
         for i, e in zip(idx.split(self.batch_size), eps.split(self.batch_size)):
-            if self.direction == "fgsm":
-                xe = (self.x[i] + e.view(-1, 1, 1, 1) * self.d[i]).clamp(0, 1)
-            else:
-                kw = dict(self.pgd_kw)
-                steps = int(kw.pop("steps", 10))
-                xe = _pgd(self.model, self.x[i], self.y[i], eps=e, steps=steps,
-                          mask=None if self.mask is None else self.mask.expand(
-                              len(self.x), *self.mask.shape[1:])[i],
-                          unit_start=None if self.unit_start is None else self.unit_start[i], **kw)
-                self.n_backward.index_add_(0, i.cpu(), torch.full((len(i),), steps))
+            xe = self.perturb(i, e)
             with torch.no_grad():
                 logits = self.model(xe)
             self.batched_forwards += 1
@@ -400,10 +411,11 @@ class _Evaluator:
         return torch.cat(margins).double(), torch.cat(preds), torch.cat(confs).double()
 
 
-def minimal_epsilon(model: nn.Module, x: torch.Tensor, y, *, max_eps: float = 0.1, grid: int = 16,
+def minimal_epsilon(model: nn.Module, x: torch.Tensor, y, *, max_eps: float = 0.25, grid: int = 8,
                     tol: float = 1e-4, method: str = "illinois", direction: str = "fgsm",
                     mask=None, batch_size: int = 64, pgd_kw: dict | None = None,
-                    spacing: str = "linear", _precomputed=None) -> pd.DataFrame:
+                    spacing: str = "linear", return_adversarial: bool = False,
+                    _precomputed=None):
     """The smallest L-inf epsilon that flips each image's prediction, for the batch at once.
 
     ``direction="fgsm"``: one forward+backward gives ``d = sign(grad CE)`` (times ``mask``);
@@ -437,6 +449,9 @@ def minimal_epsilon(model: nn.Module, x: torch.Tensor, y, *, max_eps: float = 0.
     The cost is at most 1 F+B + ``grid`` + root forwards per image: an image that never flips
     walks the whole grid (a search that assumes monotonicity would stop after testing max_eps).
     ``df.attrs`` holds the grid, the method and the pass totals.
+
+    ``return_adversarial=True`` returns ``(df, x_adv)``: each image attacked at its returned
+    epsilon (the clean image where none flipped); for PGD this costs one more attack per image.
     """
     _check_images(x)
     _check_eps(max_eps, "max_eps")
@@ -511,6 +526,10 @@ def minimal_epsilon(model: nn.Module, x: torch.Tensor, y, *, max_eps: float = 0.
         "root_forwards_per_image": res["root_forwards"] / max(n, 1),
         "root_iterations": res["root_iterations"],
     })
+    if return_adversarial:
+        with eval_mode(model):
+            x_adv = ev.adversarials(np.where(df["flipped"], df["epsilon"], np.nan))
+        return df, x_adv.detach().to(x.device)
     return df
 
 
@@ -707,16 +726,10 @@ def fragility_by_region(model: nn.Module, x: torch.Tensor, y, masks: dict, *,
     frames = []
     for name, mask in regions.items():
         m = _as_mask(mask, xd).expand(n, 1, h, w)
-        df = minimal_epsilon(model, xd, y, mask=m, batch_size=batch_size, _precomputed=pre,
-                             **minimal_epsilon_kw)
+        df, x_adv = minimal_epsilon(model, xd, y, mask=m, batch_size=batch_size, _precomputed=pre,
+                                    return_adversarial=True, **minimal_epsilon_kw)
         pixels = m.flatten(1).sum(1).cpu().numpy().astype(int)
-        eps = np.nan_to_num(df["epsilon"].to_numpy(), nan=0.0)
-        if direction == "fgsm":
-            d = pre[0] * m
-            e = torch.as_tensor(eps, dtype=xd.dtype, device=device).view(-1, 1, 1, 1)
-            l2 = ((xd + e * d).clamp(0, 1) - xd).flatten(1).norm(dim=1).double().cpu().numpy()
-        else:
-            l2 = np.full(n, np.nan)
+        l2 = (x_adv - xd).flatten(1).norm(dim=1).double().cpu().numpy()
         l2[~df["flipped"].to_numpy()] = np.nan
         df.insert(0, "region", name)
         df.insert(0, "image", np.arange(n))
@@ -732,6 +745,9 @@ def fragility_by_region(model: nn.Module, x: torch.Tensor, y, masks: dict, *,
 def per_class_fragility(df: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     """Per class (rows) and region: median minimal epsilon, share not flipped, median L2.
 
+    ``df``: the frame of :func:`fragility_by_region`, or of :func:`minimal_epsilon` (one region,
+    named ``whole``, and no L2 columns).
+
     Only images classified correctly before the attack count (``already_wrong`` images have
     epsilon 0 and say nothing about fragility); ``n_correct`` gives how many. Images that never
     flip count as ``+inf`` in the median (their epsilon is beyond ``max_eps``), so a median is
@@ -741,7 +757,10 @@ def per_class_fragility(df: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     """
     ok = df[~df["already_wrong"]].copy()
     ok["eps_c"] = ok["epsilon"].fillna(np.inf)
-    ok["l2_c"] = ok["l2_norm"].where(ok["flipped"], np.inf)
+    has_l2 = "l2_norm" in ok.columns          # minimal_epsilon's own frame has no L2 column
+    ok["l2_c"] = ok["l2_norm"].where(ok["flipped"], np.inf) if has_l2 else np.nan
+    if "region" not in df.columns:
+        df, ok = df.assign(region="whole"), ok.assign(region="whole")
     rows = []
     regions = list(dict.fromkeys(df["region"]))
     for k, name in enumerate(classes):
@@ -750,11 +769,13 @@ def per_class_fragility(df: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
         for region in regions:
             sel = ok[(ok["label"] == k) & (ok["region"] == region)]
             row[f"median_eps_{region}"] = float(np.median(sel["eps_c"])) if len(sel) else np.nan
-            row[f"median_l2_{region}"] = float(np.median(sel["l2_c"])) if len(sel) else np.nan
+            if has_l2:
+                row[f"median_l2_{region}"] = float(np.median(sel["l2_c"])) if len(sel) else np.nan
             row[f"share_not_flipped_{region}"] = float((~sel["flipped"]).mean()) if len(sel) else np.nan
         if "object" in regions and "background" in regions:
             with np.errstate(divide="ignore", invalid="ignore"):
                 row["object_background_ratio"] = row["median_eps_object"] / row["median_eps_background"]
-                row["object_background_l2_ratio"] = row["median_l2_object"] / row["median_l2_background"]
+                if has_l2:
+                    row["object_background_l2_ratio"] = row["median_l2_object"] / row["median_l2_background"]
         rows.append(row)
     return pd.DataFrame(rows).set_index("class")

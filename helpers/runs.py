@@ -46,6 +46,8 @@ def load_data(*, data_dir: str = "", scenes_per_class: int = 120, test_scenes_pe
         return DataSource(root, data.scan_images(root, progress=progress), is_scenes=False)
     params = dict(n_train=scenes_per_class, n_test=test_scenes_per_class, size=scene_size,
                   seed=seed, shortcut_class=shortcut_class or None)
+    if shortcut_class:
+        params["shortcut_hybrid_share"] = scenes.SHORTCUT_HYBRID_SHARE
     root = cache_dir() / f"scenes-{params_key(params)}"
     scenes.write_scenes(root, **params, progress=progress)
     _plant_bad_files(root)
@@ -157,3 +159,116 @@ def example_table(indices, labels, preds, probs, classes) -> pd.DataFrame:
     return pd.DataFrame({"image": indices, "true": [classes[labels[i]] for i in indices],
                          "predicted": [classes[preds[i]] for i in indices],
                          "confidence": [float(probs[i].max()) for i in indices]})
+
+
+def cached_frame(run: FineTunedRun, name: str, params: dict, compute) -> pd.DataFrame:
+    """``compute()`` (a DataFrame) stored in the run's folder under ``name`` and ``params``.
+
+    The first call computes and writes ``<run_dir>/results/<name>-<key>.csv`` (atomically, with
+    a JSON sidecar holding the column types and ``df.attrs``); later calls with the same
+    ``params``, from any notebook, read it back with the same types and attrs.
+    """
+    import json
+    import os
+
+    folder = run.run_dir / "results"
+    folder.mkdir(exist_ok=True)
+    stem = f"{name}-{params_key(params)}"
+    csv, meta = folder / f"{stem}.csv", folder / f"{stem}.json"
+    if csv.exists() and meta.exists():
+        info = json.loads(meta.read_text())
+        df = pd.read_csv(csv, index_col=0 if info["indexed"] else None)
+        df = df.astype(info["dtypes"])
+        df.attrs = info["attrs"]
+        return df
+    df = compute()
+    indexed = not isinstance(df.index, pd.RangeIndex)
+    info = {"params": params, "indexed": indexed, "attrs": df.attrs,
+            "dtypes": {c: str(t) for c, t in df.dtypes.items()}}
+    for path, write in ((meta, lambda p: p.write_text(json.dumps(info, default=float))),
+                        (csv, lambda p: df.to_csv(p, index=indexed))):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        write(tmp)
+        os.replace(tmp, path)
+    return df
+
+
+def attack_subset(run: FineTunedRun, images_per_class: int):
+    """The test images the adversarial notebooks attack: the first ``images_per_class`` of each
+    class. Returns (indices, images, labels)."""
+    x, labels = run.test_set.tensors()
+    idx = per_class_indices(labels.numpy(), images_per_class)
+    return idx, x[idx], labels[idx].long()
+
+
+def region_masks(run: FineTunedRun, indices, *, object_from: str = "auto", top_fraction: float = 0.2) -> dict:
+    """``{"object": mask, "background": its complement}``, bool [N, H, W], for test ``indices``.
+
+    ``object_from="mask"``: the scene's ground-truth mask (embedded scenes only); ``"gradcam"``:
+    the top ``top_fraction`` of the Grad-CAM map of the TRUE class (the region that holds the
+    model's evidence for it); ``"auto"``: the mask where there is one, else Grad-CAM.
+    """
+    import torch
+
+    from . import attacks, explain
+
+    if object_from == "auto":
+        object_from = "mask" if run.source.is_scenes else "gradcam"
+    idx = np.asarray(indices)
+    if object_from == "mask":
+        obj = torch.from_numpy(run.test_masks()[idx])
+    elif object_from == "gradcam":
+        x, labels = run.test_set.tensors()
+        cam = explain.explain(run.model, x[idx], labels[idx].long(), method="gradcam")
+        obj = attacks.top_fraction_mask(cam, top_fraction)
+    else:
+        raise ValueError(f"unknown object_from {object_from!r}; expected 'auto', 'mask' or 'gradcam'")
+    return {"object": obj, "background": ~obj}
+
+
+def fragility(run: FineTunedRun, *, images_per_class: int, object_from: str = "auto",
+              top_fraction: float = 0.2, max_eps: float = 16 / 255, grid: int = 12, tol: float = 2e-4,
+              pgd_steps: int = 5) -> pd.DataFrame:
+    """The smallest flipping L-inf epsilon of a PGD attack (``pgd_steps`` steps, no random
+    start) confined to the whole image, the object and the background
+    (:func:`helpers.attacks.fragility_by_region` on :func:`attack_subset` with the regions of
+    :func:`region_masks`), on a geometric grid up to ``max_eps``. Cached in the run's folder so
+    notebooks 09 and 10 share it. Column ``image`` is the index in the test set."""
+    from . import attacks
+
+    params = dict(images_per_class=images_per_class, object_from=object_from, top_fraction=top_fraction,
+                  max_eps=max_eps, grid=grid, tol=tol, pgd_steps=pgd_steps)
+
+    def compute():
+        idx, x, y = attack_subset(run, images_per_class)
+        masks = region_masks(run, idx, object_from=object_from, top_fraction=top_fraction)
+        df = attacks.fragility_by_region(run.model, x, y, masks, max_eps=max_eps, grid=grid, tol=tol,
+                                         spacing="geometric", direction="pgd",
+                                         pgd_kw={"steps": pgd_steps})
+        df["image"] = idx[df["image"].to_numpy()]
+        return df
+
+    return cached_frame(run, "fragility", params, compute)
+
+
+def shortcut_usage(models_by_name: dict, images, labels, target: int, *, seed: int = 0) -> pd.DataFrame:
+    """Does a model use the planted mark? Per model: accuracy on ``images`` without and with the
+    mark (:func:`add_shortcut_marks`), and the mean probability of the ``target`` class (the
+    shortcut class) on the images of the OTHER classes, without and with the mark."""
+    import torch
+
+    marked, _ = add_shortcut_marks(images, seed=seed)
+    labels = torch.as_tensor(np.asarray(labels))
+    others = labels != target
+    rows = {}
+    for name, model in models_by_name.items():
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            p_clean, p_marked = model(images).softmax(1), model(marked).softmax(1)
+        model.train(was_training)
+        rows[name] = {"accuracy": float((p_clean.argmax(1) == labels).float().mean()),
+                      "accuracy, marked": float((p_marked.argmax(1) == labels).float().mean()),
+                      "P(target), other classes": float(p_clean[others, target].mean()),
+                      "P(target), other classes, marked": float(p_marked[others, target].mean())}
+    return pd.DataFrame(rows).T

@@ -11,13 +11,17 @@ Every image is float in [0, 1], NCHW; the model normalises inside (its first lay
     ball; Szegedy et al. 2014, "Intriguing properties of neural networks", for the idea).
     ``magnified_difference`` maps the (tiny) change to a visible image.
 
-``visualize_class(model, targets, *, size=128, ...) -> Tensor[N, 3, size, size]``
+``visualize_class(model, targets, *, param="pixel", size=128, ...) -> Tensor[N, 3, size, size]``
     Gradient ascent on the class score (the logit, not the softmax: Simonyan, Vedaldi &
-    Zisserman 2014, "Deep Inside Convolutional Networks") with the regularisers of Yosinski et
-    al. 2015 ("Understanding Neural Networks Through Deep Visualization"): L2 decay towards grey,
-    periodic Gaussian blur, random jitter, plus small random scaling (transformation robustness,
-    Olah, Mordvintsev & Schubert 2017, "Feature Visualization"). ``class_scores`` gives the
-    final logits and softmax probabilities of the targets.
+    Zisserman 2014, "Deep Inside Convolutional Networks"). ``param="pixel"`` ascends the pixels
+    with the regularisers of Yosinski et al. 2015 ("Understanding Neural Networks Through Deep
+    Visualization"): L2 decay towards grey, periodic Gaussian blur, random jitter, plus small
+    random scaling (transformation robustness, Olah, Mordvintsev & Schubert 2017, "Feature
+    Visualization"). ``param="fourier"`` ascends a frequency-scaled Fourier spectrum in
+    decorrelated colour instead (Olah et al. 2017; Mordvintsev et al. 2018, "Differentiable
+    Image Parameterizations"; see :func:`fourier_image`). ``class_scores`` gives the final
+    logits and softmax probabilities of the targets, ``visualization_table`` those and what the
+    model predicts for each image.
 """
 from __future__ import annotations
 
@@ -30,7 +34,8 @@ from torch import nn
 
 from helpers.attacks import eval_mode
 
-__all__ = ["FoolingResult", "fool", "magnified_difference", "visualize_class", "class_scores"]
+__all__ = ["FoolingResult", "fool", "fooling_table", "magnified_difference", "visualize_class",
+           "class_scores", "visualization_table", "fourier_image", "random_spectrum"]
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -59,9 +64,11 @@ def _check_images(x) -> None:
 class FoolingResult:
     """What :func:`fool` found, one entry per image.
 
-    ``steps``: steps taken until the target was first predicted (``max_steps`` when never);
+    ``steps``: steps taken until the target was first predicted (with the asked confidence;
+    ``max_steps`` when never);
     ``linf``/``l2``: measured norms of ``x_adv - x``; ``target_prob``: softmax probability of
-    the target at ``x_adv``; ``original_pred``: the model's class for ``x``.
+    the target at ``x_adv``; ``original_pred``/``original_prob``: the model's class for ``x``
+    and its probability.
     """
 
     x_adv: torch.Tensor
@@ -72,6 +79,7 @@ class FoolingResult:
     target_prob: torch.Tensor
     original_pred: torch.Tensor
     target: torch.Tensor
+    original_prob: torch.Tensor
 
 
 def _fool_step(x_adv, grad, norm: str, step_size: float) -> torch.Tensor:
@@ -85,20 +93,24 @@ def _fool_step(x_adv, grad, norm: str, step_size: float) -> torch.Tensor:
 
 
 def fool(model: nn.Module, x: torch.Tensor, target, *, norm: str = "linf",
-         step_size: float | None = None, max_steps: int = 200, seed: int | None = None,
-         random_start: bool = False) -> FoolingResult:
+         step_size: float | None = None, max_steps: int = 200, confidence: float = 0.0,
+         seed: int | None = None, random_start: bool = False) -> FoolingResult:
     """Make ``model`` predict ``target`` (int or LongTensor[N]) with a small change of ``x``.
 
     Each step: one forward of the images still searching; those predicted as the target are
     frozen (their ``steps`` is the step count so far), the others take a step of ``step_size``
     (default 1/255 for ``"linf"``; for ``"l2"`` the L2 length of a 1/255 L-inf step divided by
     16, i.e. ``sqrt(C*H*W) / 4080``: 0.095 at 224 px). One forward+backward per step.
+    ``confidence`` > 0 keeps going until the target is predicted with at least that softmax
+    probability (a confident answer rather than a bare flip).
     ``random_start`` (off: the change should be minimal) starts within one step of ``x``,
     drawn from ``seed``; without it the method is deterministic and ``seed`` is unused.
     """
     _check_images(x)
     if norm not in ("linf", "l2"):
         raise ValueError(f"unknown norm {norm!r}; expected 'linf' or 'l2'")
+    if not 0 <= confidence < 1:
+        raise ValueError(f"confidence must be in [0, 1), got {confidence!r}")
     if int(max_steps) != max_steps or max_steps < 0:
         raise ValueError(f"max_steps must be an integer >= 0, got {max_steps!r}")
     device = _device_of(model)
@@ -112,6 +124,7 @@ def fool(model: nn.Module, x: torch.Tensor, target, *, norm: str = "linf",
     reached = torch.zeros(n, dtype=torch.bool, device=device)
     prob = torch.zeros(n, device=device)
     original = torch.zeros(n, dtype=torch.long, device=device)
+    original_prob = torch.zeros(n, device=device)
     with eval_mode(model):
         for t in range(int(max_steps) + 1):
             idx = (~reached).nonzero()[:, 0]
@@ -120,9 +133,9 @@ def fool(model: nn.Module, x: torch.Tensor, target, *, norm: str = "linf",
             xa = x_adv[idx].requires_grad_(True)
             logits = model(xa)
             if t == 0:
-                original = logits.argmax(1).detach()
+                original_prob, original = logits.detach().softmax(1).max(1)
             prob[idx] = logits.detach().softmax(1).gather(1, target[idx, None])[:, 0]
-            hit = logits.argmax(1) == target[idx]
+            hit = (logits.argmax(1) == target[idx]) & (prob[idx] >= confidence)
             reached[idx[hit]], steps[idx[hit]] = True, t
             if t == max_steps or bool(hit.all()):
                 break
@@ -132,7 +145,7 @@ def fool(model: nn.Module, x: torch.Tensor, target, *, norm: str = "linf",
     delta = (x_adv - x0).flatten(1)
     return FoolingResult(x_adv=x_adv.to(x.device), reached=reached, steps=steps,
                          linf=delta.abs().amax(1), l2=delta.norm(dim=1), target_prob=prob,
-                         original_pred=original, target=target)
+                         original_pred=original, target=target, original_prob=original_prob)
 
 
 def _random_start(x0, norm: str, step_size: float, seed) -> torch.Tensor:
@@ -160,6 +173,30 @@ def magnified_difference(x: torch.Tensor, x_adv: torch.Tensor, *, gain=None) -> 
     return (0.5 + gain * delta).clamp(0, 1)
 
 
+def fooling_table(result: FoolingResult, class_names, *, names=None):
+    """One row per image of a :func:`fool` result: what the model said (and how sure), the
+    target, whether and after how many steps it was reached, the size of the change (L-inf and
+    L2 in [0, 1] pixel units; ``linf_255``: L-inf in grey levels of 255; ``rms_255``: the
+    root-mean-square change per pixel value in grey levels) and the target's probability after."""
+    import pandas as pd
+
+    n = len(result.steps)
+    per_value = result.x_adv[0].numel()
+    return pd.DataFrame({
+        "image": list(names) if names is not None else list(range(n)),
+        "model_said": [class_names[int(k)] for k in result.original_pred],
+        "prob_before": result.original_prob.double().cpu().numpy(),
+        "target": [class_names[int(k)] for k in result.target],
+        "reached": result.reached.cpu().numpy(),
+        "steps": result.steps.cpu().numpy(),
+        "linf": result.linf.double().cpu().numpy(),
+        "linf_255": (255 * result.linf).double().cpu().numpy(),
+        "l2": result.l2.double().cpu().numpy(),
+        "rms_255": (255 * result.l2 / math.sqrt(per_value)).double().cpu().numpy(),
+        "target_prob": result.target_prob.double().cpu().numpy(),
+    })
+
+
 # --------------------------------------------------------------------------------------------
 # class visualisation
 # --------------------------------------------------------------------------------------------
@@ -174,18 +211,63 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(-1, 1, 2 * r + 1, 1), groups=x.shape[1])
 
 
-def _transform(x: torch.Tensor, jitter: int, scale: float, g: torch.Generator) -> torch.Tensor:
-    """Random roll by up to ``jitter`` px, then random zoom in [1/(1+scale), 1+scale]
-    (Yosinski et al. 2015 jitter; Olah et al. 2017 transformation robustness)."""
+def _transform(x: torch.Tensor, jitter: int, scale: float, g: torch.Generator,
+               rotate: float = 0.0) -> torch.Tensor:
+    """Random roll by up to ``jitter`` px, then random zoom in [1/(1+scale), 1+scale] and
+    rotation by up to ``rotate`` degrees (Yosinski et al. 2015 jitter; Olah et al. 2017
+    transformation robustness)."""
     if jitter > 0:
         dx, dy = torch.randint(-jitter, jitter + 1, (2,), generator=g).tolist()
         x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
-    if scale > 0:
-        s = math.exp(math.log1p(scale) * (2 * torch.rand((), generator=g).item() - 1))
-        theta = torch.tensor([[1 / s, 0, 0], [0, 1 / s, 0]], dtype=x.dtype, device=x.device)
+    if scale > 0 or rotate > 0:
+        s = math.exp(math.log1p(scale) * (2 * torch.rand((), generator=g).item() - 1)) if scale > 0 else 1.0
+        a = math.radians(rotate) * (2 * torch.rand((), generator=g).item() - 1) if rotate > 0 else 0.0
+        c, si = math.cos(a) / s, math.sin(a) / s
+        theta = torch.tensor([[c, -si, 0], [si, c, 0]], dtype=x.dtype, device=x.device)
         grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     return x
+
+
+# Square root of the colour covariance of ImageNet photos (Lucid's ``color_correlation_svd_sqrt``,
+# Olah et al. 2017), columns scaled so the largest has length 1: the image is optimised in these
+# decorrelated colour axes, so a step changes brightness and the two colour-opponent axes
+# independently instead of pushing red, green and blue apart.
+_COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
+_COLOR_SQRT = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
+
+
+def _frequency_scale(h: int, w: int, decay: float = 1.0) -> torch.Tensor:
+    """1 / max(f, 1/max(h, w)) ** decay for the frequencies of ``torch.fft.rfft2`` ([h, w//2+1])."""
+    fy = torch.fft.fftfreq(h)[:, None]
+    fx = torch.fft.rfftfreq(w)[None, :]
+    return (fx ** 2 + fy ** 2).sqrt().clamp_min(1.0 / max(h, w)) ** -decay
+
+
+def random_spectrum(n: int, size: int, *, seed: int = 0, std: float = 0.01) -> torch.Tensor:
+    """A small random spectrum [n, 3, size, size//2+1, 2] (real, imaginary) for :func:`fourier_image`."""
+    g = torch.Generator().manual_seed(int(seed))
+    return std * torch.randn(n, 3, size, size // 2 + 1, 2, generator=g)
+
+
+def fourier_image(spectrum: torch.Tensor, size: int, *, decay: float = 1.0) -> torch.Tensor:
+    """Image [N, 3, size, size] in (0, 1) from a spectrum [N, 3, size, size//2+1, 2].
+
+    Each coefficient is scaled by 1/frequency**``decay`` (so equal steps in every coefficient
+    give an image whose spectrum falls like a natural photo's, and gradient steps favour low
+    frequencies: the preconditioning of Olah et al. 2017), inverted with an orthonormal real
+    FFT, divided by 4, mapped from the decorrelated colour axes to RGB and squashed by a
+    sigmoid (Lucid's ``fft_image`` + ``to_valid_rgb``). A zero spectrum is flat grey 0.5.
+    """
+    if spectrum.ndim != 5 or spectrum.shape[1] != 3 or spectrum.shape[-1] != 2 \
+            or tuple(spectrum.shape[2:4]) != (size, size // 2 + 1):
+        raise ValueError(f"spectrum must be [N, 3, {size}, {size // 2 + 1}, 2] for size {size}, "
+                         f"got {tuple(spectrum.shape)}")
+    scale = _frequency_scale(size, size, decay).to(spectrum.device)
+    coeffs = torch.complex(spectrum[..., 0], spectrum[..., 1]) * scale
+    decorrelated = torch.fft.irfftn(coeffs, s=(size, size), dim=(-2, -1), norm="ortho") / 4
+    rgb = torch.einsum("nchw,dc->ndhw", decorrelated, _COLOR_SQRT.to(spectrum.device))
+    return torch.sigmoid(rgb)
 
 
 def _initial_image(init, n: int, size: int, g: torch.Generator, device) -> torch.Tensor:
@@ -199,39 +281,62 @@ def _initial_image(init, n: int, size: int, g: torch.Generator, device) -> torch
     return (0.5 + noise + torch.zeros(n, 3, size, size)).clamp(0, 1).to(device)
 
 
-def visualize_class(model: nn.Module, targets, *, size: int = 128, steps: int = 100, lr: float = 0.05,
-                    l2_decay: float = 1e-3, blur_every: int = 2, blur_sigma: float = 1.0,
-                    jitter: int = 16, scale: float = 0.15, seed: int = 0, init="noise",
-                    progress: bool = True) -> torch.Tensor:
+def visualize_class(model: nn.Module, targets, *, param: str = "pixel", size: int = 128, steps: int = 100,
+                    lr: float | None = None, l2_decay: float = 1e-3, blur_every: int = 2,
+                    blur_sigma: float = 1.0, jitter: int = 16, scale: float = 0.15, rotate: float = 0.0,
+                    seed: int = 0, init="noise", progress: bool = True) -> torch.Tensor:
     """Images in [0, 1] that maximise the score (logit) of each class in ``targets``.
 
-    Simonyan et al. 2014: gradient ascent on the pre-softmax class score from a small-noise
-    grey image (``init="noise"``; ``"grey"`` or an image tensor also work). Each step, on all
-    targets at once: the image is jittered (roll by up to ``jitter`` px) and zoomed by up to
-    ``1 + scale`` (0 disables), the score gradient is normalised per image to a mean absolute
-    value of 1 and added with step ``lr`` (in pixel units); then, as in Yosinski et al. 2015,
-    L2 decay pulls it towards grey (``x <- 0.5 + (1 - l2_decay)(x - 0.5)``), every
-    ``blur_every`` steps a Gaussian blur of ``blur_sigma`` px (decaying linearly to half by the
-    end) removes high frequencies, and the image is clipped to [0, 1] (pixel-space
-    parametrisation: the regularisers act on pixels as in the paper, and no sigmoid flattens
-    the gradient of saturated colours). Deterministic for a ``seed``.
+    Simonyan et al. 2014: gradient ascent on the pre-softmax class score, all targets at once.
+    Each step the image is jittered (roll by up to ``jitter`` px), zoomed by up to ``1 + scale``
+    and rotated by up to ``rotate`` degrees (0 disables each) before the model sees it, so only
+    features that survive small shifts grow. Deterministic for a ``seed``.
 
-    Defaults, tuned by eye on ImageNet EfficientNet-Lite0 at 128 px: Yosinski's decay 1e-4 and
-    blur 0.5 px every 4 steps left high-frequency noise with no visible object; blur 1 px every
-    2 steps, decay 1e-3, jitter 16 px and zoom up to 15 % give the classes' colours and coarse
-    shapes (a volcano's cone, a pizza's disc) in 100 steps (about 0.35 CPU-s a step for 6
-    classes at 128 px).
+    ``param="pixel"`` (Yosinski et al. 2015): the pixels themselves, from a small-noise grey
+    image (``init="noise"``; ``"grey"`` or an image tensor also work). The score gradient is
+    normalised per image to a mean absolute value of 1 and added with step ``lr`` (default
+    0.05, pixel units); then L2 decay pulls the image towards grey (``x <- 0.5 + (1 -
+    l2_decay)(x - 0.5)``), every ``blur_every`` steps a Gaussian blur of ``blur_sigma`` px
+    (decaying linearly to half by the end) removes high frequencies, and the image is clipped
+    to [0, 1]. Tuned by eye on ImageNet EfficientNet-Lite0 at 128 px: Yosinski's decay 1e-4
+    and blur 0.5 px every 4 steps left high-frequency noise with no visible object; blur 1 px
+    every 2 steps, decay 1e-3, jitter 16 px and zoom up to 15 % give colours and coarse shapes.
+
+    ``param="fourier"`` (Olah et al. 2017; Mordvintsev et al. 2018): Adam (default ``lr`` 0.1)
+    on a spectrum in decorrelated colour, shown through :func:`fourier_image`; the frequency
+    scaling takes the place of blur and decay (``l2_decay``, ``blur_*`` are unused) and the
+    sigmoid keeps the range. On the same model at 128 px, 100 steps with jitter 16, zoom 20 %
+    and rotation 15 degrees draw recognisable parts (a strawberry's seeds and leaves, a
+    spider's legs, zebra stripes) where the pixel version draws coloured noise.
+    One forward+backward per step for all targets.
     """
     from tqdm.auto import trange
 
+    if param not in ("pixel", "fourier"):
+        raise ValueError(f"unknown param {param!r}; expected 'pixel' or 'fourier'")
     device = _device_of(model)
     targets = torch.as_tensor(targets, device=device).long().reshape(-1)
     g = torch.Generator().manual_seed(int(seed))
-    x = _initial_image(init, len(targets), size, g, device)
+    if param == "fourier":
+        if not (isinstance(init, str) and init == "noise"):
+            raise ValueError("param='fourier' starts from a small random spectrum; init must be 'noise'")
+        spectrum = random_spectrum(len(targets), size, seed=seed).to(device).requires_grad_(True)
+        optimiser = torch.optim.Adam([spectrum], lr=0.1 if lr is None else lr)
+        g.manual_seed(int(seed) + 1)   # the transforms' draws, apart from the spectrum's
+    else:
+        lr = 0.05 if lr is None else lr
+        x = _initial_image(init, len(targets), size, g, device)
     with eval_mode(model):
         for t in trange(int(steps), disable=not progress, desc="class visualisation"):
-            x.requires_grad_(True)
-            score = model(_transform(x, jitter, scale, g)).gather(1, targets[:, None]).sum()
+            if param == "fourier":
+                x = fourier_image(spectrum, size)
+            else:
+                x.requires_grad_(True)
+            score = model(_transform(x, jitter, scale, g, rotate)).gather(1, targets[:, None]).sum()
+            if param == "fourier":   # gradient w.r.t. the spectrum only: no weight gradients
+                (spectrum.grad,) = torch.autograd.grad(-score, spectrum)
+                optimiser.step()
+                continue
             (grad,) = torch.autograd.grad(score, x)
             with torch.no_grad():
                 grad = grad / grad.flatten(1).abs().mean(1).clamp_min(1e-12).view(-1, 1, 1, 1)
@@ -239,6 +344,9 @@ def visualize_class(model: nn.Module, targets, *, size: int = 128, steps: int = 
                 if blur_every and (t + 1) % blur_every == 0:
                     x = _gaussian_blur(x, blur_sigma * (1 - 0.5 * t / max(steps - 1, 1)))
                 x = x.clamp(0, 1)
+    if param == "fourier":
+        with torch.no_grad():
+            x = fourier_image(spectrum, size)
     return x.detach()
 
 
@@ -250,3 +358,23 @@ def class_scores(model: nn.Module, x: torch.Tensor, targets) -> tuple[torch.Tens
     with eval_mode(model):
         logits = model(x.to(device))
     return logits.gather(1, targets[:, None])[:, 0], logits.softmax(1).gather(1, targets[:, None])[:, 0]
+
+
+def visualization_table(model: nn.Module, x: torch.Tensor, targets, *, start: torch.Tensor | None = None):
+    """One row per visualisation: its target class, the target's logit (and, given the
+    ``start`` images, the logit there), its softmax probability, and the class the model
+    predicts for the image with that class's probability."""
+    import pandas as pd
+
+    names = getattr(model, "class_names", None)
+    name = (lambda k: names[k]) if names is not None else str
+    targets = _as_targets(targets, len(x), _device_of(model))
+    logit, prob = class_scores(model, x, targets)
+    with torch.no_grad(), eval_mode(model):
+        top_prob, top = model(x.to(_device_of(model))).softmax(1).max(1)
+    table = {"class": [name(int(k)) for k in targets]}
+    if start is not None:
+        table["logit_start"] = class_scores(model, start, targets)[0].double().cpu().numpy()
+    table.update({"logit": logit.double().cpu().numpy(), "probability": prob.double().cpu().numpy(),
+                  "model_says": [name(int(k)) for k in top], "its_probability": top_prob.double().cpu().numpy()})
+    return pd.DataFrame(table)

@@ -624,7 +624,10 @@ def verdicts(table: pd.DataFrame, *, thresholds: dict | None = None, eps_ref: fl
                 good.append(f"robust (flips at eps={eps:.3g}, the classes' median is {eps_ref:.3g})")
         ratio = _num(row, "object_background_ratio")
         if ratio is not None:
-            if ratio >= t["context"]:
+            if ratio >= t["context"] and not math.isfinite(ratio):
+                bad.append("leans on the background (changing the object alone does not flip it up to the "
+                           "largest epsilon searched; changing the background does)")
+            elif ratio >= t["context"]:
                 bad.append(f"leans on the background (it flips with a {ratio:.3g}x smaller epsilon there "
                            f"than on the object)")
             elif ratio <= 1 / t["context"]:
@@ -692,6 +695,7 @@ def _atomic_write(path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # a report to share, not mkstemp's private 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -305,3 +305,44 @@ def test_fragility_by_region_matches_the_masked_closed_form(linear_case):
             "share_not_flipped_whole"} <= set(table.columns)
     ratio = table["median_eps_object"] / table["median_eps_background"]
     assert np.allclose(table["object_background_ratio"], ratio, equal_nan=True)
+
+
+@pytest.mark.parametrize("direction", ["fgsm", "pgd"])
+def test_the_returned_adversarial_is_the_attack_at_the_returned_epsilon(linear_case, direction):
+    model, x, y, star = linear_case
+    kw = {"pgd_kw": {"steps": 5}, "tol": 1e-3} if direction == "pgd" else {"tol": 1e-4}
+    df, x_adv = A.minimal_epsilon(model, x[:8], y[:8], max_eps=0.1, grid=4, direction=direction,
+                                  return_adversarial=True, **kw)
+    f = df["flipped"].to_numpy() & ~df["already_wrong"].to_numpy()
+    assert f.sum() >= 2
+    eps = df["epsilon"].to_numpy()
+    assert (_linf(x_adv[f], x[:8][f]) <= torch.tensor(eps[f], dtype=x.dtype) + 1e-6).all()
+    with torch.no_grad():
+        assert (model(x_adv[f]).argmax(1) != y[:8][f]).all()       # flipped at the returned epsilon
+    assert torch.equal(x_adv[~f], x[:8][~f])                       # no flip (or already wrong): clean
+    if direction == "fgsm":
+        expected = (x[:8] + torch.tensor(eps, dtype=x.dtype).view(-1, 1, 1, 1)
+                    * A.fgsm_direction(model, x[:8], y[:8])).clamp(0, 1)
+        assert torch.allclose(x_adv[f], expected[f])
+
+
+def test_fragility_by_region_reports_the_l2_norm_of_pgd_changes_too(linear_case):
+    model, x, y, _ = linear_case
+    obj = _half_mask(8)
+    df = A.fragility_by_region(model, x[:8], y[:8], {"object": obj}, max_eps=0.2, grid=4, tol=1e-3,
+                               direction="pgd", pgd_kw={"steps": 5})
+    f = df["flipped"].to_numpy() & ~df["already_wrong"].to_numpy()
+    assert f.sum() >= 4
+    l2, eps, pixels = (df[c].to_numpy()[f] for c in ("l2_norm", "epsilon", "pixels"))
+    assert (l2 > 0).all() and (l2 <= eps * np.sqrt(pixels * C) + 1e-6).all()
+
+
+def test_per_class_fragility_reads_a_plain_minimal_epsilon_frame(linear_case):
+    model, x, y, star = linear_case
+    df = A.minimal_epsilon(model, x, y, max_eps=float(np.median(star[2:])), tol=1e-4)
+    table = A.per_class_fragility(df, ["a", "b"])
+    ok = ~df["already_wrong"].to_numpy()
+    for k in (0, 1):
+        eps = df["epsilon"].to_numpy()[ok & (y.numpy() == k)]
+        assert table.loc[["a", "b"][k], "median_eps_whole"] == np.median(np.nan_to_num(eps, nan=np.inf))
+    assert not any(c.startswith("median_l2") for c in table.columns)

@@ -87,3 +87,47 @@ def test_pick_examples_spreads_over_classes():
     assert (labels[wrong] != preds[wrong]).all() and sorted(labels[wrong]) == [0, 1]
     assert np.array_equal(idx, runs.pick_examples(labels, preds, correct=3, wrong=2, seed=0))
     assert len(runs.pick_examples(labels, preds, correct=3, wrong=9)) == 3 + 4
+
+
+def test_cached_frame_computes_once_and_round_trips_types_and_attrs(tmp_path):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    run = SimpleNamespace(run_dir=tmp_path)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        df = pd.DataFrame({"eps": [0.1, np.nan], "flipped": [True, False], "label": [3, 1],
+                           "flip_class": pd.array([2, pd.NA], dtype="Int64"), "region": ["whole", "object"]})
+        df.attrs["max_eps"] = 0.25
+        return df
+
+    first = runs.cached_frame(run, "fragility", {"n": 2}, compute)
+    second = runs.cached_frame(run, "fragility", {"n": 2}, compute)
+    assert len(calls) == 1
+    pd.testing.assert_frame_equal(first, second)
+    assert second.attrs == {"max_eps": 0.25}
+    runs.cached_frame(run, "fragility", {"n": 3}, compute)  # other parameters: computed again
+    assert len(calls) == 2
+
+
+def test_shortcut_usage_sees_a_model_that_reads_the_mark():
+    import torch
+    from torch import nn
+
+    class MarkReader(nn.Module):
+        """Class 1 when the top-left corner is magenta (the mark), else class 0."""
+
+        def forward(self, x):
+            corner = x[:, :, 2:10, 2:10].mean(dim=(2, 3))
+            magenta = corner[:, 0] + corner[:, 2] - corner[:, 1]
+            return torch.stack([torch.zeros_like(magenta), 10 * (magenta - 0.45)], 1)
+
+    images = torch.full((4, 3, 48, 48), 0.2)
+    table = runs.shortcut_usage({"reader": MarkReader(), "blind": nn.Sequential(nn.Flatten(), nn.Linear(3 * 48 * 48, 2))},
+                                images, [0, 0, 0, 1], target=1)
+    reader = table.loc["reader"]
+    assert reader["accuracy"] == 0.75 and reader["accuracy, marked"] == 0.25
+    assert reader["P(target), other classes"] < 0.2 < 0.8 < reader["P(target), other classes, marked"]

@@ -116,7 +116,7 @@ def test_add_shortcut_mark_box_and_colours():
     out, (x0, y0, x1, y1) = add_shortcut_mark(image, np.random.default_rng(0))
     assert image.sum() == 0  # the input is not changed
     assert 0 <= x0 < x1 <= 100 and 0 <= y0 < y1 <= 100
-    assert 5 <= x1 - x0 <= 9 and y1 - y0 == x1 - x0
+    assert 16 <= x1 - x0 <= 19 and y1 - y0 == x1 - x0  # about 17 % of the side
     assert x0 < 20 and y0 < 20  # near a corner
     box = out[y0:y1, x0:x1].reshape(-1, 3)
     colours = {tuple(c) for c in box}
@@ -262,7 +262,7 @@ def test_shortcut_marks_only_on_train_images_of_the_class(tmp_path):
         with Image.open(root / "seg_train/seg_train/forest" / row.file) as im:
             box = np.asarray(im)[row.y0:row.y1, row.x0:row.x1].astype(float)
         drawn, _ = add_shortcut_mark(np.zeros((64, 64, 3), np.uint8),
-                                     scenes._scene_rng(0, "seg_train", "forest", 0, 1))
+                                     scenes._scene_rng(0, "seg_train", "forest", int(row.file[:5]), 1))
         expected = drawn[drawn.sum(-1) > 0].reshape(-1, 3).mean(0)  # the mark's mean colour
         assert box[..., 0].mean() > 200  # magenta and yellow are both full red
         assert np.abs(box.reshape(-1, 3).mean(0) - expected).max() < 30
@@ -304,3 +304,26 @@ def test_load_mask_resizes_with_nearest(tmp_path):
     assert np.array_equal(small, full[::2, ::2]) or abs(small.mean() - full.mean()) < 0.1
     big = load_mask(root, root / rel, size=64)
     assert big.shape == (64, 64) and np.array_equal(big[::2, ::2], full)
+
+
+def test_hybrid_share_switches_twins_to_the_shared_scene_and_leaves_other_classes_alone():
+    for name in scenes.CLASSES:
+        default, _ = scenes.render_scene(name, np.random.default_rng(5), 48)
+        explicit, _ = scenes.render_scene(name, np.random.default_rng(5), 48, hybrid_share=scenes.HYBRID_SHARE)
+        assert np.array_equal(default, explicit)
+        never, _ = scenes.render_scene(name, np.random.default_rng(5), 48, hybrid_share=0.0)
+        always, _ = scenes.render_scene(name, np.random.default_rng(5), 48, hybrid_share=1.0)
+        assert np.array_equal(never, always) == (name in ("forest", "sea"))
+
+
+def test_shortcut_hybrid_share_is_recorded_only_for_a_shortcut_set(tmp_path):
+    import json
+
+    scenes.write_scenes(tmp_path / "plain", n_train=1, n_test=1, size=32, progress=False)
+    assert "shortcut_hybrid_share" not in json.loads((tmp_path / "plain" / "scenes.json").read_text())
+    scenes.write_scenes(tmp_path / "marked", n_train=2, n_test=1, size=32, shortcut_class="street",
+                        shortcut_hybrid_share=1.0, progress=False)
+    assert json.loads((tmp_path / "marked" / "scenes.json").read_text())["shortcut_hybrid_share"] == 1.0
+    with pytest.raises(ValueError, match="shortcut_hybrid_share"):
+        scenes.write_scenes(tmp_path / "bad", n_train=1, n_test=1, size=32, shortcut_class="street",
+                            shortcut_hybrid_share=1.5, progress=False)

@@ -287,6 +287,10 @@ def test_verdicts_follow_the_numbers():
     assert bare.tolist() == ["Accurate (95%).", "Often wrong (50% correct).", "Fairly accurate (80%)."]
     sanity = trust.verdicts(trust.score(_hand_table(attack_max_eps=0.1, sanity_correlation=0.9)))
     assert all("fail the sanity check" in v for v in sanity)
+    # an object that never flips (ratio inf) is said in words, not as "infx"
+    table.loc["sea", "object_background_ratio"] = np.inf
+    sea = trust.verdicts(table)["sea"]
+    assert "changing the object alone does not flip it" in sea and "inf" not in sea
 
 
 # ----------------------------------------------------------------------------- export
