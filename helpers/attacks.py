@@ -427,7 +427,7 @@ def minimal_epsilon(model: nn.Module, x: torch.Tensor, y, *, max_eps: float = 0.
     minimal epsilons are large (median ~0.1, 14 % beyond 0.25), so a geometric grid, which
     spends half its points below max_eps/16, costs more grid forwards and saves no root-search
     forwards. Defaults measured on 256 scene images (``benchmarks/minimal_epsilon.py``): 8 linear
-    points up to 0.25 cost 4.2 grid + 6.5 root forwards per image, 12.9 forward-equivalents with
+    points up to 0.25 cost 4.2 grid + 6.5 root forwards per image, about 13 forward-equivalents with
     the forward+backward; 16 points up to 0.1 cost 10.8 grid forwards and left 46 % unflipped.
     ``spacing="geometric"`` is there for searches whose epsilons spread over decades (PGD, whose
     minimal epsilons on this model are 20-80 times smaller). Inside the bracket [lo, hi] (lo right, hi wrong) the root of the
