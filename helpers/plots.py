@@ -471,10 +471,11 @@ def robust_accuracy_curves(sweeps: dict, ax=None):
     return fig
 
 
-def minimal_epsilon_by_class(df, classes, ax=None, *, region: str | None = None):
+def minimal_epsilon_by_class(df, classes, ax=None, *, region: str | None = None, log: bool = False):
     """The smallest flipping epsilon of each image (rows of :func:`helpers.attacks.minimal_epsilon`
     or of ``fragility_by_region`` for one ``region``), one column of dots per class with its
-    median as a bar; images that never flipped up to ``max_eps`` sit above the dashed line."""
+    median as a bar; images that never flipped up to ``max_eps`` sit above the dashed line.
+    ``log=True``: a logarithmic epsilon axis (for epsilons that spread over decades)."""
     fig, ax = _axes(ax, (6.4, 3.4))
     if region is not None:
         df = df[df["region"] == region]
@@ -496,7 +497,12 @@ def minimal_epsilon_by_class(df, classes, ax=None, *, region: str | None = None)
     ax.text(len(classes) - 0.5, above, f"no flip up to {max_eps:g}", ha="right", va="bottom", fontsize=7,
             color="grey")
     ax.set_xticks(range(len(classes)), classes)
-    ax.set_ylim(0, above * 1.1)
+    if log:
+        low = df.loc[df["flipped"] & (df["epsilon"] > 0), "epsilon"]
+        ax.set_yscale("log")
+        ax.set_ylim((low.min() if len(low) else max_eps / 100) / 1.5, above * 1.3)
+    else:
+        ax.set_ylim(0, above * 1.1)
     _eps_axis(ax, "y")
     ax.set_ylabel("smallest flipping epsilon")
     ax.grid(alpha=0.3, axis="y")

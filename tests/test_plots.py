@@ -227,6 +227,10 @@ def test_adversarial_figures_draw_from_the_attack_tables():
     offsets = np.concatenate([c.get_offsets() for c in ax.collections])
     assert (offsets[:, 1] > 0.5).sum() == 4
     assert len([ln for ln in ax.lines if ln.get_linewidth() == 2]) == 2
+    fig = plots.minimal_epsilon_by_class(df, classes, region="whole", log=True)
+    low, high = fig.axes[0].get_ylim()
+    shown = df[(df["region"] == "whole") & ~df["already_wrong"]]
+    assert fig.axes[0].get_yscale() == "log" and 0 < low < shown["epsilon"].min() and high > 0.5
     per_class = attacks.per_class_fragility(df, classes)
     fig = plots.region_fragility(per_class, ["whole", "object", "background"])
     hatched = [p for p in fig.axes[0].patches if p.get_hatch()]
