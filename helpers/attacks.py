@@ -142,6 +142,12 @@ def _input_gradient(model, x, y, *, loss="ce", targeted=False):
     return grad, logits.detach()
 
 
+def _on_model_device(model, x, y, mask):
+    """Detached images, labels and mask on the model's device."""
+    xd = x.detach().to(_model_device(model))
+    return xd, _as_labels(y, len(xd), xd.device), _as_mask(mask, xd)
+
+
 def _per_sample(eps, n: int, x: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(eps, dtype=x.dtype, device=x.device).reshape(-1).expand(n).reshape(n, 1, 1, 1)
 
@@ -160,10 +166,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y, *, eps: float, targeted: bool = F
     _check_eps(eps)
     if not torch.is_tensor(eps) and eps == 0:
         return x.clone()
-    device = _model_device(model)
-    xd = x.detach().to(device)
-    y = _as_labels(y, len(xd), device)
-    m = _as_mask(mask, xd)
+    xd, y, m = _on_model_device(model, x, y, mask)
     with eval_mode(model):
         grad, _ = _input_gradient(model, xd, y, targeted=targeted)
     step = grad.sign() if m is None else grad.sign() * m
@@ -196,10 +199,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y, *, eps: float, norm: str = "linf",
         _check_eps(step_size, "step_size")
     if not torch.is_tensor(eps) and eps == 0:
         return x.clone()
-    device = _model_device(model)
-    xd = x.detach().to(device)
-    y = _as_labels(y, len(xd), device)
-    m = _as_mask(mask, xd)
+    xd, y, m = _on_model_device(model, x, y, mask)
     with eval_mode(model):
         x_adv = _pgd(model, xd, y, eps=eps, norm=norm, steps=int(steps), step_size=step_size,
                      random_start=random_start, seed=seed, targeted=targeted, mask=m, loss=loss)
