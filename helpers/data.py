@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
-from tqdm.auto import tqdm
+from helpers.progress import tqdm
 
 __all__ = [
     "DataError",

@@ -404,7 +404,7 @@ def find_collision(hasher: NeuralHash, x: torch.Tensor, target_hash, *, margin: 
     final_margin = torch.zeros(n)
     active = torch.ones(n, dtype=torch.bool)
     if progress:
-        from tqdm.auto import tqdm
+        from helpers.progress import tqdm
         bar = tqdm(total=max_steps, desc="collision search", leave=False)
     with eval_mode(hasher):
         for t in range(max_steps + 1):

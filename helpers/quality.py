@@ -477,7 +477,7 @@ def compare_methods(model, x, target, settings: dict, *, masks=None, steps: int 
     """
     import time
 
-    from tqdm.auto import tqdm
+    from helpers.progress import tqdm
 
     from .explain import explain
 
@@ -494,7 +494,7 @@ def compare_methods(model, x, target, settings: dict, *, masks=None, steps: int 
 def sanity_check(model, x, target, settings: dict, *, layers=None, seed: int = 0,
                  progress: bool = True) -> pd.DataFrame:
     """The cascading randomisation check of every setting: one row per (method, stage)."""
-    from tqdm.auto import tqdm
+    from helpers.progress import tqdm
 
     from .explain import explain
 

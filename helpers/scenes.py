@@ -587,7 +587,7 @@ def write_scenes(root, *, n_train: int = 120, n_test: int = 50, size: int = 128,
     90-100 % of the street images) and with 60 % hybrids in the marked class only (the model
     then learns "shared scene -> street" from the class balance), the model ignored the mark.
     """
-    from tqdm.auto import tqdm
+    from helpers.progress import tqdm
 
     root = Path(root)
     params = {"format": _FORMAT_VERSION, "n_train": int(n_train), "n_test": int(n_test),

@@ -312,7 +312,7 @@ def visualize_class(model: nn.Module, targets, *, param: str = "pixel", size: in
     One forward+backward per step for all targets (about 0.07 s a step for 8 classes at
     128 px on 2 CPU cores).
     """
-    from tqdm.auto import trange
+    from helpers.progress import trange
 
     if param not in ("pixel", "fourier"):
         raise ValueError(f"unknown param {param!r}; expected 'pixel' or 'fourier'")
