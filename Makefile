@@ -5,7 +5,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
-export MPLBACKEND := Agg
 # glibc returns PyTorch's large activation buffers to the OS after every forward pass and pays
 # page faults to get them back; keeping them makes CPU inference 1.5-2.5x faster (measured).
 export MALLOC_MMAP_THRESHOLD_ := 4294967296
@@ -30,7 +29,12 @@ else
   REPORT_CHECK = $(error unknown PROFILE=$(PROFILE); expected embedded or paper)
 endif
 
-.PHONY: install report test unit nbval lab clean
+.PHONY: install report test unit nbval browser lab clean
+
+# Unattended runs store no progress bars in the notebooks (helpers/progress.py reads this);
+# `make lab` keeps live bars. No matplotlib backend is forced: the notebooks' kernels use the
+# inline backend, so every figure lands in the notebook (and in JupyterLab when a cell is re-run).
+report nbval: export TQDM_DISABLE := 1
 
 install: $(STAMP)
 
@@ -50,13 +54,17 @@ report: $(STAMP)
 	@echo "Notebooks written to $(REPORT_DIR)/, figures to $${TRUST_AUDIT_FIGURES:-figures}/"
 	@echo "Trust report: $${TRUST_AUDIT_REPORTS:-reports}/trust_report.html (open it in a browser; the CSV is beside it)"
 
-test: unit nbval
+test: unit nbval browser
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 nbval: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
+
+# The trust report written by the nbval run of notebook 10, opened in headless Chromium.
+browser: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_report_browser.py
 
 lab: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[test,lab]"

@@ -15,11 +15,74 @@ CLASS_COLORS = ("#7f7f7f", "#2ca02c", "#17becf", "#8c564b", "#1f77b4", "#ff7f0e"
                 "#9467bd", "#e377c2", "#bcbd22", "#d62728")
 
 
-def save_figure(fig, slug: str, *, dpi: int = 110) -> Path:
-    """Write ``fig`` to ``figures/<slug>.png`` (slug like ``"02_confusion"``) and return the path."""
+FIGURE_BUDGET_KB = 350  # a figure file at most this large (a notebook embeds each one once)
+
+
+def save_figure(fig, slug: str, *, dpi: int = 100, max_kb: int = FIGURE_BUDGET_KB,
+                show: bool | None = None) -> Path:
+    """Write ``fig`` to ``figures/<slug>.png`` (slug like ``"02_confusion"``) and, inside a
+    notebook, show that same PNG below the cell; return the path.
+
+    Size: the PNG is drawn at ``dpi``; when it is larger than ``max_kb`` it is reduced to a
+    256-colour palette and, if still too large, scaled down until it fits, so that every figure
+    stays small enough for a notebook to embed it (GitHub stops rendering heavy notebooks).
+    ``show=None`` shows it when running in a Jupyter kernel (JupyterLab, papermill, nbval),
+    whatever the matplotlib backend, and then closes ``fig`` so it is not drawn twice.
+    """
     path = figures_dir() / f"{slug}.png"
-    fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")
+    data = png_bytes(fig, dpi=dpi, max_kb=max_kb)
+    _atomic_write_bytes(path, data)
+    if show is None:
+        show = _in_notebook()
+    if show:
+        from IPython.display import Image, display
+
+        display(Image(data=data, format="png"))
+        plt.close(fig)
     return path
+
+
+def png_bytes(fig, *, dpi: int = 100, max_kb: int | None = FIGURE_BUDGET_KB) -> bytes:
+    """``fig`` as PNG bytes (white background, tight box), at most ``max_kb`` kilobytes."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    data = buffer.getvalue()
+    if max_kb is None or len(data) <= max_kb * 1024:
+        return data
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    for _ in range(6):
+        buffer = io.BytesIO()
+        image.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(buffer, "PNG", optimize=True)
+        data = buffer.getvalue()
+        if len(data) <= max_kb * 1024:
+            break
+        scale = max(0.5, 0.95 * (max_kb * 1024 / len(data)) ** 0.5)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                             Image.Resampling.LANCZOS)
+    return data
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (not in a plain script, pytest or a terminal IPython)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 def _axes(ax, figsize=(5, 4)):

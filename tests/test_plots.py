@@ -271,3 +271,43 @@ def test_hash_robustness_bars_share_of_bits():
     assert [t.get_text() for t in ax.get_yticklabels()] == ["JPEG 90", "unrelated photos"]
     with pytest.raises(ValueError, match="no bit count"):
         plots.hash_robustness_bars(df, bits={"neural": 96})
+
+
+def test_save_figure_writes_the_png_and_stays_under_budget(isolated_cache):
+    fig, ax = plots.subplots(figsize=(8, 8))
+    ax.imshow(np.random.default_rng(0).random((256, 256, 3)))  # noise: the worst case for PNG
+    raw = plots.png_bytes(fig, dpi=100, max_kb=None)
+    assert len(raw) > 300 * 1024
+    path = plots.save_figure(fig, "99_noise", max_kb=150)
+    assert path == isolated_cache / "figures" / "99_noise.png"
+    assert 0 < path.stat().st_size <= 150 * 1024
+    assert not list(path.parent.glob(".*.tmp"))
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.width > 200  # still a picture, not a thumbnail
+
+
+def test_save_figure_small_figure_untouched(isolated_cache):
+    fig, ax = plots.subplots(figsize=(3, 2))
+    ax.plot([0, 1], [0, 1])
+    path = plots.save_figure(fig, "99_line")
+    from PIL import Image
+
+    with Image.open(path) as image:  # under budget: full colour, drawn at dpi 100
+        assert image.mode in ("RGB", "RGBA") and image.width >= 250
+
+
+def test_save_figure_shows_the_same_png_in_a_notebook(isolated_cache, monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    fig, ax = plots.subplots(figsize=(3, 2))
+    ax.plot([0, 1], [1, 0])
+    assert not plots._in_notebook()  # pytest is no kernel: nothing shown by default
+    plots.save_figure(fig, "99_quiet")
+    assert shown == []
+    path = plots.save_figure(fig, "99_shown", show=True)
+    assert len(shown) == 1 and shown[0].data == path.read_bytes()
+    assert fig.number not in plt.get_fignums()  # closed, so the inline backend does not draw it twice
