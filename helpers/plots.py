@@ -108,8 +108,10 @@ def image_grid(images, titles=None, *, masks=None, ncols: int = 8, size: float =
     """Images ([N,3,H,W] tensor/array or a list of HxWx3) in a grid; optional mask outlines."""
     n = len(images)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * 1.12),
-                             squeeze=False, layout="constrained")
+    # Room for the row labels and titles, so square images fill their cells (no blank bands).
+    width = ncols * size + (0.9 if row_labels is not None else 0)
+    height = nrows * size * (1.12 if titles is not None else 1.0)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False, layout="constrained")
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if i >= n:
