@@ -119,6 +119,11 @@ class TrainHistory:
         return cls(list(classes), list(test_paths), np.asarray(test_labels, dtype=np.int64),
                    *(np.zeros(0) for _ in range(4)), np.zeros((0, n, c), np.float32), np.zeros(0))
 
+    def truncate(self, epochs: int) -> None:
+        """Keep the first ``epochs`` epochs (used when resuming from an earlier state)."""
+        for name in ("train_loss", "train_acc", "val_loss", "val_acc", "test_probs", "epoch_seconds"):
+            setattr(self, name, getattr(self, name)[:epochs])
+
     def append(self, *, train_loss, train_acc, val_loss, val_acc, test_probs, seconds) -> None:
         self.train_loss = np.append(self.train_loss, train_loss)
         self.train_acc = np.append(self.train_acc, train_acc)
@@ -225,6 +230,13 @@ def fine_tune(cfg: TrainConfig, train_set, test_set, run_dir: str | Path, *,
         scheduler.load_state_dict(state["scheduler"])
         history = TrainHistory.load(run_dir / "history.npz")
         best_val, bad_epochs = state["best_val"], state["bad_epochs"]
+        # The history is written before the state: after a crash between the two it holds one
+        # epoch more than the weights have seen. Resume from the state's epoch, not the history's.
+        done = int(state.get("epochs_done", history.epochs))
+        if history.epochs > done:
+            history.truncate(done)
+            history.best_epoch = int(state.get("best_epoch", history.best_epoch))
+            history.finished = False
         if history.finished:
             return history
 
@@ -267,7 +279,8 @@ def fine_tune(cfg: TrainConfig, train_set, test_set, run_dir: str | Path, *,
         models.save_checkpoint({"config": json.dumps(cfg.to_dict()), "model": model.state_dict(),
                                 "optimizer": optimizer.state_dict(),
                                 "scheduler": scheduler.state_dict(),
-                                "best_val": best_val, "bad_epochs": bad_epochs}, state_path)
+                                "best_val": best_val, "bad_epochs": bad_epochs,
+                                "epochs_done": epoch + 1, "best_epoch": history.best_epoch}, state_path)
         epochs.set_postfix(val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.3f}")
         if on_epoch_end is not None:
             on_epoch_end(epoch, history)

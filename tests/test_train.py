@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -86,6 +88,31 @@ def test_resume_after_interruption_gives_the_same_run(tmp_path, datasets):
     calls = []
     fine_tune(CFG, *datasets, tmp_path / "cut", progress=False, on_epoch_end=lambda e, h: calls.append(e))
     assert calls == []
+
+
+def test_resume_after_a_crash_between_history_and_state(tmp_path, datasets, monkeypatch):
+    """The history of epoch 2 is on disk but its state is not: the resumed run must train epoch 2
+    again (from epoch 1's weights) rather than skip it, and end exactly like an unbroken run."""
+    full = fine_tune(CFG, *datasets, tmp_path / "full", progress=False)
+    real_save = models.save_checkpoint
+    saves = []
+
+    def crash_on_second_state(obj, path):
+        if Path(path).name == "state.pt":
+            saves.append(path)
+        if len(saves) == 2:
+            raise OSError("disk full")
+        return real_save(obj, path)
+
+    monkeypatch.setattr(models, "save_checkpoint", crash_on_second_state)
+    with pytest.raises(OSError):
+        fine_tune(CFG, *datasets, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(models, "save_checkpoint", real_save)
+    assert TrainHistory.load(tmp_path / "cut" / "history.npz").epochs == 2  # one ahead of the state
+    resumed = fine_tune(CFG, *datasets, tmp_path / "cut", progress=False)
+    assert resumed.epochs == full.epochs
+    assert np.array_equal(full.test_probs, resumed.test_probs)
+    assert resumed.best_epoch == full.best_epoch
 
 
 def test_a_different_config_in_the_same_folder_is_refused(tmp_path, datasets):
