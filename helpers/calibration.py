@@ -28,6 +28,7 @@ Functions::
     negative_log_likelihood(probs, labels) -> float
     brier_score(probs, labels) -> float
     per_class_calibration_error(probs, labels, *, n_bins=15, by="predicted") -> ndarray [C]
+    per_class_undefined(probs, labels, *, by="predicted") -> list [C] of None or the reason
     summary(probs_by_name, labels, *, n_bins=15) -> DataFrame       # one row per model/state
     fit_temperature(scores, labels, *, kind="logits") -> TemperatureFit
     apply_temperature(scores, temperature, *, kind="logits") -> probs
@@ -46,7 +47,8 @@ from scipy.special import log_softmax, softmax
 
 __all__ = [
     "reliability_bins", "expected_calibration_error", "maximum_calibration_error",
-    "negative_log_likelihood", "brier_score", "per_class_calibration_error", "summary",
+    "negative_log_likelihood", "brier_score", "per_class_calibration_error", "per_class_undefined",
+    "summary", "NEVER_PREDICTED",
     "TemperatureFit", "fit_temperature", "apply_temperature", "validation_indices",
     "validation_predictions",
 ]
@@ -211,6 +213,24 @@ def per_class_calibration_error(probs, labels, *, n_bins: int = N_BINS, by: str 
         else:
             raise ValueError(f"unknown by={by!r}; expected 'predicted' or 'classwise'")
     return out
+
+
+NEVER_PREDICTED = "the model never predicts this class"
+
+
+def per_class_undefined(probs, labels, *, by: str = "predicted") -> list:
+    """Why :func:`per_class_calibration_error` is NaN for a class: ``[C]``, ``None`` where the
+    error is defined, else the reason in words. With ``by="predicted"`` the error of a class is
+    not defined when no image is predicted as it (:data:`NEVER_PREDICTED`); with
+    ``by="classwise"`` it is always defined (every image has a ``p_k``). A weak model (random
+    weights, one class always predicted) is an expected case, not an error."""
+    p, _ = _checked(probs, labels)
+    if by == "classwise":
+        return [None] * p.shape[1]
+    if by != "predicted":
+        raise ValueError(f"unknown by={by!r}; expected 'predicted' or 'classwise'")
+    counts = np.bincount(p.argmax(1), minlength=p.shape[1])
+    return [None if n > 0 else NEVER_PREDICTED for n in counts]
 
 
 def summary(probs_by_name: dict, labels, *, n_bins: int = N_BINS) -> pd.DataFrame:

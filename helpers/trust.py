@@ -26,15 +26,23 @@ of the source it came from (``table.attrs["provenance"]``, see :func:`provenance
 values are not missing: a median minimal epsilon of ``inf`` means that more than half of the
 class withstood the largest epsilon searched.
 
+Two kinds of empty cell are told apart. A value that *cannot be computed* for this model is
+**not defined**, and the source says why in ``frame.attrs["undefined"]`` ``{(class, column):
+reason}``: the precision of a class the model never predicts, the accuracy of a class without
+test images, the median epsilon of a class none of whose images was classified correctly (so
+none was attacked). A weak model (random weights, at chance, one class always predicted) is
+an expected input: its table, score, verdicts, CSV and HTML are built and show "not defined
+(<reason>)". A NaN that no source explains is **missing**: a bug in a source or in the notebook,
+and :func:`build_table` raises (unless ``allow_missing``, then it is shown as a red error).
+Structural errors (a source without a row for a class, an unknown class, a column in two
+sources, a component whose column is absent) always raise.
+
 The trust score (formula in :data:`SCORE_FORMULA` and :func:`score`) is a weighted geometric
 mean of five components in [0, 1], each "1 = no weakness found". The verdicts are rule-based
 on the thresholds in :data:`THRESHOLDS`.
 """
 from __future__ import annotations
 
-import base64
-import html
-import io
 import math
 import os
 import tempfile
@@ -49,8 +57,8 @@ __all__ = [
     "COLUMNS", "COMPONENTS", "THRESHOLDS", "SCORE_FORMULA", "per_class_means",
     "per_class_from_predictions", "per_class_from_history", "per_class_from_fragility",
     "per_class_localisation", "model_level", "from_sanity_check", "build_table", "provenance",
-    "components", "score", "ranking", "verdicts", "format_value", "write_csv", "read_csv",
-    "write_html",
+    "undefined", "components", "score", "ranking", "model_verdict", "verdict_items", "verdicts",
+    "format_value", "write_csv", "read_csv", "write_html",
 ]
 
 # What each column a source function of this module produces means (shown in the HTML report).
@@ -119,7 +127,16 @@ THRESHOLDS = {
     "unstable": 0.25,         # share learned late + forgotten >= this: "unstable in training"
     "stable": 0.05,           # that share <= this: "learned early and stably"
     "sanity_max": 0.5,        # sanity_correlation > this: the explanation fails the sanity check
+    "chance_z": 1.96,         # model not usable when the Wilson lower bound (this z) of its overall
+                              # accuracy is at or below chance (the share of the largest class)
+    "few_images": 10,         # fewer test images than this: "its numbers rest on only n images"
 }
+
+# Reasons why a value is not defined (see the module docstring).
+NO_TEST_IMAGE = "no test image of this class"
+NEVER_PREDICTED = calibration.NEVER_PREDICTED
+NONE_ATTACKED = "no image of this class was classified correctly, so none was attacked"
+NONE_EXPLAINED = "no image of this class was explained"
 
 _DERIVED = "trust score"
 
@@ -152,6 +169,17 @@ def _frame(rows: dict, classes) -> pd.DataFrame:
     return pd.DataFrame(rows, index=pd.Index(classes, name="class"))
 
 
+def _explain(frame: pd.DataFrame, reasons: dict) -> pd.DataFrame:
+    """Record ``{(class, column): reason}`` in ``frame.attrs["undefined"]`` for the cells that
+    are NaN (a reason for a value that exists is dropped)."""
+    known = dict(frame.attrs.get("undefined", {}))
+    for (cls, col), why in reasons.items():
+        if col in frame.columns and cls in frame.index and _is_missing(frame.at[cls, col]):
+            known[(str(cls), col)] = str(why)
+    frame.attrs["undefined"] = known
+    return frame
+
+
 def per_class_means(labels, classes, **columns) -> pd.DataFrame:
     """A source from per-image values: ``n`` (images per class) and the mean of each keyword
     array (``[N]``, aligned with ``labels``) over the images of each class (NaN values skipped;
@@ -182,7 +210,8 @@ def per_class_from_predictions(labels, probs, classes, *, calibrated_probs=None,
     (:func:`helpers.calibration.per_class_calibration_error` with ``by="predicted"``: "when the
     model says *forest* with 0.9, is it right 9 times in 10?"). With ``calibrated_probs`` (e.g.
     after temperature scaling; same arg-max required) also ``mean_confidence_ts`` and
-    ``calibration_error_ts``. A class never predicted has NaN precision/confidence/error."""
+    ``calibration_error_ts``. A class never predicted has precision/confidence/error not defined
+(NaN, with the reason in ``attrs["undefined"]``), a class without test images its accuracy."""
     classes = _class_list(classes)
     p = calibration._probs(probs)
     if p.shape[1] != len(classes):
@@ -208,7 +237,15 @@ def per_class_from_predictions(labels, probs, classes, *, calibrated_probs=None,
             rows["mean_confidence_ts"] = np.where(n_pred > 0, np.bincount(pred, q.max(1), len(classes)) / n_pred,
                                                   np.nan)
         rows["calibration_error_ts"] = calibration.per_class_calibration_error(q, y, n_bins=n_bins)
-    return _frame(rows, classes)
+    reasons = {}
+    for k, cls in enumerate(classes):
+        if n_test[k] == 0:
+            reasons[(cls, "accuracy")] = NO_TEST_IMAGE
+        if n_pred[k] == 0:
+            reasons.update({(cls, c): NEVER_PREDICTED for c in
+                            ("precision", "mean_confidence", "calibration_error", "mean_confidence_ts",
+                             "calibration_error_ts")})
+    return _explain(_frame(rows, classes), reasons)
 
 
 def per_class_from_history(history, labels=None, classes=None, *, late_fraction: float = 0.5) -> pd.DataFrame:
@@ -241,7 +278,9 @@ def per_class_from_history(history, labels=None, classes=None, *, late_fraction:
     summary = evolution.class_summary(stats, classes)
     rows = {f"share_{c.replace(' ', '_')}": summary[c].to_numpy() for c in evolution.CATEGORIES}
     rows["mean_prediction_changes"] = summary["mean_changes"].to_numpy()
-    return _frame(rows, classes)
+    counts = np.bincount(y, minlength=len(classes))
+    return _explain(_frame(rows, classes), {(cls, col): NO_TEST_IMAGE for k, cls in enumerate(classes)
+                                            if counts[k] == 0 for col in rows})
 
 
 def per_class_from_fragility(fragility: pd.DataFrame, classes, *, max_eps: float | None = None) -> pd.DataFrame:
@@ -276,7 +315,23 @@ def per_class_from_fragility(fragility: pd.DataFrame, classes, *, max_eps: float
             raise ValueError(f"max_eps must be a number > 0, got {max_eps!r}")
         out["attack_max_eps"] = float(max_eps)
         out.attrs["model_level"] = ["attack_max_eps"]
-    return out
+    reasons = {}
+    for cls in out.index:
+        if "n_attacked" in out.columns and out.at[cls, "n_attacked"] == 0:
+            none = ("none of its images was in the attacked sample" if "n" in summary.columns
+                    and summary.at[cls, "n"] == 0 else NONE_ATTACKED)
+            reasons.update({(cls, c): none for c in out.columns if c != "n_attacked"})
+        elif "object_background_ratio" in out.columns:
+            obj, bg = out.at[cls, "median_eps_object"], out.at[cls, "median_eps_background"]
+            if np.isinf(obj) and np.isinf(bg):
+                why = ("neither the object alone nor the background alone flips most of its images "
+                       "up to the largest epsilon searched")
+            elif obj == 0 and bg == 0:
+                why = "both regions flip at epsilon 0"
+            else:
+                why = "the object or the background epsilon is not defined"
+            reasons[(cls, "object_background_ratio")] = why
+    return _explain(out, reasons)
 
 
 def per_class_localisation(maps, masks, labels, classes, *, tolerance: float = 0) -> pd.DataFrame:
@@ -296,7 +351,9 @@ def per_class_localisation(maps, masks, labels, classes, *, tolerance: float = 0
                             relevance_mass=quality.relevance_mass(m, gt),
                             mask_share=gt.reshape(len(gt), -1).mean(1),
                             area_50=compact["area_50"].to_numpy(), gini=compact["gini"].to_numpy())
-    return frame.rename(columns={"n": "n_explained"})
+    frame = frame.rename(columns={"n": "n_explained"})
+    return _explain(frame, {(cls, col): NONE_EXPLAINED for cls in frame.index
+                            if frame.at[cls, "n_explained"] == 0 for col in frame.columns})
 
 
 def model_level(classes, **values) -> pd.DataFrame:
@@ -319,7 +376,9 @@ def from_sanity_check(sanity: pd.DataFrame, method: str, classes) -> pd.DataFram
     values = cascade_correlation(sanity)
     if method not in values.index:
         raise ValueError(f"no method {method!r} in the sanity check; it has {list(values.index)}")
-    return model_level(classes, sanity_correlation=float(values[method]), explanation_method=str(method))
+    frame = model_level(classes, sanity_correlation=float(values[method]), explanation_method=str(method))
+    return _explain(frame, {(cls, "sanity_correlation"): "the explanation maps are constant, so their rank "
+                            "correlation is not defined" for cls in frame.index})
 
 
 # ----------------------------------------------------------------------------- the table
@@ -331,11 +390,15 @@ def build_table(sources: dict, *, classes=None, allow_missing=False) -> pd.DataF
     for exactly the classes (no missing, no unknown, no duplicate class); no column name is in
     two sources; no value is missing (NaN/None) unless ``allow_missing`` is True or a
     collection of the column names allowed to miss (the missing cells are then listed in
-    ``attrs["missing"]`` and shown as errors in the HTML). ``inf`` is a value, not missing.
+    ``attrs["missing"]`` and shown as errors in the HTML). ``inf`` is a value, not missing. A
+    NaN whose source gave a reason (``attrs["undefined"]``, e.g. the precision of a class the
+    model never predicts) is *not defined*, an expected gap that never raises: it is listed
+    in ``attrs["undefined"]`` and shown as "not defined (<reason>)".
 
     ``attrs``: ``provenance`` ``{column: source name}``, ``model_level`` ``{column: value}``
     (constant columns a source declared in its ``attrs["model_level"]``), ``sources`` (names in
-    order) and ``missing`` (``[(class, column), ...]``)."""
+    order), ``missing`` (``[(class, column), ...]``) and ``undefined`` ``{(class, column):
+    reason}``."""
     if not isinstance(sources, dict) or not sources:
         raise ValueError("sources must be a non-empty dict {source name: per-class DataFrame}")
     frames = {}
@@ -353,7 +416,9 @@ def build_table(sources: dict, *, classes=None, allow_missing=False) -> pd.DataF
     order = _class_list(frames[first].index if classes is None else classes)
     seen: dict[str, str] = {}
     model: dict = {}
+    reasons: dict = {}
     for name, frame in frames.items():
+        reasons.update({(str(cls), col): why for (cls, col), why in sources[name].attrs.get("undefined", {}).items()})
         missing = [c for c in order if c not in frame.index]
         if missing:
             raise ValueError(f"source {name!r} has no row for class(es) {missing} "
@@ -377,7 +442,9 @@ def build_table(sources: dict, *, classes=None, allow_missing=False) -> pd.DataF
     unknown_allowed = allowed - set(table.columns)
     if unknown_allowed:
         raise ValueError(f"allow_missing names unknown column(s) {sorted(unknown_allowed)}")
-    holes = [(cls, col) for col in table.columns for cls in order if _is_missing(table.at[cls, col])]
+    empty = [(cls, col) for col in table.columns for cls in order if _is_missing(table.at[cls, col])]
+    undefined_ = {cell: reasons[cell] for cell in empty if cell in reasons}
+    holes = [cell for cell in empty if cell not in undefined_]
     bad = [(cls, col) for cls, col in holes if col not in allowed]
     if bad:
         listed = "; ".join(f"{col} of {cls!r} (source {seen[col]!r})" for cls, col in bad[:12])
@@ -385,7 +452,7 @@ def build_table(sources: dict, *, classes=None, allow_missing=False) -> pd.DataF
         raise ValueError(f"{len(bad)} missing value(s): {listed}{more}. Fix the source, or pass "
                          f"allow_missing={sorted({c for _, c in bad})} to show them as errors in the report")
     table.attrs = {"provenance": dict(seen), "model_level": model, "sources": list(frames),
-                   "missing": holes}
+                   "missing": holes, "undefined": undefined_}
     return table
 
 
@@ -396,6 +463,11 @@ def _is_missing(value) -> bool:
         return bool(pd.isna(value))
     except (TypeError, ValueError):
         return False
+
+
+def undefined(table: pd.DataFrame) -> dict:
+    """``{(class, column): reason}``: the values of ``table`` that are not defined, and why."""
+    return dict(table.attrs.get("undefined", {}))
 
 
 def provenance(table: pd.DataFrame) -> dict:
@@ -447,17 +519,20 @@ def components(table: pd.DataFrame, *, eps_ref: float | None = None, which=COMPO
         cap = table.attrs.get("model_level", {}).get("attack_max_eps")
         e = np.minimum(eps, float(cap)) if cap is not None else eps
         if eps_ref is None:
-            finite = e[~np.isnan(e)]
-            used_ref = float(np.median(finite)) if len(finite) else float("nan")
-            if not math.isfinite(used_ref):
+            known = e[~np.isnan(e)]
+            used_ref = float(np.median(known)) if len(known) else float("nan")
+            if len(known) and not math.isfinite(used_ref):
                 raise ValueError("the median epsilon over the classes is infinite (most classes never "
                                  "flipped) and no attack_max_eps is known: pass eps_ref")
         else:
             used_ref = float(eps_ref)
-        if not used_ref > 0:
+        if math.isnan(used_ref):          # no class had an image to attack: R is not defined anywhere
+            out["component_robustness"] = np.full(len(e), np.nan)
+        elif not used_ref > 0:
             raise ValueError(f"eps_ref must be > 0, got {used_ref}")
-        with np.errstate(invalid="ignore"):
-            out["component_robustness"] = np.minimum(1.0, e / used_ref)
+        else:
+            with np.errstate(invalid="ignore"):
+                out["component_robustness"] = np.minimum(1.0, e / used_ref)
     if "localisation" in which:
         mass = _need(table, "relevance_mass", "localisation", "per_class_localisation")
         share = _need(table, "mask_share", "localisation", "per_class_localisation")
@@ -470,8 +545,32 @@ def components(table: pd.DataFrame, *, eps_ref: float | None = None, which=COMPO
     frame = pd.DataFrame(out, index=table.index)
     for column in frame.columns:
         frame[column] = frame[column].clip(0, 1)
-    frame.attrs = {"eps_ref": used_ref}
+    frame.attrs = {"eps_ref": used_ref, "undefined": _component_reasons(table, frame, used_ref)}
     return frame
+
+
+# The columns each component is computed from (for the reasons of an undefined component).
+_INPUTS = {"accuracy": ("accuracy",), "calibration": ("calibration_error",),
+           "robustness": ("median_eps_whole",), "localisation": ("relevance_mass", "mask_share"),
+           "stability": ("share_learned_late", "share_forgotten")}
+
+
+def _component_reasons(table, frame, eps_ref) -> dict:
+    known = undefined(table)
+    out = {}
+    for column in frame.columns:
+        name = column.removeprefix("component_")
+        for cls in frame.index:
+            if not _is_missing(frame.at[cls, column]):
+                continue
+            whys = [known[(cls, c)] for c in _INPUTS[name] if (cls, c) in known]
+            if whys:
+                out[(cls, column)] = whys[0]
+            elif name == "robustness" and eps_ref is not None and math.isnan(eps_ref):
+                out[(cls, column)] = "no class had a correctly classified image to attack"
+            elif name == "localisation" and _num(table.loc[cls], "mask_share") == 1:
+                out[(cls, column)] = "the object covers the whole image"
+    return out
 
 
 def score(table: pd.DataFrame, *, weights: dict | None = None, eps_ref: float | None = None,
@@ -487,8 +586,11 @@ def score(table: pd.DataFrame, *, weights: dict | None = None, eps_ref: float | 
     whatever the others are. If the table has ``sanity_correlation`` above ``sanity_max``
     (default ``THRESHOLDS["sanity_max"]``), the explanation method fails the sanity check (its
     maps do not depend on the weights), so localisation says nothing about the model and its
-    weight is set to 0. A missing component (NaN) makes the score NaN. ``rank`` 1 is the highest
-    score; ties share the better rank, NaN scores come last.
+    weight is set to 0. A component of 0 makes the score 0 (the others lie in [0, 1], so it is 0
+    whatever they are, even when one is not defined); otherwise a missing or undefined
+    component (NaN) makes the score NaN, not defined when every NaN component has a reason
+    (``attrs["undefined"]`` names it). ``rank`` 1 is the highest score; ties share the better
+    rank, NaN scores come last.
 
     ``attrs["score"]`` records the formula, the weights used, ``eps_ref`` and notes.
     """
@@ -511,9 +613,19 @@ def score(table: pd.DataFrame, *, weights: dict | None = None, eps_ref: float | 
         raise ValueError("all weights are 0; at least one component must count")
     comp = components(table, eps_ref=eps_ref, which=active)
     total = sum(w[c] for c in active)
+    values = np.stack([comp[f"component_{c}"].to_numpy() for c in active], axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        logs = sum(w[c] * np.log(comp[f"component_{c}"].to_numpy()) for c in active)
+        logs = (np.array([w[c] for c in active]) * np.log(values)).sum(1)
         trust_score = np.exp(logs / total)
+    # a component of 0 makes the score 0 whatever the others are (they all lie in [0, 1])
+    trust_score[(values == 0).any(1)] = 0.0
+    reasons = {**undefined(table), **comp.attrs["undefined"]}
+    for i, cls in enumerate(table.index):
+        if np.isnan(trust_score[i]):
+            whys = [f"{c}: {reasons[(cls, f'component_{c}')]}" for c in active
+                    if (cls, f"component_{c}") in reasons]
+            if whys and len(whys) == int(np.isnan(values[i]).sum()):
+                reasons[(cls, "trust_score")] = "; ".join(whys)
     out = table.copy()
     prov = provenance(table)
     for column in comp.columns:
@@ -522,7 +634,7 @@ def score(table: pd.DataFrame, *, weights: dict | None = None, eps_ref: float | 
     out["trust_score"] = trust_score
     out["rank"] = out["trust_score"].rank(ascending=False, method="min", na_option="bottom").astype(int)
     prov["trust_score"] = prov["rank"] = _DERIVED
-    out.attrs = {**table.attrs, "provenance": prov,
+    out.attrs = {**table.attrs, "provenance": prov, "undefined": reasons,
                  "score": {"formula": SCORE_FORMULA, "weights": w, "eps_ref": comp.attrs["eps_ref"],
                            "notes": notes}}
     return out
@@ -546,30 +658,52 @@ def _num(row, column):
         return None
 
 
+def _grey(eps: float) -> str:
+    """An L-inf epsilon in grey levels of 255 ("4.1/255")."""
+    return f"{eps * 255:.2g}/255" if eps * 255 < 10 else f"{eps * 255:.0f}/255"
+
+
 def _and(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def verdicts(table: pd.DataFrame, *, thresholds: dict | None = None, eps_ref: float | None = None) -> pd.Series:
-    """One sentence per class (a Series indexed like ``table``) that follows from its numbers by
-    the rules below (thresholds in :data:`THRESHOLDS`, overridable); a clause appears only when
-    its columns are in the table. Strengths come first, then "but" and the weaknesses.
+def model_verdict(table: pd.DataFrame, *, thresholds: dict | None = None) -> str | None:
+    """A clause when the model as a whole is not usable, else None.
 
-    * accuracy ``>= accurate``: "accurate (94%)"; ``< inaccurate``: "often wrong (62% correct)";
-      else "fairly accurate (82%)".
-    * calibration_error ``<= calibrated``: "well calibrated"; else over-confident when
-      ``mean_confidence > precision`` (under- otherwise), "slightly" up to ``miscalibrated``.
-    * median_eps_whole ``< fragile * eps_ref``: "fragile: flips at eps=..."; ``>= robust * eps_ref``
-      or never flipped: "robust". ``eps_ref`` as in :func:`components` (or the scored table's).
-    * object_background_ratio ``>= context``: "leans on the background"; ``<= 1/context``:
-      "relies on the object".
-    * the sanity check failed (``sanity_correlation > sanity_max``): "its explanations fail the
-      sanity check"; otherwise the localisation component ``L >= localised``: "explanations find
-      the object"; ``L < unlocalised``: "explanations no better than chance at finding the object".
-    * share learned late + forgotten ``>= unstable``: "unstable in training"; ``<= stable``:
-      "learned early and stably".
-    With a ``trust_score`` the sentence starts with "trust 0.71 (rank 2 of 6): ".
-    """
+    Rule: the overall accuracy (the classes' ``accuracy`` weighted by ``n_test``) is compared
+    with chance, the accuracy of always answering the largest class (1/C when balanced). The
+    model is "not usable" when the lower end of the Wilson interval of its accuracy (with
+    ``z = THRESHOLDS["chance_z"]``, 1.96: a 95 % interval) is at or below chance, i.e. its
+    accuracy cannot be told apart from guessing; with 1.96 a model at chance is flagged about
+    97.5 % of the time, a model clearly above chance almost never (tests/test_trust.py simulates
+    both). Needs ``accuracy`` and ``n_test``; None without them."""
+    t = {**THRESHOLDS, **(thresholds or {})}
+    if not {"accuracy", "n_test"} <= set(table.columns):
+        return None
+    n = table["n_test"].astype(float).to_numpy()
+    acc = table["accuracy"].astype(float).to_numpy()
+    ok = (n > 0) & ~np.isnan(acc)
+    total = n[ok].sum()
+    if total <= 0:
+        return "no class has a test image, so nothing about the model can be judged"
+    p = float((acc[ok] * n[ok]).sum() / total)
+    chance = float(n.max() / n.sum())
+    z = float(t["chance_z"])
+    low = (p + z * z / (2 * total) - z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))) \
+        / (1 + z * z / total)
+    if low > chance:
+        return None
+    return (f"the model is no better than chance: {p:.0%} of {int(total)} test images right, "
+            f"guessing gets {chance:.0%}")
+
+
+def verdict_items(table: pd.DataFrame, *, thresholds: dict | None = None,
+                  eps_ref: float | None = None) -> dict:
+    """The verdict of each class as a list of ``(kind, clause)``, ``kind`` one of ``"model"``
+    (the model is not usable, see :func:`model_verdict`), ``"note"`` (how much the numbers
+    rest on), ``"good"`` and ``"bad"``; clauses start lower-case and have no full stop. The
+    rules are those of :func:`verdicts`, which joins these into one sentence; the HTML report
+    shows them as a list."""
     t = {**THRESHOLDS, **(thresholds or {})}
     unknown = set(thresholds or {}) - set(THRESHOLDS)
     if unknown:
@@ -589,8 +723,15 @@ def verdicts(table: pd.DataFrame, *, thresholds: dict | None = None, eps_ref: fl
     if {"relevance_mass", "mask_share"} <= set(table.columns):
         loc = components(table, which=("localisation",))["component_localisation"]
     out = {}
+    unusable = model_verdict(table, thresholds=thresholds)
     for cls, row in table.iterrows():
-        good, bad = [], []
+        good, bad, notes = [], [], []
+        n_test, n_pred = _num(row, "n_test"), _num(row, "n_predicted")
+        if n_test is not None and n_test < t["few_images"]:
+            notes.append(f"its numbers rest on only {int(n_test)} test image{'s' if n_test != 1 else ''}"
+                         if n_test > 0 else "it has no test image, so most of its numbers are not defined")
+        if n_pred == 0:
+            bad.append("never predicted: the model does not answer this class for any test image")
         acc = _num(row, "accuracy")
         if acc is not None:
             if acc >= t["accurate"]:
@@ -616,12 +757,12 @@ def verdicts(table: pd.DataFrame, *, thresholds: dict | None = None, eps_ref: fl
         if eps is not None:
             never = math.isinf(eps) or (max_eps is not None and eps >= float(max_eps))
             if never:
-                limit = f"eps={float(max_eps):.3g}" if max_eps is not None else "the largest epsilon searched"
+                limit = _grey(float(max_eps)) if max_eps is not None else "the largest epsilon searched"
                 good.append(f"robust (most of its images withstand {limit})")
             elif eps_ref is not None and math.isfinite(eps_ref) and eps < t["fragile"] * eps_ref:
-                bad.append(f"fragile: flips at eps={eps:.3g} (median; the classes' median is {eps_ref:.3g})")
+                bad.append(f"fragile: flips at {_grey(eps)} (median; the classes' median is {_grey(eps_ref)})")
             elif eps_ref is not None and math.isfinite(eps_ref) and eps >= t["robust"] * eps_ref:
-                good.append(f"robust (flips at eps={eps:.3g}, the classes' median is {eps_ref:.3g})")
+                good.append(f"robust (flips at {_grey(eps)}, the classes' median is {_grey(eps_ref)})")
         ratio = _num(row, "object_background_ratio")
         if ratio is not None:
             if ratio >= t["context"] and not math.isfinite(ratio):
@@ -649,6 +790,39 @@ def verdicts(table: pd.DataFrame, *, thresholds: dict | None = None, eps_ref: fl
                 bad.append(f"unstable in training ({unstable:.0%} of its images learned late or forgotten)")
             elif unstable <= t["stable"]:
                 good.append("learned early and stably")
+        out[cls] = ([("model", unusable)] if unusable else []) + [("note", x) for x in notes] + \
+            [("good", x) for x in good] + [("bad", x) for x in bad]
+    return out
+
+
+def verdicts(table: pd.DataFrame, *, thresholds: dict | None = None, eps_ref: float | None = None) -> pd.Series:
+    """One sentence per class (a Series indexed like ``table``) that follows from its numbers by
+    the rules below (thresholds in :data:`THRESHOLDS`, overridable); a clause appears only when
+    its columns are in the table. Strengths come first, then "but" and the weaknesses.
+
+    * accuracy ``>= accurate``: "accurate (94%)"; ``< inaccurate``: "often wrong (62% correct)";
+      else "fairly accurate (82%)".
+    * calibration_error ``<= calibrated``: "well calibrated"; else over-confident when
+      ``mean_confidence > precision`` (under- otherwise), "slightly" up to ``miscalibrated``.
+    * median_eps_whole ``< fragile * eps_ref``: "fragile: flips at 2.5/255 ..."; ``>= robust * eps_ref``
+      or never flipped: "robust". ``eps_ref`` as in :func:`components` (or the scored table's).
+    * object_background_ratio ``>= context``: "leans on the background"; ``<= 1/context``:
+      "relies on the object".
+    * the sanity check failed (``sanity_correlation > sanity_max``): "its explanations fail the
+      sanity check"; otherwise the localisation component ``L >= localised``: "explanations find
+      the object"; ``L < unlocalised``: "explanations no better than chance at finding the object".
+    * share learned late + forgotten ``>= unstable``: "unstable in training"; ``<= stable``:
+      "learned early and stably".
+    * the model as a whole no better than chance (:func:`model_verdict`): the sentence starts
+      with "Not usable: ..."; a class never predicted: "never predicted"; fewer than
+      ``few_images`` test images: "its numbers rest on only n test images".
+    With a ``trust_score`` the sentence starts with "trust 0.71 (rank 2 of 6): ".
+    """
+    items = verdict_items(table, thresholds=thresholds, eps_ref=eps_ref)
+    out = {}
+    for cls, row in table.iterrows():
+        kinds = {k: [text for kind, text in items[cls] if kind == k] for k in ("model", "note", "good", "bad")}
+        good, bad = kinds["good"], kinds["bad"]
         if good and bad:
             text = f"{_and(good)}, but {'; '.join(bad)}."
         elif good:
@@ -657,21 +831,28 @@ def verdicts(table: pd.DataFrame, *, thresholds: dict | None = None, eps_ref: fl
             text = f"{'; '.join(bad)}."
         else:
             text = "no clear strength or weakness in the numbers available."
+        if kinds["note"]:
+            text = "; ".join(kinds["note"]) + ". " + text[0].upper() + text[1:]
+        if kinds["model"]:
+            text = f"Not usable: {kinds['model'][0]}. " + text[0].upper() + text[1:]
         ts = _num(row, "trust_score")
         if "trust_score" in row.index:
             rank = f" (rank {int(row['rank'])} of {len(table)})" if "rank" in row.index else ""
-            text = (f"trust {ts:.2f}{rank}: " if ts is not None else f"trust score missing{rank}: ") + text
+            text = (f"trust {ts:.2f}{rank}: " if ts is not None else f"trust score not defined{rank}: ") + text
         out[cls] = text[0].upper() + text[1:]
-    return pd.Series(out, name="verdict").rename_axis(table.index.name)
+    series = pd.Series(out, name="verdict").rename_axis(table.index.name)
+    series.attrs["items"] = items          # the same verdicts as lists (the HTML report shows them so)
+    return series
 
 
 # ----------------------------------------------------------------------------- export
-def format_value(value, *, column: str = "", max_eps: float | None = None) -> str:
-    """How the report prints a value: ``"MISSING"`` for NaN/None, integers as they are, other
-    numbers to 3 significant digits, ``inf`` in an epsilon column as ``"> max_eps"`` (never
-    flipped up to the largest epsilon searched) and ``"inf"`` elsewhere, texts as they are."""
+def format_value(value, *, column: str = "", max_eps: float | None = None, reason: str | None = None) -> str:
+    """How the CSV-style cell prints a value: ``"not defined (<reason>)"`` for NaN/None with a
+    ``reason``, ``"MISSING"`` without one, integers as they are, other numbers to 3
+    significant digits, ``inf`` in an epsilon column as ``"> max_eps"`` (never flipped up to
+    the largest epsilon searched) and ``"inf"`` elsewhere, texts as they are."""
     if _is_missing(value):
-        return "MISSING"
+        return f"not defined ({reason})" if reason else "MISSING"
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value))
     if isinstance(value, (int, np.integer)):
@@ -718,11 +899,17 @@ def _verdict_series(verdicts_, table) -> pd.Series | None:
 def write_csv(table: pd.DataFrame, path, *, verdicts=None) -> Path:
     """Write the table (one row per class, index ``class``; plus a ``verdict`` column when
     ``verdicts`` are given) as CSV, atomically. Missing values are written ``NaN``, never
-    left blank; numbers at full precision, so :func:`read_csv` gives the same values back."""
+    left blank; numbers at full precision, so :func:`read_csv` gives the same values back.
+    When some values are not defined, a ``not_defined`` column says which and why, per class
+    (``"precision: the model never predicts this class; ..."``, ``"-"`` when none)."""
     frame = table.copy()
     series = _verdict_series(verdicts, table)
     if series is not None:
         frame["verdict"] = series.to_numpy()
+    reasons = undefined(table)
+    if reasons:
+        frame["not_defined"] = ["; ".join(f"{col}: {why}" for (c, col), why in reasons.items() if c == cls) or "-"
+                                for cls in table.index]
     text = frame.to_csv(index_label="class", na_rep="NaN")
     return _atomic_write(path, text.encode("utf-8"))
 
@@ -734,120 +921,8 @@ def read_csv(path) -> pd.DataFrame:
     return pd.read_csv(path, index_col="class", **exact)
 
 
-def _png_bytes(figure) -> bytes:
-    if hasattr(figure, "savefig"):
-        buf = io.BytesIO()
-        figure.savefig(buf, format="png", dpi=110, bbox_inches="tight", facecolor="white")
-        return buf.getvalue()
-    path = Path(figure)
-    if not path.is_file():
-        raise FileNotFoundError(f"figure file not found: {path}")
-    data = path.read_bytes()
-    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
-        raise ValueError(f"{path} is not a PNG file")
-    return data
+def write_html(table: pd.DataFrame, path, **kw) -> Path:
+    """The self-contained HTML report: see :func:`helpers.report.write_html` (same arguments)."""
+    from .report import write_html as _write_html
 
-
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1200px;
-padding:0 1em;color:#222;line-height:1.4}
-h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}
-th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
-th{background:#f3f3f3;vertical-align:bottom}th.src{font-weight:normal;font-style:italic;color:#666;font-size:0.85em}
-td.cls,th.cls{text-align:left;font-weight:bold}
-td.missing{background:#d62728;color:#fff;font-weight:bold}
-td.text{text-align:left}
-.error{background:#fde8e8;border:2px solid #d62728;color:#8b0000;padding:0.6em 1em;margin:1em 0}
-.formula{background:#f7f7f7;padding:0.6em 1em;font-family:ui-monospace,monospace;font-size:0.85em}
-.wide{overflow-x:auto}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
-figcaption{font-size:0.9em;color:#555}
-dl.cols dt{font-family:ui-monospace,monospace;font-size:0.85em;margin-top:0.3em}
-dl.cols dd{margin-left:1.5em;font-size:0.85em;color:#444}
-"""
-
-
-def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdicts=None,
-               title: str = "Trust report", notes=None) -> Path:
-    """Write a self-contained HTML page (inline CSS, figures embedded as base64 PNG, no script,
-    no external resource), atomically; it opens in any browser without Jupyter.
-
-    It shows: the title and ``notes`` (a string or a list of paragraphs), a red banner listing
-    every missing value (also shown as a red ``MISSING`` cell), the model-level values with
-    their sources, the table with one row per class (ordered by rank when scored) and a second
-    header row naming each column's source, the score formula with its weights, the
-    ``verdicts`` (``{class: text}`` or the Series of :func:`verdicts`, one per class), the
-    ``figures`` (``{title: matplotlib Figure or path to a PNG}``) and what each column means.
-    """
-    prov = provenance(table)
-    model = table.attrs.get("model_level", {})
-    max_eps = model.get("attack_max_eps")
-    series = _verdict_series(verdicts, table)
-    rows = table.sort_values("rank", kind="stable") if "rank" in table.columns else table
-    columns = [c for c in table.columns if c not in model]
-    esc = html.escape
-    missing = [(cls, col) for col in table.columns for cls in table.index if _is_missing(table.at[cls, col])]
-
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>", f"<h1>{esc(title)}</h1>"]
-    for paragraph in ([notes] if isinstance(notes, str) else list(notes or [])):
-        parts.append(f"<p>{esc(str(paragraph))}</p>")
-    if missing:
-        items = "".join(f"<li>{esc(col)} of class {esc(str(cls))} (source: {esc(prov.get(col, '?'))})</li>"
-                        for cls, col in missing)
-        parts.append(f'<div class="error"><strong>Error: {len(missing)} value(s) missing.</strong> '
-                     f"The numbers below are incomplete:<ul>{items}</ul></div>")
-    if model:
-        parts.append("<h2>Model-level values</h2><table><tr><th>value</th><th>number</th><th>source</th></tr>")
-        for col, value in model.items():
-            cell = format_value(value, column=col, max_eps=max_eps)
-            cls_attr = ' class="missing"' if _is_missing(value) else ' class="text"' if isinstance(value, str) else ""
-            parts.append(f'<tr><td class="cls">{esc(col)}</td><td{cls_attr}>{esc(cell)}</td>'
-                         f'<td class="text">{esc(prov[col])}</td></tr>')
-        parts.append("</table>")
-
-    parts.append('<h2>Per class</h2><div class="wide"><table><thead><tr><th class="cls">class</th>')
-    parts += [f'<th title="{esc(COLUMNS.get(c, ""))}">{esc(c)}</th>' for c in columns]
-    parts.append('</tr><tr><th class="src cls">source</th>')
-    parts += [f'<th class="src">{esc(prov[c])}</th>' for c in columns]
-    parts.append("</tr></thead><tbody>")
-    for cls, row in rows.iterrows():
-        parts.append(f'<tr><td class="cls">{esc(str(cls))}</td>')
-        for c in columns:
-            value = row[c]
-            text = format_value(value, column=c, max_eps=max_eps)
-            if _is_missing(value):
-                parts.append(f'<td class="missing" title="missing value (source {esc(prov[c])})">{text}</td>')
-            elif isinstance(value, str):
-                parts.append(f'<td class="text">{esc(text)}</td>')
-            else:
-                parts.append(f"<td>{esc(text)}</td>")
-        parts.append("</tr>")
-    parts.append("</tbody></table></div>")
-
-    info = table.attrs.get("score")
-    if info:
-        weights = ", ".join(f"{k} {v:g}" for k, v in info["weights"].items())
-        parts.append(f'<h2>Trust score</h2><p class="formula">{esc(info["formula"])}</p>'
-                     f"<p>Weights: {esc(weights)}. Reference epsilon eps_ref = "
-                     f"{esc(format_value(info['eps_ref']))}.</p>")
-        parts += [f"<p>{esc(note)}</p>" for note in info.get("notes", [])]
-    if series is not None:
-        parts.append("<h2>Verdicts</h2><ul>")
-        for cls in rows.index:
-            parts.append(f"<li><strong>{esc(str(cls))}</strong>: {esc(str(series[cls]))}</li>")
-        parts.append("</ul>")
-    if figures:
-        parts.append("<h2>Figures</h2>")
-        for caption, figure in figures.items():
-            data = base64.b64encode(_png_bytes(figure)).decode("ascii")
-            parts.append(f'<figure><img alt="{esc(str(caption))}" src="data:image/png;base64,{data}">'
-                         f"<figcaption>{esc(str(caption))}</figcaption></figure>")
-    described = [c for c in table.columns if c in COLUMNS]
-    if described:
-        parts.append('<h2>Columns</h2><dl class="cols">')
-        parts += [f"<dt>{esc(c)} <em>({esc(prov[c])})</em></dt><dd>{esc(COLUMNS[c])}</dd>" for c in described]
-        parts.append("</dl>")
-    parts.append("</body></html>\n")
-    return _atomic_write(path, "\n".join(parts).encode("utf-8"))
+    return _write_html(table, path, **kw)

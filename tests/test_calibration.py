@@ -220,3 +220,13 @@ def test_validation_predictions_are_the_model_on_the_validation_images():
         expected = run.model(images.x[idx]).softmax(1).numpy()
     np.testing.assert_allclose(probs, expected, atol=1e-6)
     np.testing.assert_array_equal(labels, images.labels.numpy()[idx])
+
+
+def test_per_class_undefined_names_classes_never_predicted():
+    probs = np.array([[.8, .1, .1], [.6, .3, .1], [.2, .7, .1]])
+    labels = np.array([0, 2, 1])
+    assert calibration.per_class_undefined(probs, labels) == [None, None, calibration.NEVER_PREDICTED]
+    assert np.isnan(calibration.per_class_calibration_error(probs, labels)[2])
+    assert calibration.per_class_undefined(probs, labels, by="classwise") == [None] * 3
+    with pytest.raises(ValueError, match="unknown by"):
+        calibration.per_class_undefined(probs, labels, by="nope")

@@ -1,4 +1,5 @@
 import base64
+import html
 import math
 import re
 
@@ -10,7 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers import calibration, quality, trust  # noqa: E402
+from helpers import calibration, quality, report, trust  # noqa: E402
 
 CLASSES = ["forest", "sea", "street"]
 
@@ -164,7 +165,9 @@ def test_every_number_traces_to_its_source():
         pd.testing.assert_series_equal(table[column], sources[source][column].loc[CLASSES], check_names=False)
     assert table.attrs["model_level"] == {"attack_max_eps": 0.1, "sanity_correlation": pytest.approx(0.2),
                                           "explanation_method": "gradcam"}
-    assert ("street", "relevance_mass") in table.attrs["missing"]
+    # no street image was explained: its localisation is not defined (with the reason), not missing
+    assert trust.undefined(table)[("street", "relevance_mass")] == trust.NONE_EXPLAINED
+    assert table.attrs["missing"] == []
     # the scored table keeps it, and names the derived columns
     scored = trust.score(table, weights={"localisation": 0})
     prov = trust.provenance(scored)
@@ -182,11 +185,15 @@ def test_missing_class_or_value_raises():
         trust.build_table({**sources, "training": pd.concat([sources["training"]] * 2)}, allow_missing=True)
     with pytest.raises(ValueError, match="column 'accuracy' comes from both"):
         trust.build_table({**sources, "again": sources["predictions"][["accuracy"]]}, allow_missing=True)
-    # a missing value names the column, the class and the source
-    with pytest.raises(ValueError, match=r"relevance_mass of 'street' \(source 'explanations'\)"):
-        trust.build_table(sources)
-    with pytest.raises(ValueError, match="object_background_ratio of 'street'"):
-        trust.build_table(sources, allow_missing=["relevance_mass", "pointing_game", "mask_share", "area_50", "gini"])
+    # values the sources explain (not defined) do not raise; a NaN no source explains names the
+    # column, the class and the source
+    assert trust.undefined(trust.build_table(sources))[("street", "object_background_ratio")].startswith("neither")
+    broken = sources["training"].copy()
+    broken.loc["street", "share_forgotten"] = np.nan
+    with pytest.raises(ValueError, match=r"share_forgotten of 'street' \(source 'training'\)"):
+        trust.build_table({**sources, "training": broken})
+    shown = trust.build_table({**sources, "training": broken}, allow_missing=["share_forgotten"])
+    assert shown.attrs["missing"] == [("street", "share_forgotten")]
     with pytest.raises(ValueError, match="unknown column"):
         trust.build_table(sources, allow_missing=["no_such_column"])
     with pytest.raises(ValueError, match="DataFrame"):
@@ -274,9 +281,9 @@ def test_verdicts_follow_the_numbers():
     assert forest.startswith("Trust 0.86 (rank 2 of 3): accurate (90%), well calibrated")
     assert "relies on the object" in forest and "but" not in forest
     assert "often wrong (60% correct)" in sea and "over-confident (ECE 0.20; says 90%" in sea
-    assert "fragile: flips at eps=0.01" in sea and "0.04" in sea
+    assert "fragile: flips at 2.6/255" in sea and "the classes' median is 10/255" in sea
     assert "leans on the background" in sea and "no better than chance" in sea and "unstable in training (40%" in sea
-    assert "robust (most of its images withstand eps=0.1)" in street and "learned early and stably" in street
+    assert "robust (most of its images withstand 26/255)" in street and "learned early and stably" in street
     # thresholds move the clauses
     stricter = trust.verdicts(table, thresholds={"accurate": 0.95, "calibrated": 0.01})
     assert "fairly accurate (90%)" in stricter["forest"] and ", but slightly over-confident" in stricter["forest"]
@@ -294,9 +301,11 @@ def test_verdicts_follow_the_numbers():
 
 
 # ----------------------------------------------------------------------------- export
-def _row_cells(page: str, cls: str) -> list[str]:
-    row = re.search(rf'<tr><td class="cls">{re.escape(cls)}</td>(.*?)</tr>', page, re.S).group(1)
-    return re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+def _section_values(page: str, cls: str) -> dict:
+    """``{column: shown text}`` of the class's section of the HTML report."""
+    section = re.search(rf'<section class="cls" id="[^"]+" data-class="{re.escape(cls)}">(.*?)</section>',
+                        page, re.S).group(1)
+    return {c: html.unescape(v) for c, v in re.findall(r'<dd[^>]*data-col="([^"]+)">(.*?)</dd>', section, re.S)}
 
 
 def test_html_is_self_contained_and_shows_every_class_and_number(tmp_path):
@@ -306,32 +315,54 @@ def test_html_is_self_contained_and_shows_every_class_and_number(tmp_path):
     ax.plot([0, 1], [1, 0])
     png = tmp_path / "saved.png"
     fig.savefig(png)
-    path = trust.write_html(table, tmp_path / "report" / "trust.html", figures={"a line": fig, "from a file": png},
-                            verdicts=words, title="Trust <report>", notes=["first note", "second & last"])
+    images = {"forest": [("Right, 90% sure", np.full((8, 8, 3), 0.5)), ("Wrong", np.zeros((3, 8, 8)))]}
+    path = trust.write_html(table, tmp_path / "report" / "trust.html", figures={"a line": fig, "from a file": (png, "n = 6")},
+                            verdicts=words, title="Trust <report>", notes=["first note", "second & last"],
+                            model="a tiny model", data="six images", n_images={"test images": 6}, examples=images)
     page = path.read_text(encoding="utf-8")
-    # self-contained: no external resource, no script, every image inline PNG
+    # self-contained: no external resource, no script, every image inline
     for forbidden in ("http://", "https://", 'src="file', "<link", "<script", "url(", "@import"):
         assert forbidden not in page
     sources = re.findall(r'src="([^"]*)"', page)
-    assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
-    assert all(base64.b64decode(s.split(",", 1)[1]).startswith(b"\x89PNG") for s in sources)
-    assert "Trust &lt;report&gt;" in page and "second &amp; last" in page
-    # every class with every per-class number, in column order; model-level numbers once
+    assert len(sources) == 1 + 2 + 2                                    # ranking chart, figures, examples
+    assert all(re.match(r"data:image/(png|jpeg);base64,", s) for s in sources)
+    assert all(base64.b64decode(s.split(",", 1)[1])[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0") for s in sources)
+    assert "Trust &lt;report&gt;" in page and "second &amp; last" in page and "a tiny model" in page
+    assert "(n = 6)" in page
+    # every class with every per-class number, in the report's units; model-level numbers once
     model = table.attrs["model_level"]
+    reasons = trust.undefined(table)
     columns = [c for c in table.columns if c not in model]
     for cls in CLASSES:
-        expected = [trust.format_value(table.at[cls, c], column=c, max_eps=0.1) for c in columns]
-        assert [re.sub(r"&gt;", ">", cell) for cell in _row_cells(page, cls)] == expected
-        assert words[cls].replace("&", "&amp;") in page.replace("&#x27;", "'")
-    assert "0.2" in page and "gradcam" in page           # sanity_correlation, explanation_method
-    assert _row_cells(page, "street")[list(columns).index("median_eps_whole")] == "&gt; 0.1"
-    # missing values are an error, not a blank
-    assert 'class="error"' in page and 'class="missing"' in page and "MISSING" in page
-    assert page.count('<td class="missing"') == len(table.attrs["missing"])
-    # rows by rank
-    order = [re.search(rf'<td class="cls">{c}</td>', page).start() for c in trust.ranking(table).index]
+        shown = _section_values(page, cls)
+        assert list(shown) == columns
+        for c in columns:
+            assert shown[c] == report.display(table.at[cls, c], c, max_eps=0.1, reason=reasons.get((cls, c)))
+        for kind, clause in words.attrs["items"][cls]:
+            assert html.escape(clause[1:]) in page
+    assert report.display(0.1, "attack_max_eps") == "25.5" and "gradcam" in page
+    assert _section_values(page, "street")["median_eps_whole"].startswith("more than 25.5")
+    assert _section_values(page, "forest")["accuracy"] == "100%"
+    # undefined values say why; nothing is missing, so no red banner
+    assert "not defined (no image of this class was explained)" in _section_values(page, "street")["relevance_mass"]
+    assert 'class="banner error"' not in page and "MISSING" not in page
+    # the formula is typeset, each column's source is listed
+    assert "<var>A</var><sup><var>w</var><sub>A</sub></sup>" in page
+    assert "<code>median_eps_whole</code>" in page
+    # sections by rank
+    order = [page.index(f'data-class="{c}"') for c in trust.ranking(table).index]
     assert order == sorted(order)
     assert [p.name for p in path.parent.iterdir()] == ["trust.html"]      # no temporary file left behind
+
+
+def test_html_shows_missing_values_as_errors(tmp_path):
+    sources = _sources()
+    broken = sources["training"].copy()
+    broken.loc["street", "share_forgotten"] = np.nan
+    table = trust.build_table({**sources, "training": broken}, allow_missing=["share_forgotten"])
+    page = trust.write_html(table, tmp_path / "t.html").read_text(encoding="utf-8")
+    assert 'class="banner error"' in page and page.count('class="missing"') == 1
+    assert _section_values(page, "street")["share_forgotten"] == "MISSING"
 
 
 def test_html_write_is_atomic_and_checks_its_inputs(tmp_path):
@@ -342,6 +373,10 @@ def test_html_write_is_atomic_and_checks_its_inputs(tmp_path):
     (tmp_path / "fake.png").write_text("not a png")
     with pytest.raises(ValueError, match="not a PNG"):
         trust.write_html(table, path, figures={"x": tmp_path / "fake.png"})
+    with pytest.raises(ValueError, match="unknown class"):
+        trust.write_html(table, path, examples={"desert": []})
+    with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
+        trust.write_html(table, path, examples={"forest": [("x", np.zeros((4, 5, 6, 7)))]})
     with pytest.raises(ValueError, match="verdicts lack"):
         trust.write_html(table, path, verdicts={"forest": "fine"})
     with pytest.raises(ValueError, match="added after build_table"):
@@ -355,15 +390,132 @@ def test_csv_round_trips(tmp_path):
     path = trust.write_csv(table, tmp_path / "trust.csv", verdicts=words)
     back = trust.read_csv(path)
     assert "NaN" in path.read_text() and ",," not in path.read_text()         # missing is written, not blank
-    pd.testing.assert_frame_equal(back.drop(columns="verdict"), table, check_dtype=False, check_exact=True)
+    pd.testing.assert_frame_equal(back.drop(columns=["verdict", "not_defined"]), table, check_dtype=False,
+                                  check_exact=True)
+    assert back.loc["forest", "not_defined"] == "-"
+    assert "relevance_mass: no image of this class was explained" in back.loc["street", "not_defined"]
     assert back["verdict"].tolist() == words.tolist()
     assert back.loc["street", "median_eps_whole"] == np.inf
 
 
 def test_format_value():
     assert trust.format_value(np.nan) == trust.format_value(None) == "MISSING"
+    assert trust.format_value(np.nan, reason="no image") == "not defined (no image)"
     assert trust.format_value(0.94333) == "0.943" and trust.format_value(0.0123456) == "0.0123"
     assert trust.format_value(np.int64(7)) == "7" and trust.format_value(3.0, column="rank") == "3"
     assert trust.format_value(np.inf, column="median_eps_whole", max_eps=0.1) == "> 0.1"
     assert trust.format_value(np.inf, column="object_background_ratio", max_eps=0.1) == "inf"
     assert trust.format_value("gradcam") == "gradcam"
+
+
+# ----------------------------------------------------------------------------- a weak model
+def _weak_outputs(tmp_path, labels, probs, classes, *, epochs=3):
+    """Every source a weak model can give, then table, score, verdicts, CSV and HTML."""
+    labels = np.asarray(labels)
+    pred = probs.argmax(1)
+    history = np.stack([pred] * epochs)                            # it never changed its mind
+    rows = []
+    for region in ("whole", "object", "background"):
+        for i, (y, p) in enumerate(zip(labels, pred)):
+            rows.append({"image": i, "region": region, "label": y, "epsilon": 0.0 if p != y else 0.02,
+                         "flipped": p == y, "already_wrong": p != y, "flip_class": (y + 1) % len(classes)})
+    fragility = pd.DataFrame(rows)
+    fragility.attrs["max_eps"] = 0.1
+    rng = np.random.default_rng(1)
+    maps = rng.random((len(labels), 4, 4))
+    masks = np.zeros((len(labels), 4, 4), bool)
+    masks[:, :2] = True
+    sanity = pd.DataFrame({"method": ["gradcam"] * 2, "stage": ["original", "head"], "spearman_abs": [1.0, np.nan]})
+    sources = {
+        "predictions": trust.per_class_from_predictions(labels, probs, classes, calibrated_probs=probs),
+        "training": trust.per_class_from_history(history, labels, classes),
+        "attacks": trust.per_class_from_fragility(fragility, classes),
+        "explanations": trust.per_class_localisation(maps, masks, labels, classes),
+        "sanity check": trust.from_sanity_check(sanity, "gradcam", classes),
+    }
+    table = trust.score(trust.build_table(sources))
+    words = trust.verdicts(table)
+    csv = trust.write_csv(table, tmp_path / "weak.csv", verdicts=words)
+    images = np.random.default_rng(0).random((len(labels), 3, 8, 8))
+    page = trust.write_html(table, tmp_path / "weak.html", verdicts=words,
+                            examples=report.class_examples(images, labels, probs, classes, fragility=fragility),
+                            figures={"heat": __import__("helpers.plots", fromlist=["x"]).trust_heatmap(table)})
+    return table, words, trust.read_csv(csv), page.read_text(encoding="utf-8")
+
+
+def test_a_class_never_predicted_is_reported_not_raised(tmp_path):
+    classes = ["buildings", "forest", "sea"]
+    labels = np.repeat([0, 1, 2], 4)
+    probs = np.tile([0.1, 0.6, 0.3], (12, 1))                       # random weights: always "forest"
+    table, words, back, page = _weak_outputs(tmp_path, labels, probs, classes)
+    why = trust.undefined(table)
+    assert why[("buildings", "precision")] == why[("sea", "calibration_error")] == calibration.NEVER_PREDICTED
+    assert why[("buildings", "median_eps_whole")] == trust.NONE_ATTACKED      # never right, never attacked
+    assert table.attrs["missing"] == []
+    # a class with accuracy 0 scores 0 even though other components are not defined; forest is ranked first
+    assert table.loc["buildings", "trust_score"] == 0 and table.loc["forest", "rank"] == 1
+    assert all(w.startswith("Trust") and "Not usable: the model is no better than chance" in w for w in words)
+    assert "never predicted" in words["sea"]
+    assert "precision: the model never predicts this class" in back.loc["sea", "not_defined"]
+    assert "not defined (the model never predicts this class)" in page
+    assert "not defined (no image of this class was classified correctly, so none was attacked)" in page
+    assert 'class="banner unusable"' in page and "MISSING" not in page
+
+
+def test_a_class_with_a_single_test_image(tmp_path):
+    classes = ["buildings", "forest", "sea"]
+    labels = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2])
+    probs = np.full((11, 3), 0.05)
+    probs[np.arange(11), labels] = 0.9
+    probs[4] = [0.05, 0.9, 0.05]                                     # one buildings image taken for forest
+    table, words, back, page = _weak_outputs(tmp_path, labels, probs, classes)
+    assert table.loc["sea", "n_test"] == 1 and table.loc["sea", "accuracy"] == 1
+    assert "its numbers rest on only 1 test image." in words["sea"]
+    assert "Not usable" not in words["sea"]
+    assert "rest on only 1 test image" in page and "sea" in back.index
+
+
+def test_a_model_at_chance(tmp_path):
+    rng = np.random.default_rng(0)
+    classes = [f"class {k}" for k in range(6)]
+    labels = np.repeat(np.arange(6), 6)
+    probs = rng.dirichlet(np.ones(6), size=len(labels))               # random probabilities
+    table, words, back, page = _weak_outputs(tmp_path, labels, probs, classes)
+    assert trust.model_verdict(table).startswith("the model is no better than chance")
+    assert all("Not usable" in w for w in words)
+    assert len(back) == 6 and "Not usable." in page
+
+
+def test_model_verdict_fires_at_chance_and_rarely_on_a_working_model():
+    """Simulation of the rule: how often it calls a model unusable, with 6 balanced classes and
+    20 test images each (120), when the model is at chance and when it is right half the time
+    (three times chance; weak but clearly learning)."""
+    rng = np.random.default_rng(0)
+    classes = [str(k) for k in range(6)]
+
+    def fires(p_right):
+        acc = rng.binomial(20, p_right, size=6) / 20
+        table = trust.build_table({"p": pd.DataFrame({"n_test": [20] * 6, "accuracy": acc}, index=classes)})
+        return trust.model_verdict(table) is not None
+
+    at_chance = np.mean([fires(1 / 6) for _ in range(400)])
+    working = np.mean([fires(0.5) for _ in range(400)])
+    assert at_chance > 0.9 and working < 0.01
+    good = trust.build_table({"p": pd.DataFrame({"n_test": [50] * 6, "accuracy": [.9] * 6}, index=classes)})
+    assert trust.model_verdict(good) is None
+    assert trust.model_verdict(trust.build_table({"p": pd.DataFrame({"accuracy": [.1] * 6}, index=classes)})) is None
+
+
+def test_undefined_components_and_scores_say_why():
+    classes = ["a", "b"]
+    table = trust.build_table({
+        "p": trust.per_class_from_predictions([0, 0, 1, 1], np.tile([0.7, 0.3], (4, 1)), classes),
+    })
+    scored = trust.score(table, weights={"robustness": 0, "localisation": 0, "stability": 0})
+    # b: accuracy 0 -> score 0 although its calibration is not defined
+    assert scored.loc["b", "trust_score"] == 0 and np.isnan(scored.loc["b", "component_calibration"])
+    assert trust.undefined(scored)[("b", "component_calibration")] == calibration.NEVER_PREDICTED
+    only_c = trust.score(table, weights={"accuracy": 0, "robustness": 0, "localisation": 0, "stability": 0})
+    assert np.isnan(only_c.loc["b", "trust_score"])
+    assert trust.undefined(only_c)[("b", "trust_score")] == f"calibration: {calibration.NEVER_PREDICTED}"
+    assert "Trust score not defined" in trust.verdicts(only_c)["b"]

@@ -1,0 +1,573 @@
+"""The trust report as one self-contained HTML page for a human reader (notebook 10).
+
+Order of the page: a **summary** (the model, the data, how many images the numbers rest on, a
+verdict on the model as a whole when it is not usable, the ranking of the classes in one
+picture and a small table of the five score components), then **one section per class** (its
+verdict as a short list, its example images, its numbers under plain headings with units,
+grouped by the analysis they come from), then the **figures** behind the numbers, the
+**method** (the score formula typeset in HTML) and the **sources** (which analysis each
+number comes from, with the CSV column name). Everything is inline: CSS, images as base64
+PNG/JPEG, no script, no network. The layout has no fixed width (it reflows at 800 px and
+on phones; wide tables turn into lists) and prints cleanly.
+
+::
+
+    examples = report.class_examples(x_test, labels, probs, classes, fragility=regions)
+    report.write_html(table, "trust_report.html", verdicts=trust.verdicts(table),
+                      model="EfficientNet-Lite0 ...", data="embedded scenes ...",
+                      n_images={"test images": 300, ...}, examples=examples,
+                      figures={"Reliability": (fig, "300 test images"), ...}, csv="trust_report.csv")
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import trust
+
+__all__ = ["LABELS", "label", "display", "class_examples", "write_html", "MAX_BYTES"]
+
+MAX_BYTES = 3_000_000          # write_html warns above this size
+_FIGURE_BUDGET = 350_000       # an embedded figure larger than this is scaled down / re-encoded
+_FIGURE_WIDTH = 1100           # ... to at most this many pixels wide
+
+# Plain heading and unit kind of each column (kind: count, share, eps, ratio, number, text).
+LABELS = {
+    "n_test": ("Test images", "count"),
+    "accuracy": ("Accuracy (its test images predicted right)", "share"),
+    "n_predicted": ("Test images predicted as this class", "count"),
+    "precision": ("Precision (its predictions that are right)", "share"),
+    "mean_confidence": ("Mean confidence when it is predicted", "share"),
+    "calibration_error": ("Calibration error (ECE; 0 = confidence matches accuracy)", "number"),
+    "mean_confidence_ts": ("Mean confidence after temperature scaling", "share"),
+    "calibration_error_ts": ("Calibration error after temperature scaling", "number"),
+    "share_learned_early": ("Learned in the first half of training and kept", "share"),
+    "share_learned_late": ("Learned only in the second half of training", "share"),
+    "share_forgotten": ("Forgotten at least once (right, then wrong)", "share"),
+    "share_never_learned": ("Wrong at the last epoch", "share"),
+    "mean_prediction_changes": ("Changes of prediction per image during training (mean)", "number"),
+    "n_attacked": ("Images attacked (the correctly classified ones)", "count"),
+    "median_eps_whole": ("Smallest change that fools it, whole image (median; grey levels of 255)", "eps"),
+    "median_eps_object": ("Smallest change that fools it, object only (grey levels of 255)", "eps"),
+    "median_eps_background": ("Smallest change that fools it, background only (grey levels of 255)", "eps"),
+    "object_background_ratio": ("Object / background ratio of that change (below 1: the object is the weak spot)",
+                                "ratio"),
+    "share_not_flipped_whole": ("Images not fooled by the largest change searched", "share"),
+    "attack_max_eps": ("Largest change searched (grey levels of 255)", "eps"),
+    "n_explained": ("Images explained", "count"),
+    "pointing_game": ("Explanations whose peak lies on the object", "share"),
+    "relevance_mass": ("Share of the explanation on the object", "share"),
+    "mask_share": ("Share of the image the object covers (chance level)", "share"),
+    "area_50": ("Share of the image that holds half the explanation", "share"),
+    "gini": ("Concentration of the explanation (Gini; 0 = even, 1 = one pixel)", "number"),
+    "sanity_correlation": ("Sanity check: similarity of the maps after randomising the weights "
+                           "(near 0 = passes)", "number"),
+    "explanation_method": ("Explanation method", "text"),
+    "component_accuracy": ("A: accuracy", "number"),
+    "component_calibration": ("C: calibration (1 - error)", "number"),
+    "component_robustness": ("R: robustness", "number"),
+    "component_localisation": ("L: localisation above chance", "number"),
+    "component_stability": ("S: stability in training", "number"),
+    "trust_score": ("Trust score (0 to 1)", "number"),
+    "rank": ("Rank (1 = most trusted)", "count"),
+}
+_COMPONENT_LETTERS = {"accuracy": "A", "calibration": "C", "robustness": "R", "localisation": "L",
+                      "stability": "S"}
+_MARKS = {"model": "&#9888;", "note": "&#9432;", "good": "&#10003;", "bad": "&#10007;"}
+
+
+def label(column: str) -> str:
+    """The plain heading of a column ("Accuracy (...)"); unknown columns: words from the name."""
+    return LABELS.get(column, (column.replace("_", " ").capitalize(), "number"))[0]
+
+
+def display(value, column: str, *, max_eps: float | None = None, reason: str | None = None) -> str:
+    """A value as a reader sees it, in the unit of its heading: shares in %, epsilons in grey
+    levels of 255, counts as integers; "not defined (<reason>)" or "MISSING" for NaN."""
+    if trust._is_missing(value):
+        return f"not defined ({reason})" if reason else "MISSING"
+    kind = LABELS.get(column, ("", "number"))[1]
+    if isinstance(value, str) or kind == "text":
+        return str(value)
+    v = float(value)
+    if kind == "count" and math.isfinite(v) and v == int(v):
+        return str(int(v))
+    if kind == "share":
+        return f"{v:.0%}" if v == 0 or v >= 0.01 else f"{v:.1%}"
+    if kind == "eps":
+        if math.isinf(v):
+            return (f"more than {max_eps * 255:.3g} (not fooled by the largest change searched)"
+                    if max_eps is not None else "never fooled")
+        return f"{v * 255:.3g}"
+    if kind == "ratio" and math.isinf(v):
+        return "no change on the object alone fools it" if v > 0 else "-inf"
+    return trust.format_value(v, column=column, max_eps=max_eps)
+
+
+# ----------------------------------------------------------------------------- images
+def _image_array(image) -> np.ndarray:
+    a = np.asarray(image.detach().cpu().numpy() if hasattr(image, "detach") else image)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = np.moveaxis(a, 0, -1)                                   # [C, H, W] -> [H, W, C]
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] != 3):
+        raise ValueError(f"an example image must be [H, W, 3], [3, H, W] or [H, W], got shape {a.shape}")
+    if a.dtype != np.uint8:
+        a = np.clip(np.nan_to_num(a.astype(np.float64)), 0, 1)
+        a = np.round(a * 255).astype(np.uint8)
+    return a
+
+
+def _jpeg(image, *, side: int = 160) -> str:
+    """A data URI of a small JPEG of ``image`` (at most ``side`` pixels on its longer side)."""
+    from PIL import Image
+
+    pic = Image.fromarray(_image_array(image))
+    if max(pic.size) > side:
+        pic.thumbnail((side, side), Image.LANCZOS)
+    buf = io.BytesIO()
+    pic.convert("RGB").save(buf, format="JPEG", quality=88)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _figure_uri(figure) -> str:
+    """A data URI of a matplotlib figure or a PNG file, scaled down and re-encoded when large."""
+    from PIL import Image
+
+    if hasattr(figure, "savefig"):
+        buf = io.BytesIO()
+        figure.savefig(buf, format="png", dpi=100, bbox_inches="tight", facecolor="white")
+        data = buf.getvalue()
+    else:
+        path = Path(figure)
+        if not path.is_file():
+            raise FileNotFoundError(f"figure file not found: {path}")
+        data = path.read_bytes()
+        if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+            raise ValueError(f"{path} is not a PNG file")
+    if len(data) <= _FIGURE_BUDGET:
+        return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    pic = Image.open(io.BytesIO(data)).convert("RGB")
+    if pic.width > _FIGURE_WIDTH:
+        pic = pic.resize((_FIGURE_WIDTH, round(pic.height * _FIGURE_WIDTH / pic.width)), Image.LANCZOS)
+    buf = io.BytesIO()
+    pic.quantize(256, method=Image.Quantize.MEDIANCUT).save(buf, format="PNG", optimize=True)
+    if buf.tell() <= _FIGURE_BUDGET:
+        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    buf = io.BytesIO()
+    pic.save(buf, format="JPEG", quality=82)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _ranking_uri(rows: pd.DataFrame) -> str:
+    """The ranking in one picture: a horizontal bar of the trust score per class."""
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    scores = rows["trust_score"].astype(float).to_numpy()
+    names = [str(c) if len(str(c)) <= 28 else str(c)[:26] + "..." for c in rows.index]
+    fig = Figure(figsize=(7.5, 0.42 * len(rows) + 0.9))
+    ax = fig.subplots()
+    colours = plt.get_cmap("RdYlGn")(np.nan_to_num(scores, nan=0.0))
+    y = np.arange(len(rows))
+    ax.barh(y, np.nan_to_num(scores, nan=0.0), color=colours, edgecolor="#555", height=0.65)
+    for i, v in enumerate(scores):
+        ax.text((0 if np.isnan(v) else v) + 0.01, i, "not defined" if np.isnan(v) else f"{v:.2f}",
+                va="center", fontsize=9)
+    ranks = rows["rank"].tolist() if "rank" in rows.columns else range(1, len(rows) + 1)
+    ax.set_yticks(y, [f"{r}. {n}" for r, n in zip(ranks, names)], fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.1)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
+    ax.set_xlabel("trust score (0 = fails a check outright, 1 = no weakness found)", fontsize=9)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return _figure_uri(fig)
+
+
+def class_examples(images, labels, probs, classes, *, fragility: pd.DataFrame | None = None) -> dict:
+    """Up to three example images per class for the report: ``{class: [(caption, image), ...]}``.
+
+    * the correct prediction the model is most confident of ("Right: forest, 97 % sure");
+    * the wrong prediction it is most confident of ("Wrong: taken for sea, 81 % sure");
+    * with ``fragility`` (the frame of :func:`helpers.attacks.fragility_by_region` /
+      :func:`helpers.runs.fragility`, whose ``image`` column indexes ``images``): the attacked
+      image fooled by the smallest whole-image change ("Most fragile: fooled by 1.3/255").
+
+    ``images`` ``[N, 3, H, W]`` in [0, 1], ``labels`` ``[N]``, ``probs`` ``[N, C]``. A class
+    with no such image simply has fewer examples."""
+    x = images
+    y = np.asarray(labels.detach().cpu().numpy() if hasattr(labels, "detach") else labels).astype(int)
+    p = np.asarray(probs.detach().cpu().numpy() if hasattr(probs, "detach") else probs)
+    if len(y) != len(p) or len(y) != len(x):
+        raise ValueError(f"images, labels and probs must have one row per image, got {len(x)}, {len(y)}, {len(p)}")
+    pred, conf = p.argmax(1), p.max(1)
+    out = {}
+    for k, cls in enumerate(classes):
+        items = []
+        right = np.flatnonzero((y == k) & (pred == k))
+        if len(right):
+            i = right[np.argmax(conf[right])]
+            items.append((f"Right, {conf[i]:.0%} sure", x[i]))
+        wrong = np.flatnonzero((y == k) & (pred != k))
+        if len(wrong):
+            i = wrong[np.argmax(conf[wrong])]
+            items.append((f"Wrong: taken for {classes[pred[i]]}, {conf[i]:.0%} sure", x[i]))
+        if fragility is not None and len(fragility):
+            f = fragility
+            if "region" in f.columns:
+                f = f[f["region"] == "whole"]
+            f = f[(f["label"] == k) & ~f["already_wrong"].astype(bool) & f["flipped"].astype(bool)]
+            if len(f):
+                row = f.loc[f["epsilon"].idxmin()]
+                into = ""
+                if "flip_class" in row.index and not trust._is_missing(row["flip_class"]):
+                    fc = int(row["flip_class"])
+                    into = f", becomes {classes[fc]}" if 0 <= fc < len(classes) else ""
+                items.append((f"Most fragile: fooled by a change of {row['epsilon'] * 255:.2g}/255{into}",
+                              x[int(row["image"])]))
+        out[cls] = items
+    return out
+
+
+# ----------------------------------------------------------------------------- the page
+_CSS = """
+*{box-sizing:border-box}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1f2328;
+line-height:1.5;background:#fff;overflow-wrap:break-word}
+main{max-width:960px;margin:0 auto;padding:1.2em 1.2em 3em}
+h1{font-size:1.7em;line-height:1.25;margin:0.2em 0 0.4em}
+h2{font-size:1.35em;margin:2em 0 0.6em;padding-bottom:0.2em;border-bottom:2px solid #d0d7de}
+h3{font-size:1.05em;margin:1.2em 0 0.4em;color:#444}
+p{margin:0.5em 0}
+nav{font-size:0.92em;margin:0.6em 0 1em;color:#555}nav a{margin-right:0.9em;white-space:nowrap}
+a{color:#0b5cad}
+code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:0.88em;overflow-wrap:anywhere}
+.facts{display:grid;grid-template-columns:max-content 1fr;gap:0.25em 1em;margin:0.6em 0}
+.facts dt{font-weight:600;color:#444}.facts dd{margin:0}
+.banner{border-radius:6px;padding:0.7em 1em;margin:1em 0}
+.error{background:#fde8e8;border:2px solid #d62728;color:#7a0000}
+.unusable{background:#fff4e5;border:2px solid #e8590c;color:#6b2600;font-size:1.05em}
+.undefined-box{background:#f6f8fa;border:1px solid #d0d7de;color:#333}
+.banner ul{margin:0.3em 0 0;padding-left:1.3em}
+img{max-width:100%;height:auto}
+figure{margin:1em 0;break-inside:avoid}
+figure.chart img{display:block;width:100%;max-width:760px;border:1px solid #eee}
+figure.fig img{display:block;border:1px solid #eee}
+figcaption{font-size:0.9em;color:#555;margin-top:0.3em}
+figcaption .n{color:#0b5cad;white-space:nowrap}
+table{border-collapse:collapse;margin:0.6em 0;font-size:0.92em;max-width:100%}
+th,td{border:1px solid #d0d7de;padding:4px 8px;vertical-align:top}
+th{background:#f6f8fa;text-align:left;font-weight:600}
+table.glance td.num:nth-child(3){font-weight:700}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.name{font-weight:600;overflow-wrap:anywhere}
+td.nd,dd.nd{color:#666;font-style:italic;font-size:0.9em;white-space:normal}
+td.missing,dd.missing{background:#d62728;color:#fff;font-weight:bold;font-style:normal}
+section.cls{border:1px solid #d0d7de;border-radius:8px;padding:0.2em 1.1em 1em;margin:1.4em 0;break-inside:auto}
+section.cls h2{border:0;margin:0.6em 0 0.4em;display:flex;flex-wrap:wrap;align-items:baseline;gap:0.2em 0.6em}
+section.cls h2 .name{overflow-wrap:anywhere}
+.pill{font-size:0.7em;font-weight:600;border-radius:999px;padding:0.1em 0.7em;white-space:nowrap;color:#000}
+.rankno{font-size:0.75em;color:#666;font-weight:600}
+ul.verdict{list-style:none;padding:0;margin:0.4em 0 0.8em}
+ul.verdict li{padding:0.15em 0 0.15em 1.6em;text-indent:-1.6em}
+ul.verdict .mark{display:inline-block;width:1.6em;text-indent:0;font-weight:bold}
+li.good .mark{color:#1a7f37}li.bad .mark{color:#cf222e}li.note .mark{color:#0b5cad}li.model .mark{color:#e8590c}
+li.model{font-weight:600}
+.examples{display:flex;flex-wrap:wrap;gap:0.8em;margin:0.4em 0 0.6em}
+.examples figure{margin:0;width:170px;max-width:100%}
+.examples img{width:160px;max-width:100%;image-rendering:auto;border:1px solid #ccc;border-radius:3px;display:block}
+.examples figcaption{font-size:0.82em}
+dl.kv{display:grid;grid-template-columns:repeat(auto-fill,minmax(210px,1fr));gap:0.5em;margin:0.3em 0 0.6em}
+dl.kv>div{border:1px solid #e3e6ea;border-radius:6px;padding:0.35em 0.6em;background:#fbfcfd;min-width:0}
+dl.kv dt{font-size:0.8em;color:#555;line-height:1.3}
+dl.kv dd{margin:0.15em 0 0;font-size:1.08em;font-weight:600;font-variant-numeric:tabular-nums}
+dl.kv dd.nd{font-size:0.85em;font-weight:normal}
+.src{font-size:0.8em;color:#666;font-weight:normal}
+.formula{font-family:"Cambria Math","STIX Two Math","Latin Modern Math",Georgia,serif;font-size:1.15em;
+background:#f6f8fa;border-radius:6px;padding:0.7em 1em;margin:0.6em 0;overflow-wrap:anywhere}
+.formula var,dl.defs var{font-style:italic}
+dl.defs dt{margin-top:0.5em;font-weight:600}dl.defs dd{margin-left:1.4em}
+.small{font-size:0.88em;color:#555}
+@media (max-width:700px){
+  .facts{grid-template-columns:1fr}.facts dd{margin-bottom:0.4em}
+  table.stack,table.stack tbody,table.stack tr,table.stack td{display:block;width:100%}
+  table.stack thead{display:none}
+  table.stack tr{border:1px solid #d0d7de;border-radius:6px;margin:0 0 0.6em;padding:0.3em 0.5em}
+  table.stack td{border:0;padding:2px 0;text-align:left;white-space:normal}
+  table.stack td::before{content:attr(data-label) ": ";font-weight:600;color:#555}
+}
+@media print{
+  body{font-size:10.5pt}main{max-width:none;padding:0}nav{display:none}
+  a{color:inherit;text-decoration:none}
+  h2{break-after:avoid}section.cls{break-inside:avoid-page;border-color:#999}
+  figure,dl.kv>div,tr{break-inside:avoid}
+  .banner,.pill,td.missing,dd.missing{-webkit-print-color-adjust:exact;print-color-adjust:exact}
+}
+"""
+
+
+def _verdict_lists(verdicts, table: pd.DataFrame) -> dict | None:
+    """``{class: [(kind, sentence), ...]}`` from the verdicts given (None: from the table)."""
+    if verdicts is None:
+        return None
+    items = getattr(verdicts, "attrs", {}).get("items") if isinstance(verdicts, pd.Series) else None
+    if items is None and isinstance(verdicts, dict) and verdicts and \
+            all(isinstance(v, (list, tuple)) for v in verdicts.values()):
+        items = verdicts
+    if items is None:
+        series = trust._verdict_series(verdicts, table)
+        return {cls: [("text", str(series[cls]))] for cls in table.index}
+    missing = [c for c in table.index if c not in items]
+    if missing:
+        raise ValueError(f"verdicts lack class(es) {missing}")
+    out = {}
+    for cls in table.index:
+        out[cls] = [(str(e[0]), str(e[1])) if isinstance(e, (list, tuple)) else ("text", str(e))
+                    for e in items[cls]]
+    return out
+
+
+def _sentence(text: str) -> str:
+    text = str(text).strip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def _pill(score) -> str:
+    if trust._is_missing(score):
+        return '<span class="pill" style="background:#e1e4e8">trust not defined</span>'
+    import matplotlib.pyplot as plt
+
+    r, g, b, _ = plt.get_cmap("RdYlGn")(float(score))
+    colour = f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
+    return f'<span class="pill" style="background:{colour}">trust {float(score):.2f}</span>'
+
+
+def _short(column: str) -> str:
+    return column.removeprefix("component_").replace("_", " ").capitalize()
+
+
+def _anchor(cls, index: int) -> str:
+    return f"class-{index}"
+
+
+def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdicts=None,
+               title: str = "Trust report", notes=None, model: str | None = None, data: str | None = None,
+               n_images: dict | None = None, examples: dict | None = None, csv=None) -> Path:
+    """Write the trust report as one self-contained HTML page (inline CSS and images, no
+    script, no external resource), atomically; it opens in any browser without Jupyter.
+
+    ``table``: from :func:`helpers.trust.build_table` (scored or not). ``verdicts``: the Series
+    of :func:`helpers.trust.verdicts` (its short clauses are listed), ``{class: text}`` or
+    ``{class: [sentence or (kind, sentence), ...]}``. ``model`` and ``data``: one line each
+    saying what was audited; ``n_images``: ``{what: count}`` of the images the numbers rest on
+    (e.g. ``{"test images": 300, "attacked (PGD)": 48}``); ``notes``: a string or list of
+    paragraphs. ``examples``: ``{class: [(caption, image), ...]}`` with images ``[H, W, 3]``
+    or ``[3, H, W]`` in [0, 1] (arrays or tensors; see :func:`class_examples`), shown small
+    (JPEG) in each class's section. ``figures``: ``{caption: figure}`` or ``{caption: (figure,
+    "rests on 300 test images")}``, a figure being a matplotlib Figure or a PNG file; large
+    ones are scaled down. ``csv``: the CSV written beside the page (linked by its name).
+
+    Values that are not defined show "not defined (<reason>)"; missing ones (a bug) a red
+    "MISSING" and a red banner at the top. Warns when the page exceeds :data:`MAX_BYTES`."""
+    prov = trust.provenance(table)
+    model_values = table.attrs.get("model_level", {})
+    max_eps = model_values.get("attack_max_eps")
+    reasons = trust.undefined(table)
+    lists = _verdict_lists(verdicts, table)
+    if examples:
+        unknown = [c for c in examples if str(c) not in set(map(str, table.index))]
+        if unknown:
+            raise ValueError(f"examples name unknown class(es) {unknown}")
+    scored = "trust_score" in table.columns
+    rows = table.sort_values("rank", kind="stable") if "rank" in table.columns else table
+    index_of = {cls: i for i, cls in enumerate(table.index)}
+    esc = html.escape
+    missing = [(cls, col) for col in table.columns for cls in table.index
+               if trust._is_missing(table.at[cls, col]) and (cls, col) not in reasons]
+
+    def value_html(cls, col, tag="dd"):
+        value = table.at[cls, col]
+        text = esc(display(value, col, max_eps=max_eps, reason=reasons.get((cls, col))))
+        css = ' class="missing"' if text == "MISSING" else ' class="nd"' if trust._is_missing(value) else ""
+        return f'<{tag}{css} data-col="{esc(col)}">{text}</{tag}>'
+
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             f"<title>{esc(title)}</title><style>{_CSS}</style></head><body><main>",
+             f'<h1 id="top">{esc(title)}</h1>',
+             '<nav><a href="#summary">Summary</a><a href="#classes">Classes</a>'
+             + ('<a href="#figures">Figures</a>' if figures else "")
+             + ('<a href="#method">Method</a>' if scored else "") + '<a href="#sources">Sources</a></nav>']
+
+    # ---- summary
+    parts.append('<section id="summary"><h2>Summary</h2><dl class="facts">')
+    if model:
+        parts.append(f"<dt>Model</dt><dd>{esc(str(model))}</dd>")
+    if data:
+        parts.append(f"<dt>Data</dt><dd>{esc(str(data))}</dd>")
+    if n_images:
+        counts = "; ".join(f"{esc(str(what))}: <strong>{esc(str(n))}</strong>" for what, n in n_images.items())
+        parts.append(f"<dt>Images</dt><dd>{counts}</dd>")
+    parts.append(f"<dt>Classes</dt><dd>{len(table)}</dd></dl>")
+    for paragraph in ([notes] if isinstance(notes, str) else list(notes or [])):
+        parts.append(f"<p>{esc(str(paragraph))}</p>")
+    unusable = trust.model_verdict(table)
+    if unusable:
+        parts.append(f'<div class="banner unusable"><strong>Not usable.</strong> {esc(_sentence(unusable))} '
+                     "Its per-class numbers below describe a model that should not be deployed.</div>")
+    if missing:
+        items = "".join(f"<li>{esc(label(col))} of <strong>{esc(str(cls))}</strong> "
+                        f"(<code>{esc(col)}</code>, source: {esc(prov.get(col, '?'))})</li>" for cls, col in missing)
+        parts.append(f'<div class="banner error"><strong>Error: {len(missing)} value(s) missing.</strong> '
+                     f"The numbers below are incomplete (a bug in the analysis, not a property of the model):"
+                     f"<ul>{items}</ul></div>")
+    if reasons:
+        by_reason: dict = {}
+        for (cls, col), why in reasons.items():
+            by_reason.setdefault(why, set()).add(str(cls))
+        items = "".join(f"<li>{esc(_sentence(why))} ({esc(', '.join(sorted(c)))})</li>"
+                        for why, c in by_reason.items())
+        parts.append(f'<div class="banner undefined-box"><strong>{len(reasons)} value(s) cannot be computed '
+                     f"for this model</strong> and read &ldquo;not defined&rdquo;, with the reason:<ul>{items}</ul></div>")
+    if scored:
+        parts.append('<figure class="chart"><img alt="Trust score per class, most trusted first" '
+                     f'src="{_ranking_uri(rows)}"><figcaption>The classes ranked by trust score '
+                     "(the weakest of five checks limits it; see the method).</figcaption></figure>")
+        comps = [c for c in table.columns if c.startswith("component_")]
+        parts.append('<table class="stack glance"><thead><tr><th>Rank</th><th>Class</th><th>Trust</th>')
+        parts += [f'<th title="{esc(label(c))}">{esc(_short(c))}</th>' for c in comps]
+        parts.append("</tr></thead><tbody>")
+        for cls, row in rows.iterrows():
+            parts.append(f'<tr><td class="num" data-label="Rank">{esc(display(row["rank"], "rank"))}</td>'
+                         f'<td class="name" data-label="Class"><a href="#{_anchor(cls, index_of[cls])}">'
+                         f"{esc(str(cls))}</a></td>")
+            for c in ["trust_score"] + comps:
+                v = row[c]
+                cell = "not defined" if trust._is_missing(v) and (cls, c) in reasons else \
+                    "MISSING" if trust._is_missing(v) else f"{float(v):.2f}"
+                css = "num nd" if cell == "not defined" else "num missing" if cell == "MISSING" else "num"
+                head = "Trust" if c == "trust_score" else _short(c)
+                parts.append(f'<td class="{css}" data-label="{esc(head)}">{cell}</td>')
+            parts.append("</tr>")
+        parts.append("</tbody></table>")
+    if model_values:
+        parts.append('<h3>About the whole model</h3><dl class="kv">')
+        for col in model_values:
+            parts.append(f"<div><dt>{esc(label(col))} <span class=\"src\">({esc(prov[col])})</span></dt>"
+                         f"{value_html(table.index[0], col)}</div>")
+        parts.append("</dl>")
+    if csv is not None:
+        name = Path(csv).name
+        parts.append(f'<p class="small">Every number at full precision, with each class&rsquo;s verdict: '
+                     f'<a href="{esc(name)}">{esc(name)}</a> (beside this page).</p>')
+    parts.append("</section>")
+
+    # ---- one section per class
+    parts.append('<section id="classes"><h2>Class by class</h2>'
+                 '<p class="small">Most trusted first. Shares are of the class&rsquo;s images; a change '
+                 "in grey levels of 255 is the most any pixel value moves (the L&#8734; norm). Numbers in "
+                 "brackets name the notebook a number comes from.</p></section>")
+    per_class = [c for c in table.columns if c not in model_values]
+    groups: dict = {}
+    for col in per_class:
+        groups.setdefault(prov[col], []).append(col)
+    for cls, row in rows.iterrows():
+        rank = f'<span class="rankno">#{esc(display(row["rank"], "rank"))}</span>' if "rank" in row.index else ""
+        pill = _pill(row["trust_score"]) if scored else ""
+        parts.append(f'<section class="cls" id="{_anchor(cls, index_of[cls])}" data-class="{esc(str(cls))}">'
+                     f'<h2>{rank}<span class="name">{esc(str(cls))}</span>{pill}</h2>')
+        if lists is not None:
+            parts.append('<ul class="verdict">')
+            for kind, text in lists[cls]:
+                mark = _MARKS.get(kind, "&#8226;")
+                parts.append(f'<li class="{esc(kind)}"><span class="mark">{mark}</span>{esc(_sentence(text))}</li>')
+            parts.append("</ul>")
+        if examples and examples.get(cls):
+            parts.append('<div class="examples">')
+            for caption, image in examples[cls]:
+                parts.append(f'<figure><img alt="{esc(str(caption))}" src="{_jpeg(image)}">'
+                             f"<figcaption>{esc(str(caption))}</figcaption></figure>")
+            parts.append("</div>")
+        for source, cols in groups.items():
+            heading = "Trust score" if source == trust._DERIVED else source
+            parts.append(f'<h3>{esc(heading[0].upper() + heading[1:])}</h3><dl class="kv">')
+            parts += [f"<div><dt>{esc(label(c))}</dt>{value_html(cls, c)}</div>" for c in cols]
+            parts.append("</dl>")
+        parts.append("</section>")
+
+    # ---- figures
+    if figures:
+        parts.append('<section id="figures"><h2>The figures behind the numbers</h2>')
+        for caption, figure in figures.items():
+            note = None
+            if isinstance(figure, tuple):
+                figure, note = figure
+            n = f' <span class="n">({esc(str(note))})</span>' if note else ""
+            parts.append(f'<figure class="fig"><img alt="{esc(str(caption))}" src="{_figure_uri(figure)}">'
+                         f"<figcaption>{esc(str(caption))}{n}</figcaption></figure>")
+        parts.append("</section>")
+
+    # ---- method
+    info = table.attrs.get("score")
+    if info:
+        w = info["weights"]
+        active = [c for c in trust.COMPONENTS if w.get(c, 0) > 0]
+        letters = [_COMPONENT_LETTERS[c] for c in active]
+        product = " &middot; ".join(f"<var>{x}</var><sup><var>w</var><sub>{x}</sub></sup>" for x in letters)
+        total = " + ".join(f"<var>w</var><sub>{x}</sub>" for x in letters)
+        eps_ref = info.get("eps_ref")
+        ref = (f"{eps_ref * 255:.3g} grey levels" if eps_ref is not None and math.isfinite(eps_ref)
+               else "not defined (no class had an image to attack)")
+        defs = {
+            "A": "accuracy: the share of the class&rsquo;s test images predicted right.",
+            "C": "1 &minus; calibration error (ECE of the images predicted as the class).",
+            "R": "min(1, <var>&epsilon;</var> / <var>&epsilon;</var><sub>ref</sub>): <var>&epsilon;</var> is the "
+                 "class&rsquo;s median smallest change that fools it (whole image, capped at the largest change "
+                 f"searched), <var>&epsilon;</var><sub>ref</sub> the median over the classes ({esc(ref)}).",
+            "L": "(relevance mass &minus; object share) / (1 &minus; object share), clipped to [0, 1]: the share of "
+                 "the explanation on the object above what chance puts there.",
+            "S": "1 &minus; share learned late &minus; share forgotten during training.",
+        }
+        parts.append('<section id="method"><h2>Method: the trust score</h2>'
+                     f'<p class="formula">trust = ( {product} )<sup>1 / ({total})</sup></p>'
+                     "<p>a weighted geometric mean of components in [0, 1], each 1 when no weakness was "
+                     "found. Trust is limited by the weakest link: a component of 0 makes the score 0 "
+                     "however good the rest is; halving any component lowers the score by the same factor "
+                     'whatever the others are.</p><dl class="defs">')
+        parts += [f"<dt><var>{x}</var></dt><dd>{defs[x]}</dd>" for x in letters]
+        weights = ", ".join(f"<var>w</var><sub>{_COMPONENT_LETTERS[c]}</sub> = {w[c]:g}" for c in trust.COMPONENTS)
+        parts.append(f"</dl><p>Weights: {weights}.</p>")
+        parts += [f"<p>{esc(_sentence(note))}</p>" for note in info.get("notes", [])]
+        parts.append('<p class="small">Verdicts are rules on these numbers with fixed thresholds '
+                     "(<code>helpers.trust.THRESHOLDS</code>); the model is called not usable when its "
+                     "overall accuracy cannot be told apart from guessing the largest class (95 % Wilson "
+                     "interval).</p></section>")
+
+    # ---- sources
+    parts.append('<section id="sources"><h2>Where each number comes from</h2>'
+                 '<table class="stack prov"><thead><tr><th>Number</th><th>Source</th>'
+                 "<th>What it means</th><th>CSV column</th></tr></thead><tbody>")
+    for col in table.columns:
+        parts.append(f'<tr><td data-label="Number">{esc(label(col))}</td>'
+                     f'<td data-label="Source">{esc(prov[col])}</td>'
+                     f'<td data-label="What it means">{esc(trust.COLUMNS.get(col, ""))}</td>'
+                     f'<td data-label="CSV column"><code>{esc(col)}</code></td></tr>')
+    parts.append("</tbody></table></section>")
+    parts.append("</main></body></html>\n")
+    page = "\n".join(parts).encode("utf-8")
+    if len(page) > MAX_BYTES:
+        warnings.warn(f"the trust report is {len(page) / 1e6:.1f} MB (more than {MAX_BYTES / 1e6:.0f} MB): "
+                      "pass fewer or smaller figures", stacklevel=2)
+    return trust._atomic_write(path, page)
