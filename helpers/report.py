@@ -32,7 +32,8 @@ import pandas as pd
 
 from . import trust
 
-__all__ = ["LABELS", "label", "display", "class_examples", "write_html", "MAX_BYTES"]
+__all__ = ["LABELS", "label", "display", "class_examples", "describe_run", "saved_figures", "write_html",
+           "MAX_BYTES"]
 
 MAX_BYTES = 3_000_000          # write_html warns above this size
 _FIGURE_BUDGET = 350_000       # an embedded figure larger than this is scaled down / re-encoded
@@ -238,6 +239,31 @@ def class_examples(images, labels, probs, classes, *, fragility: pd.DataFrame | 
     return out
 
 
+def describe_run(run) -> tuple[str, str]:
+    """``(model, data)``: one line each on what a :class:`helpers.runs.FineTunedRun` is."""
+    cfg, history = run.config, run.history
+    weights = cfg.weights if cfg.weights else "none (random initial weights)"
+    epochs = len(np.asarray(history.test_preds))
+    best = f", weights of epoch {history.best_epoch + 1} (lowest validation loss)" if history.best_epoch >= 0 else ""
+    model = f"{cfg.arch}, pretrained weights: {weights}; fine-tuned {epochs} epoch(s) at {cfg.image_size} px{best}"
+    where = "the embedded procedural scenes" if run.source.is_scenes else str(run.source.root)
+    data = (f"{where}: {len(run.classes)} classes, {len(run.train_set)} training images (the validation "
+            f"split is held out from them), {len(run.test_set)} test images")
+    return model, data
+
+
+def saved_figures(wanted: dict, folder=None) -> dict:
+    """``{caption: (path, note)}`` for the figures of ``wanted`` (``{slug: (caption, note)}``,
+    e.g. ``{"02_confusion": ("Confusion matrix (02)", "300 test images")}``) that an earlier
+    notebook saved in ``folder`` (default :func:`helpers.paths.figures_dir`), in the given order;
+    the ones not saved are left out."""
+    from .paths import figures_dir
+
+    folder = Path(folder) if folder is not None else figures_dir()
+    return {caption: (folder / f"{slug}.png", note) for slug, (caption, note) in wanted.items()
+            if (folder / f"{slug}.png").is_file()}
+
+
 # ----------------------------------------------------------------------------- the page
 _CSS = """
 *{box-sizing:border-box}
@@ -437,7 +463,7 @@ def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdic
         by_reason: dict = {}
         for (cls, col), why in reasons.items():
             by_reason.setdefault(why, set()).add(str(cls))
-        items = "".join(f"<li>{esc(_sentence(why))} ({esc(', '.join(sorted(c)))})</li>"
+        items = "".join(f"<li>{esc(why[0].upper() + why[1:])}: <strong>{esc(', '.join(sorted(c)))}</strong>.</li>"
                         for why, c in by_reason.items())
         parts.append(f'<div class="banner undefined-box"><strong>{len(reasons)} value(s) cannot be computed '
                      f"for this model</strong> and read &ldquo;not defined&rdquo;, with the reason:<ul>{items}</ul></div>")

@@ -104,9 +104,9 @@ def synthetic_report(path, *, never_predicted: bool = False):
     fragility = pd.DataFrame(rows)
     fragility.loc[~fragility["flipped"] & ~fragility["already_wrong"], "epsilon"] = np.nan
     fragility.attrs["max_eps"] = 16 / 255
-    maps = rng.random((len(labels), 16, 16))
     masks = np.zeros((len(labels), 16, 16), bool)
     masks[:, 4:12, 3:13] = True
+    maps = rng.random((len(labels), 16, 16)) + masks * rng.uniform(0, 3, (len(labels), 1, 1))
     sanity = pd.DataFrame({"method": ["gradcam"] * 3, "stage": ["original", "head", "body"],
                            "spearman_abs": [1.0, 0.3, 0.1]})
     sources = {
