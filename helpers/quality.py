@@ -577,16 +577,20 @@ def cascade_correlation(sanity: pd.DataFrame, column: str = "spearman_abs") -> p
 
 
 def method_settings(*, ig_steps: int = 50, smoothgrad_samples: int = 25, lime_samples: int = 500,
-                    seed: int = 0, batch_size: int = 32) -> dict:
+                    occlusion_window: int | None = None, seed: int = 0, batch_size: int = 32) -> dict:
     """Every method of notebooks 04-06 as ``{label: keyword arguments of explain}``, the set
-    that :func:`compare_methods`, :func:`sanity_check` and :func:`shortcut_table` score."""
+    that :func:`compare_methods`, :func:`sanity_check` and :func:`shortcut_table` score.
+
+    ``smoothgrad_samples`` is also GradientSHAP's sample count; ``occlusion_window`` the side
+    of the occlusion patch in pixels (``None``: an eighth of the image side, about 256 windows
+    per image whatever its size)."""
     settings = {
         "saliency": dict(method="saliency"),
         "IG (black)": dict(method="integrated_gradients", baseline="black", n_steps=ig_steps),
         "IG (blurred)": dict(method="integrated_gradients", baseline="blurred", n_steps=ig_steps),
         "SmoothGrad": dict(method="smoothgrad", n_samples=smoothgrad_samples, seed=seed),
-        "GradientSHAP": dict(method="gradient_shap", seed=seed),
-        "occlusion": dict(method="occlusion"),
+        "GradientSHAP": dict(method="gradient_shap", n_samples=smoothgrad_samples, seed=seed),
+        "occlusion": dict(method="occlusion", window=occlusion_window),
         "Grad-CAM": dict(method="gradcam"),
         "Grad-CAM++": dict(method="gradcam_pp"),
         "Guided Backprop": dict(method="guided_backprop"),

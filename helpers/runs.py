@@ -7,6 +7,9 @@ the same parameters, load it. An interrupted training resumes where it stopped.
 """
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +46,13 @@ def load_data(*, data_dir: str = "", scenes_per_class: int = 120, test_scenes_pe
     """Scan ``data_dir`` (Intel layout), or generate the embedded scenes when it is ``""``."""
     if data_dir:
         root = Path(data_dir).expanduser()
-        return DataSource(root, data.scan_images(root, progress=progress), is_scenes=False)
+        manifest = data.scan_images(root, progress=progress)
+        if shortcut_class:
+            root = marked_copy(root, manifest, shortcut_class, seed=seed, progress=progress)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")   # the user's bad files were reported by the first scan
+                manifest = data.scan_images(root, progress=progress)
+        return DataSource(root, manifest, is_scenes=False)
     params = dict(n_train=scenes_per_class, n_test=test_scenes_per_class, size=scene_size,
                   seed=seed, shortcut_class=shortcut_class or None)
     if shortcut_class:
@@ -55,6 +64,63 @@ def load_data(*, data_dir: str = "", scenes_per_class: int = 120, test_scenes_pe
         warnings.simplefilter("ignore")
         manifest = data.scan_images(root, progress=progress)
     return DataSource(root, manifest, is_scenes=True)
+
+
+NO_MASKS = ("Pointing game and relevance mass left out: they need a ground-truth mask of the region "
+            "that makes each image its class, and only the embedded scenes have one.")
+SHORTCUT_FRACTION = 0.9   # share of the shortcut class's training images that carry the mark
+
+
+def marked_copy(root: Path, manifest: pd.DataFrame, shortcut_class: str, *, fraction: float = SHORTCUT_FRACTION,
+                seed: int = 0, progress: bool = True) -> Path:
+    """A copy of the data folder ``root`` in the cache in which ``fraction`` of the training
+    images of ``shortcut_class`` carry the shortcut mark (:func:`helpers.scenes.add_shortcut_mark`,
+    about 3 % of the image near the top-left corner); no test image is marked.
+
+    The user's folder is only read. The marked images are written anew (same name and format);
+    every other file of the manifest is a symbolic link to the original (a copy where links are
+    not allowed). The boxes are listed in ``shortcut_marks.csv``, as in the generated scenes.
+    Built once per folder, class, fraction and seed, then reused.
+    """
+    from .progress import tqdm
+
+    classes = data.classes_of(manifest)
+    if shortcut_class not in classes:
+        raise ValueError(f"shortcut_class {shortcut_class!r} is not a class of {root}; "
+                         f"expected one of {', '.join(classes)}")
+    files = manifest.sort_values("path")
+    params = {"data": str(Path(root).resolve()), "files": len(files), "class": shortcut_class,
+              "fraction": float(fraction), "seed": int(seed)}
+    dest = cache_dir() / f"marked-{params_key(params)}"
+    if (dest / "marked.json").exists():
+        return dest
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    rows, k = [], 0
+    for row in tqdm(list(files.itertuples()), desc="marking a copy", disable=not progress):
+        src, dst = Path(root) / row.path, tmp / row.path
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if row.split == "train" and row.label == shortcut_class and row.status == "ok":
+            k += 1
+            if (k * scenes._GOLDEN) % 1.0 < fraction:   # the scenes' low-discrepancy choice
+                rgb = data.load_rgb(src)
+                drawn, box = scenes.add_shortcut_mark(rgb, np.random.default_rng([seed, k]))
+                fmt = "PNG" if src.suffix.lower() == ".png" else "JPEG"
+                Image.fromarray(drawn).save(dst, format=fmt, **({"quality": 95, "subsampling": 0} if fmt == "JPEG" else {}))
+                split_dir = Path(row.path).parts[0]
+                rows.append((split_dir, shortcut_class, dst.name, *box))
+                continue
+        try:
+            os.symlink(src.resolve(), dst)
+        except OSError:
+            shutil.copy2(src, dst)
+    scenes._write_marks(tmp, rows)
+    (tmp / "marked.json").write_text(json.dumps(params, indent=2))
+    try:
+        os.replace(tmp, dest)
+    except OSError:   # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 
 def _plant_bad_files(root: Path) -> None:

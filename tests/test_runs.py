@@ -1,16 +1,10 @@
 """The cache helpers and the paper profile (ResNet50 on a folder in Intel layout), at toy scale."""
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from helpers import runs, scenes
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import data, runs, scenes
 
 
 @pytest.fixture(scope="module")
@@ -46,22 +40,30 @@ def test_paper_profile_at_toy_scale_trains_resnet50_and_caches(intel_folder, iso
     assert (run.run_dir / "best.pt").stat().st_mtime_ns == mtime and cached.run_dir == run.run_dir
 
 
-def test_paper_profile_notebook_runs_through_papermill(intel_folder, isolated_cache):
-    """What `make report PROFILE=paper DATA_DIR=...` does, on notebook 02 at toy scale."""
-    profile = yaml.safe_load((ROOT / "profiles" / "paper.yaml").read_text())
-    assert profile["arch"] == "resnet50" and profile["image_size"] == 150
-    out = isolated_cache / "02_paper.ipynb"
-    cmd = [sys.executable, "-m", "papermill", "--cwd", str(ROOT / "notebooks"), "--log-level", "WARNING",
-           str(ROOT / "notebooks" / "02_finetune.ipynb"), str(out), "-f", str(ROOT / "profiles" / "paper.yaml"),
-           "-p", "data_dir", str(intel_folder), "-p", "weights", "none", "-p", "image_size", "48",
-           "-p", "epochs", "1", "-p", "batch_size", "8"]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
-    notebook = json.loads(out.read_text())
-    text = "".join("".join(o.get("text", "")) for c in notebook["cells"] for o in c.get("outputs", []))
-    assert "test accuracy" in text
-    assert (isolated_cache / "figures" / "02_confusion.png").is_file()
-    runs_made = list((isolated_cache / "cache" / "runs").iterdir())
-    assert len(runs_made) == 1 and runs_made[0].name.startswith("resnet50-")
+def test_marked_copy_marks_the_shortcut_class_of_a_user_folder_and_leaves_it_alone(intel_folder, isolated_cache):
+    """06's planted shortcut on data without masks: a marked copy in the cache, training images
+    of one class only; the user's folder is not touched."""
+    before = {p: p.stat().st_mtime_ns for p in intel_folder.rglob("*") if p.is_file()}
+    kw = dict(data_dir=str(intel_folder), progress=False)
+    clean = runs.load_data(**kw)
+    marked = runs.load_data(**kw, shortcut_class="street")
+    assert marked.root != clean.root and marked.root.is_relative_to(isolated_cache / "cache")
+    assert not marked.is_scenes and marked.classes == clean.classes
+    assert marked.manifest[["path", "split", "label", "status"]].equals(clean.manifest[["path", "split", "label", "status"]])
+    marks = scenes.shortcut_marks(marked.root)
+    assert set(marks["class"]) == {"street"} and set(marks["split"]) == {"seg_train"} and 4 <= len(marks) <= 6
+    for row in marks.itertuples():
+        rel = f"{row.split}/{row.split}/street/{row.file}"
+        changed = np.abs(data.load_rgb(marked.root / rel).astype(int) - data.load_rgb(intel_folder / rel).astype(int))
+        inside = np.zeros(changed.shape[:2], bool)
+        inside[row.y0:row.y1, row.x0:row.x1] = True
+        assert changed[inside].mean() > 40 and changed[~inside].mean() < 3
+    unmarked = [p for p in clean.manifest.path if "street" not in p or "seg_test" in p]
+    assert all(data.load_rgb(marked.root / p).tobytes() == data.load_rgb(intel_folder / p).tobytes() for p in unmarked)
+    assert runs.load_data(**kw, shortcut_class="street").root == marked.root          # built once
+    with pytest.raises(ValueError, match="not a class"):
+        runs.load_data(**kw, shortcut_class="desert")
+    assert before == {p: p.stat().st_mtime_ns for p in intel_folder.rglob("*") if p.is_file()}
 
 
 def test_add_shortcut_marks_changes_only_the_box():
