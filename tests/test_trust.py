@@ -519,3 +519,20 @@ def test_undefined_components_and_scores_say_why():
     assert np.isnan(only_c.loc["b", "trust_score"])
     assert trust.undefined(only_c)[("b", "trust_score")] == f"calibration: {calibration.NEVER_PREDICTED}"
     assert "Trust score not defined" in trust.verdicts(only_c)["b"]
+
+
+def test_class_examples_and_saved_figures(tmp_path):
+    classes = ["forest", "sea"]
+    images = np.random.default_rng(0).random((4, 3, 8, 8))
+    labels = np.array([0, 0, 1, 1])
+    probs = np.array([[.9, .1], [.3, .7], [.2, .8], [.4, .6]])
+    frag = pd.DataFrame({"image": [0, 2, 3], "region": "whole", "label": [0, 1, 1], "epsilon": [.01, .02, .004],
+                         "flipped": True, "already_wrong": False, "flip_class": [1, 0, 0]})
+    ex = report.class_examples(images, labels, probs, classes, fragility=frag)
+    assert [c for c, _ in ex["forest"]] == ["Right, 90% sure", "Wrong: taken for sea, 70% sure",
+                                            "Most fragile: fooled by a change of 2.6/255, becomes sea"]
+    assert ex["sea"][-1][0].startswith("Most fragile: fooled by a change of 1/255") and np.array_equal(ex["sea"][-1][1], images[3])
+    assert len(ex["sea"]) == 2                                        # no wrong sea image
+    plt.figure().savefig(tmp_path / "02_confusion.png")
+    found = report.saved_figures({"02_confusion": ("Confusion", "6 images"), "99_none": ("x", "y")}, tmp_path)
+    assert found == {"Confusion": (tmp_path / "02_confusion.png", "6 images")}
