@@ -81,7 +81,7 @@ LABELS = {
 }
 _COMPONENT_LETTERS = {"accuracy": "A", "calibration": "C", "robustness": "R", "localisation": "L",
                       "stability": "S"}
-_MARKS = {"model": "&#9888;", "note": "&#9432;", "good": "&#10003;", "bad": "&#10007;"}
+_MARKS = {"model": "&#9888;", "note": "&#9679;", "good": "&#10003;", "bad": "&#10007;"}
 
 
 def label(column: str) -> str:
