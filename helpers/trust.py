@@ -788,7 +788,8 @@ def verdict_items(table: pd.DataFrame, *, thresholds: dict | None = None,
             unstable = late + forgotten
             if unstable >= t["unstable"]:
                 bad.append(f"unstable in training ({unstable:.0%} of its images learned late or forgotten)")
-            elif unstable <= t["stable"] and (_num(row, "share_learned_early") or 0) >= 0.5:
+            elif unstable <= t["stable"] and not (_num(row, "share_learned_early") or 0) < 0.5 <= \
+                    (_num(row, "share_never_learned") or 0):       # not "stable" when never learned
                 good.append("learned early and stably")
         out[cls] = ([("model", unusable)] if unusable else []) + [("note", x) for x in notes] + \
             [("good", x) for x in good] + [("bad", x) for x in bad]
