@@ -289,7 +289,7 @@ figure{margin:1em 0;break-inside:avoid}
 figure.chart img{display:block;width:100%;max-width:760px;border:1px solid #eee}
 figure.fig img{display:block;border:1px solid #eee}
 figcaption{font-size:0.9em;color:#555;margin-top:0.3em}
-figcaption .n{color:#0b5cad;white-space:nowrap}
+figcaption .n{color:#333;font-weight:600}
 table{border-collapse:collapse;margin:0.6em 0;font-size:0.92em;max-width:100%}
 th,td{border:1px solid #d0d7de;padding:4px 8px;vertical-align:top}
 th{background:#f6f8fa;text-align:left;font-weight:600}
@@ -318,10 +318,12 @@ dl.kv dt{font-size:0.8em;color:#555;line-height:1.3}
 dl.kv dd{margin:0.15em 0 0;font-size:1.08em;font-weight:600;font-variant-numeric:tabular-nums}
 dl.kv dd.nd{font-size:0.85em;font-weight:normal}
 .src{font-size:0.8em;color:#666;font-weight:normal}
-.formula{font-family:"Cambria Math","STIX Two Math","Latin Modern Math",Georgia,serif;font-size:1.15em;
+.formula{font-family:"Cambria Math","STIX Two Math","Latin Modern Math",Georgia,serif;font-size:1.3em;
 background:#f6f8fa;border-radius:6px;padding:0.7em 1em;margin:0.6em 0;overflow-wrap:anywhere}
 .formula var,dl.defs var{font-style:italic}
-dl.defs dt{margin-top:0.5em;font-weight:600}dl.defs dd{margin-left:1.4em}
+dl.defs{display:grid;grid-template-columns:2em 1fr;gap:0.4em 0.4em}
+dl.defs dt{font-weight:600;font-size:1.1em}dl.defs dd{margin:0}
+table.prov td code{white-space:nowrap}
 .small{font-size:0.88em;color:#555}
 @media (max-width:700px){
   .facts{grid-template-columns:1fr}.facts dd{margin-bottom:0.4em}
@@ -540,7 +542,7 @@ def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdic
             note = None
             if isinstance(figure, tuple):
                 figure, note = figure
-            n = f' <span class="n">({esc(str(note))})</span>' if note else ""
+            n = f' &middot; <span class="n">rests on {esc(str(note))}</span>' if note else ""
             parts.append(f'<figure class="fig"><img alt="{esc(str(caption))}" src="{_figure_uri(figure)}">'
                          f"<figcaption>{esc(str(caption))}{n}</figcaption></figure>")
         parts.append("</section>")
@@ -575,6 +577,10 @@ def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdic
         parts += [f"<dt><var>{x}</var></dt><dd>{defs[x]}</dd>" for x in letters]
         weights = ", ".join(f"<var>w</var><sub>{_COMPONENT_LETTERS[c]}</sub> = {w[c]:g}" for c in trust.COMPONENTS)
         parts.append(f"</dl><p>Weights: {weights}.</p>")
+        if len({w[c] for c in active}) == 1:
+            plain = " &middot; ".join(f"<var>{x}</var>" for x in letters)
+            parts.append(f'<p>With equal weights this is the plain geometric mean: </p><p class="formula">'
+                         f"trust = ( {plain} )<sup>1/{len(letters)}</sup></p>")
         parts += [f"<p>{esc(_sentence(note))}</p>" for note in info.get("notes", [])]
         parts.append('<p class="small">Verdicts are rules on these numbers with fixed thresholds '
                      "(<code>helpers.trust.THRESHOLDS</code>); the model is called not usable when its "

@@ -316,7 +316,7 @@ def test_html_is_self_contained_and_shows_every_class_and_number(tmp_path):
     png = tmp_path / "saved.png"
     fig.savefig(png)
     images = {"forest": [("Right, 90% sure", np.full((8, 8, 3), 0.5)), ("Wrong", np.zeros((3, 8, 8)))]}
-    path = trust.write_html(table, tmp_path / "report" / "trust.html", figures={"a line": fig, "from a file": (png, "n = 6")},
+    path = trust.write_html(table, tmp_path / "report" / "trust.html", figures={"a line": fig, "from a file": (png, "6 images")},
                             verdicts=words, title="Trust <report>", notes=["first note", "second & last"],
                             model="a tiny model", data="six images", n_images={"test images": 6}, examples=images)
     page = path.read_text(encoding="utf-8")
@@ -328,7 +328,7 @@ def test_html_is_self_contained_and_shows_every_class_and_number(tmp_path):
     assert all(re.match(r"data:image/(png|jpeg);base64,", s) for s in sources)
     assert all(base64.b64decode(s.split(",", 1)[1])[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0") for s in sources)
     assert "Trust &lt;report&gt;" in page and "second &amp; last" in page and "a tiny model" in page
-    assert "(n = 6)" in page
+    assert "rests on 6 images" in page
     # every class with every per-class number, in the report's units; model-level numbers once
     model = table.attrs["model_level"]
     reasons = trust.undefined(table)
