@@ -15,7 +15,9 @@ How the pieces fit (notebook 10)::
     table = trust.score(table)                  # normalised components, trust_score, rank
     words = trust.verdicts(table)               # one sentence per class
     trust.write_csv(table, "trust.csv", verdicts=words)
-    trust.write_html(table, "trust.html", figures={...}, verdicts=words, title=..., notes=...)
+    trust.write_html(table, "trust.html", verdicts=words, model=..., data=..., n_images={...},
+                     examples=report.class_examples(...), figures={...}, csv="trust.csv")
+                                                # the page itself: helpers/report.py
 
 A *source* is a small DataFrame indexed by class name, one row per class, with columns that no
 other source uses. Columns that hold one model-level number repeated on every row (the sanity
@@ -740,6 +742,9 @@ def verdict_items(table: pd.DataFrame, *, thresholds: dict | None = None,
                 bad.append(f"often wrong ({acc:.0%} correct)")
             else:
                 good.append(f"fairly accurate ({acc:.0%})")
+        prec = _num(row, "precision")
+        if prec is not None and prec < t["inaccurate"]:
+            bad.append(f"often a false alarm (only {prec:.0%} of the images it calls {cls} are {cls})")
         ce = _num(row, "calibration_error")
         if ce is not None:
             if ce <= t["calibrated"]:
@@ -802,7 +807,7 @@ def verdicts(table: pd.DataFrame, *, thresholds: dict | None = None, eps_ref: fl
     its columns are in the table. Strengths come first, then "but" and the weaknesses.
 
     * accuracy ``>= accurate``: "accurate (94%)"; ``< inaccurate``: "often wrong (62% correct)";
-      else "fairly accurate (82%)".
+      else "fairly accurate (82%)". precision ``< inaccurate``: "often a false alarm".
     * calibration_error ``<= calibrated``: "well calibrated"; else over-confident when
       ``mean_confidence > precision`` (under- otherwise), "slightly" up to ``miscalibrated``.
     * median_eps_whole ``< fragile * eps_ref``: "fragile: flips at 2.5/255 ..."; ``>= robust * eps_ref``

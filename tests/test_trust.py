@@ -280,6 +280,7 @@ def test_verdicts_follow_the_numbers():
     forest, sea, street = words
     assert forest.startswith("Trust 0.86 (rank 2 of 3): accurate (90%), well calibrated")
     assert "relies on the object" in forest and "but" not in forest
+    assert "often a false alarm (only 70% of the images it calls sea are sea)" in sea
     assert "often wrong (60% correct)" in sea and "over-confident (ECE 0.20; says 90%" in sea
     assert "fragile: flips at 2.6/255" in sea and "the classes' median is 10/255" in sea
     assert "leans on the background" in sea and "no better than chance" in sea and "unstable in training (40%" in sea
