@@ -379,7 +379,8 @@ def _pill(score) -> str:
 
     r, g, b, _ = plt.get_cmap("RdYlGn")(float(score))
     colour = f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
-    return f'<span class="pill" style="background:{colour}">trust {float(score):.2f}</span>'
+    text = "#fff" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "#000"      # readable on dark red/green
+    return f'<span class="pill" style="background:{colour};color:{text}">trust {float(score):.2f}</span>'
 
 
 def _short(column: str) -> str:
