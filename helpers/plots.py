@@ -719,7 +719,7 @@ def reliability_comparison(probs_by_name: dict, labels, *, n_bins: int = 15, siz
 def trust_heatmap(table, ax=None, *, columns=None):
     """Per-class heat table of the trust components and the score of a table from
     :func:`helpers.trust.score` (rows ordered by rank, red 0 to green 1, values written in the
-    cells; a missing value is a grey cell marked "missing")."""
+    cells; a missing value is a grey cell marked "not defined")."""
     if columns is None:
         columns = [c for c in table.columns if c.startswith("component_")] + ["trust_score"]
     missing = [c for c in columns if c not in table.columns]
@@ -731,7 +731,7 @@ def trust_heatmap(table, ax=None, *, columns=None):
     cmap = plt.get_cmap("RdYlGn").with_extremes(bad="#bdbdbd")
     ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=1, aspect="auto")
     for (i, j), v in np.ndenumerate(values):
-        ax.text(j, i, "missing" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8,
+        ax.text(j, i, "not defined" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8,
                 color="#8b0000" if np.isnan(v) else "black",
                 fontweight="bold" if columns[j] == "trust_score" else "normal")
     names = [c.removeprefix("component_").replace("_", " ") for c in columns]

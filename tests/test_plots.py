@@ -188,7 +188,7 @@ def test_trust_heatmap_shows_components_by_rank():
     np.testing.assert_allclose(data.filled(np.nan)[:2], [[0.9, 1.0, 0.95], [0.5, 0.2, 0.3]])
     assert data.mask[2, 0] and data.mask[2, 2]                   # missing stays visible as missing
     assert [t.get_text() for t in ax.get_yticklabels()] == ["1. sea", "2. forest", "3. street"]
-    assert sum(t.get_text() == "missing" for t in ax.texts) == 2
+    assert sum(t.get_text() == "not defined" for t in ax.texts) == 2
     with pytest.raises(ValueError, match="trust.score"):
         plots.trust_heatmap(table.drop(columns="trust_score"))
 
