@@ -27,6 +27,9 @@ from .train import TrainConfig, TrainHistory, fine_tune
 PLANTED_BAD_FILES = (".DS_Store", "corrupt.jpg", "truncated.jpg", "tiny.jpg", "greyscale.jpg")
 # Part of every run's cache key: raise it when a change to models/train alters what training yields.
 TRAINING_VERSION = 2
+# Part of the embedded scenes' folder key: raise it when the planted files change (2: the
+# greyscale file is a new scene of its own, no longer a copy of another training image).
+PLANTED_VERSION = 2
 
 
 @dataclass
@@ -57,9 +60,9 @@ def load_data(*, data_dir: str = "", scenes_per_class: int = 120, test_scenes_pe
                   seed=seed, shortcut_class=shortcut_class or None)
     if shortcut_class:
         params["shortcut_hybrid_share"] = scenes.SHORTCUT_HYBRID_SHARE
-    root = cache_dir() / f"scenes-{params_key(params)}"
+    root = cache_dir() / f"scenes-{params_key({**params, 'planted': PLANTED_VERSION})}"
     scenes.write_scenes(root, **params, progress=progress)
-    _plant_bad_files(root)
+    _plant_bad_files(root, size=scene_size, seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         manifest = data.scan_images(root, progress=progress)
@@ -123,7 +126,11 @@ def marked_copy(root: Path, manifest: pd.DataFrame, shortcut_class: str, *, frac
     return dest
 
 
-def _plant_bad_files(root: Path) -> None:
+def _plant_bad_files(root: Path, *, size: int = 128, seed: int = 0) -> None:
+    """Files the scanner must report (hidden file, corrupt, truncated, tiny) and one it must
+    accept and convert: ``greyscale.jpg``, a NEW scene of the first class (its own random
+    stream) saved in mode L. It is a training image like the others, so it must not be a copy
+    of another image: a copy would land, via the train/validation split, in both parts."""
     folder = root / "seg_train" / "seg_train" / scenes.CLASSES[0]
     if (folder / PLANTED_BAD_FILES[-1]).exists():
         return
@@ -133,7 +140,8 @@ def _plant_bad_files(root: Path) -> None:
     (folder / "corrupt.jpg").write_bytes(rng.integers(0, 256, 2048, dtype=np.uint8).tobytes())
     (folder / "truncated.jpg").write_bytes(good[: len(good) // 2])
     Image.new("RGB", (16, 16), (90, 140, 200)).save(folder / "tiny.jpg")
-    Image.open(sorted(folder.glob("*.jpg"))[1]).convert("L").save(folder / "greyscale.jpg")
+    rgb, _ = scenes.render_scene(scenes.CLASSES[0], np.random.default_rng([int(seed), 2**31 - 1]), int(size))
+    Image.fromarray(rgb).convert("L").save(folder / "greyscale.jpg")
 
 
 @dataclass

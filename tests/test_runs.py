@@ -133,3 +133,18 @@ def test_shortcut_usage_sees_a_model_that_reads_the_mark():
     reader = table.loc["reader"]
     assert reader["accuracy"] == 0.75 and reader["accuracy, marked"] == 0.25
     assert reader["P(target), other classes"] < 0.2 < 0.8 < reader["P(target), other classes, marked"]
+
+
+def test_planted_greyscale_file_is_no_copy_of_another_image(isolated_cache):
+    """The planted greyscale.jpg is trained on: it must be a scene of its own, not a copy of
+    another image (which the train/validation split could put on both sides)."""
+    source = runs.load_data(scenes_per_class=4, test_scenes_per_class=1, scene_size=48, progress=False)
+    ok = source.manifest[source.manifest.status == "ok"]
+    grey_path = ok.path[ok.path.str.endswith("greyscale.jpg")].item()
+    grey = data.load_rgb(source.root / grey_path).astype(float)[..., 0]
+    for path in ok.path:
+        if path == grey_path:
+            continue
+        rgb = data.load_rgb(source.root / path).astype(float)
+        luma = rgb @ np.array([0.299, 0.587, 0.114])
+        assert np.abs(luma - grey).mean() > 5, f"greyscale.jpg is a copy of {path}"
