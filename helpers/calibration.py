@@ -13,10 +13,14 @@ model scores about ``sqrt(n_bins / N)`` times a constant, not 0), so compare the
 similar ``N`` and ``n_bins``.
 
 Temperature scaling (Guo et al. 2017): one scalar ``T > 0``, ``softmax(logits / T)``, chosen to
-minimise the negative log-likelihood on held-out data, here the SAME validation split that
-early stopping used during fine-tuning (:func:`validation_indices`, :func:`validation_predictions`);
-the test images are never used to fit it. ``T`` does not change any arg-max, so accuracy stays
-the same. It can be fitted from probabilities too: ``log p`` differs from the logits by a
+minimise the negative log-likelihood on held-out data. ``T`` does not change any arg-max, so
+accuracy stays the same. The held-out data must be images that neither trained the model nor
+SELECTED it: the validation split (:func:`validation_indices`) chose the kept epoch by early
+stopping, so the kept model is, by construction, at its best on exactly those images, and a
+temperature fitted there finds it under-confident (T < 1) whatever the data. Without a third
+split (and without retraining), :func:`cross_fit_temperature` fits ``T`` on the test images by
+cross-fitting: stratified, seeded folds; each fold is scaled with a ``T`` fitted on the OTHER
+folds, so no image's calibrated probability comes from a ``T`` that saw its label. It can be fitted from probabilities too: ``log p`` differs from the logits by a
 constant per row, which ``softmax(. / T)`` ignores, so the result is the same up to float32
 underflow of tiny probabilities (floored at the smallest normal float32, ``log`` about -87).
 
@@ -33,12 +37,24 @@ Functions::
     fit_temperature(scores, labels, *, kind="logits") -> TemperatureFit
     apply_temperature(scores, temperature, *, kind="logits") -> probs
     validation_indices(run) -> ndarray ;  validation_predictions(run) -> (probs, labels)
+    cross_fit_temperature(scores, labels, *, kind="probs", folds=5, seed=0, n_bins=15) -> CrossFit
+    ece_interval(probs, labels, *, n_bins=15, n_boot=2000, seed=0, level=0.95) -> DataFrame
+    ece_consistency(confidence, correct, *, n_bins=15, n_draws=1000, seed=0) -> Consistency
+    per_class_consistency(probs, labels, *, n_bins=15, n_draws=1000, seed=0) -> DataFrame
+
+Statistics (``ece_interval``, ``ece_consistency``): the ECE of a small set is biased upwards
+(see above), so an interval around it says how precisely it is known, not whether the model
+is miscalibrated. For that, :func:`ece_consistency` compares it with the ECE a PERFECTLY
+calibrated model would show on the same confidences ("consistency resampling", Bröcker &
+Smith 2007; Vaicenavicius et al. 2019): draw ``correct ~ Bernoulli(confidence)`` many times
+(seeded) and ask how often that null ECE reaches the observed one.
 """
 from __future__ import annotations
 
 import math
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -50,7 +66,8 @@ __all__ = [
     "negative_log_likelihood", "brier_score", "per_class_calibration_error", "per_class_undefined",
     "summary", "NEVER_PREDICTED",
     "TemperatureFit", "fit_temperature", "apply_temperature", "validation_indices",
-    "validation_predictions",
+    "validation_predictions", "CrossFit", "cross_fit_temperature", "stratified_folds", "ece_interval",
+    "Consistency", "ece_consistency", "per_class_consistency",
 ]
 
 N_BINS = 15
@@ -350,3 +367,199 @@ def validation_predictions(run, *, batch_size: int = 64, device: str = "auto") -
     probs, _ = predict_proba(run.model, run.train_set, indices=idx, batch_size=batch_size, device=device)
     labels = _numpy(run.train_set.labels, "train_set.labels")[idx].astype(np.int64)
     return probs, labels
+
+
+
+# ----------------------------------------------------------------------------- cross-fitting
+def stratified_folds(labels, folds: int = 5, *, seed: int = 0) -> np.ndarray:
+    """``[N]`` fold index in ``[0, folds)`` per image: within each class the images are shuffled
+    (``numpy.random.default_rng(seed)``) and dealt to the folds in turn, so every fold holds
+    about ``1 / folds`` of each class (a class with fewer images than folds is missing from
+    some folds)."""
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
+        raise ValueError(f"folds must be an integer >= 2, got {folds!r}")
+    y = _numpy(labels, "labels").astype(np.int64)
+    if y.ndim != 1:
+        raise ValueError(f"labels must be [N], got shape {y.shape}")
+    if len(y) < folds:
+        raise ValueError(f"{len(y)} images cannot be split into {folds} folds")
+    rng = np.random.default_rng(seed)
+    out = np.empty(len(y), dtype=np.int64)
+    start = 0
+    for k in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == k))
+        out[idx] = (start + np.arange(len(idx))) % folds   # continue the deal: folds stay balanced
+        start += len(idx)
+    return out
+
+
+@dataclass(frozen=True)
+class CrossFit:
+    """The result of :func:`cross_fit_temperature`."""
+
+    probs: np.ndarray          # [N, C] calibrated probabilities, each from a T fitted without its fold
+    temperatures: np.ndarray   # [folds] T applied to fold f (fitted on the other folds)
+    fold: np.ndarray           # [N] fold index of each image
+    nll_before: float          # mean NLL of all N images at T = 1
+    nll_after: float           # mean NLL of all N images, cross-fitted
+    ece_before: float          # ECE of all N images at T = 1 (n_bins bins)
+    ece_after: float           # ECE of all N images, cross-fitted
+    n_bins: int
+    seed: int
+    kind: str
+
+    @property
+    def temperature(self) -> float:
+        """The median of the per-fold temperatures (one number to quote; the probabilities
+        are NOT scaled with it)."""
+        return float(np.median(self.temperatures))
+
+    @property
+    def n(self) -> int:
+        return len(self.fold)
+
+
+def cross_fit_temperature(scores, labels, *, kind: str = "probs", folds=5, seed: int = 0,
+                          n_bins: int = N_BINS, bounds: tuple[float, float] = TEMPERATURE_BOUNDS) -> CrossFit:
+    """Temperature scaling fitted by cross-fitting on images that neither trained nor selected
+    the model (the test images, when there is no third split): ``folds`` seeded folds
+    stratified by class (:func:`stratified_folds`, or pass your own ``[N]`` array of fold
+    indices as ``folds``); fold f is scaled with the ``T`` that :func:`fit_temperature` fits on
+    all the other folds. Every image's calibrated probability therefore comes from a ``T``
+    that never saw its label, and the NLL/ECE after scaling are honest held-out figures.
+
+    Returns a :class:`CrossFit`: ``probs`` ``[N, C]``, ``temperatures`` ``[folds]``, ``fold``
+    ``[N]``, NLL and ECE of all images before (T = 1) and after. ``kind`` as in
+    :func:`fit_temperature` (default ``"probs"``: softmax outputs)."""
+    z = _as_logits(scores, kind)
+    y = _labels(labels, len(z), z.shape[1])
+    n_bins = _check_bins(n_bins)
+    if isinstance(folds, (int, np.integer)) and not isinstance(folds, bool):
+        fold = stratified_folds(y, int(folds), seed=seed)
+    else:
+        fold = _numpy(folds, "folds")
+        if fold.shape != y.shape or not np.issubdtype(fold.dtype, np.integer):
+            raise ValueError(f"folds must be an integer >= 2 or [N={len(y)}] integer fold indices, "
+                             f"got {fold.dtype} {fold.shape}")
+    ids = np.unique(fold)
+    if len(ids) < 2:
+        raise ValueError("cross-fitting needs at least two folds")
+    out = np.empty_like(z)
+    temperatures = []
+    for f in ids:
+        held = fold == f
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)   # a bound is reported via the temperatures
+            fit = fit_temperature(z[~held], y[~held], kind="logits", bounds=bounds)
+        temperatures.append(fit.temperature)
+        out[held] = softmax(z[held] / fit.temperature, axis=1)
+    before = softmax(z, axis=1)
+    return CrossFit(probs=out, temperatures=np.asarray(temperatures), fold=fold.astype(np.int64),
+                    nll_before=negative_log_likelihood(before, y), nll_after=negative_log_likelihood(out, y),
+                    ece_before=expected_calibration_error(before, y, n_bins=n_bins),
+                    ece_after=expected_calibration_error(out, y, n_bins=n_bins),
+                    n_bins=n_bins, seed=seed, kind=kind)
+
+
+# ----------------------------------------------------------------------------- intervals and tests
+def ece_interval(probs, labels, *, n_bins: int = N_BINS, n_boot: int = 2000, seed: int = 0,
+                 level: float = 0.95, classes=None) -> pd.DataFrame:
+    """The ECE of all images and of each class (the images PREDICTED as it, as in
+    :func:`per_class_calibration_error`) with a seeded percentile bootstrap interval over the
+    images (:func:`helpers.stats.bootstrap`). One row per ``"all"`` and class (names from
+    ``classes``, else the index): ``ece``, ``low``, ``high``, ``n``. The interval says how
+    precisely the (upward-biased) ECE of this sample is known; whether it is larger than a
+    calibrated model would show is :func:`ece_consistency`'s question. A class never predicted
+    has NaN and n = 0."""
+    from .stats import bootstrap
+
+    p, y = _checked(probs, labels)
+    n_bins = _check_bins(n_bins)
+    conf, pred = p.max(1), p.argmax(1)
+    names = list(classes) if classes is not None else list(range(p.shape[1]))
+    if len(names) != p.shape[1]:
+        raise ValueError(f"{len(names)} class names for {p.shape[1]} classes")
+
+    def stat(sample):
+        return _ece(sample[:, 0], sample[:, 1] > 0.5, n_bins)
+
+    rows = {}
+    groups = [("all", np.ones(len(y), bool))] + [(names[k], pred == k) for k in range(p.shape[1])]
+    for i, (name, sel) in enumerate(groups):
+        values = np.column_stack([conf[sel], (y[sel] == pred[sel]).astype(float)])
+        if len(values) == 0:
+            rows[name] = {"ece": np.nan, "low": np.nan, "high": np.nan, "n": 0}
+            continue
+        e = bootstrap(values, stat, n_boot=n_boot, seed=seed + i, level=level)
+        rows[name] = {"ece": e.estimate, "low": e.low, "high": e.high, "n": e.n}
+    out = pd.DataFrame.from_dict(rows, orient="index").rename_axis("class")
+    out["n"] = out["n"].astype(int)
+    return out
+
+
+class Consistency(NamedTuple):
+    """The result of :func:`ece_consistency`; unpacks as ``(ece, p_value, null_quantile_95)``."""
+
+    ece: float               # observed ECE of the images
+    p_value: float           # share of perfectly calibrated draws with an ECE at least as large
+    null_quantile_95: float  # 95th percentile of the ECE under perfect calibration (same confidences)
+
+
+def _ece_of_draws(confidence: np.ndarray, correct: np.ndarray, n_bins: int) -> np.ndarray:
+    """ECE of each row of ``correct`` ``[D, N]`` for the same ``confidence`` ``[N]``."""
+    index = _bin_index(confidence, n_bins)
+    onehot = np.zeros((len(confidence), n_bins))
+    onehot[np.arange(len(confidence)), index] = 1.0
+    conf_sum = confidence @ onehot                      # [B]
+    hit_sum = correct.astype(np.float64) @ onehot       # [D, B]
+    return np.abs(conf_sum[None] - hit_sum).sum(1) / len(confidence)
+
+
+def ece_consistency(confidence, correct, *, n_bins: int = N_BINS, n_draws: int = 1000,
+                    seed: int = 0) -> Consistency:
+    """Is the ECE of these predictions larger than a perfectly calibrated model's would be on
+    the same confidences? Consistency resampling: ``n_draws`` times (seeded) draw
+    ``correct ~ Bernoulli(confidence)`` and compute the ECE; the p-value is
+    ``(1 + #{null ECE >= observed}) / (1 + n_draws)`` (a valid Monte-Carlo p-value: under
+    perfect calibration ``P(p <= a) <= a``). It accounts for the upward bias of the ECE on a
+    small sample, which a fixed ECE threshold does not.
+
+    ``confidence`` ``[N]`` in [0, 1] (the top probability of each prediction), ``correct``
+    ``[N]`` bool. Returns :class:`Consistency` ``(ece, p_value, null_quantile_95)``. No
+    image: all NaN."""
+    conf = _numpy(confidence, "confidence").astype(np.float64).reshape(-1)
+    hit = _numpy(correct, "correct").reshape(-1)
+    if len(conf) != len(hit):
+        raise ValueError(f"confidence ({len(conf)}) and correct ({len(hit)}) must have one entry per image")
+    if np.isnan(conf).any() or (len(conf) and (conf.min() < 0 or conf.max() > 1)):
+        raise ValueError("confidence must lie in [0, 1]")
+    if isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer)) or n_draws < 1:
+        raise ValueError(f"n_draws must be a positive integer, got {n_draws!r}")
+    n_bins = _check_bins(n_bins)
+    if len(conf) == 0:
+        return Consistency(float("nan"), float("nan"), float("nan"))
+    hit = hit.astype(bool)
+    observed = float(_ece_of_draws(conf, hit[None], n_bins)[0])
+    rng = np.random.default_rng(seed)
+    null = _ece_of_draws(conf, rng.random((int(n_draws), len(conf))) < conf[None], n_bins)
+    p_value = float((1 + np.sum(null >= observed - 1e-12)) / (1 + n_draws))
+    return Consistency(observed, p_value, float(np.quantile(null, 0.95)))
+
+
+def per_class_consistency(probs, labels, *, n_bins: int = N_BINS, n_draws: int = 1000, seed: int = 0,
+                          classes=None) -> pd.DataFrame:
+    """:func:`ece_consistency` for the images predicted as each class (the population of
+    :func:`per_class_calibration_error`): one row per class, ``ece``, ``p_value``,
+    ``null_quantile_95``, ``n``; NaN for a class never predicted. Class k uses seed
+    ``seed + k``."""
+    p, y = _checked(probs, labels)
+    conf, pred = p.max(1), p.argmax(1)
+    names = list(classes) if classes is not None else list(range(p.shape[1]))
+    rows = {}
+    for k in range(p.shape[1]):
+        sel = pred == k
+        r = ece_consistency(conf[sel], y[sel] == k, n_bins=n_bins, n_draws=n_draws, seed=seed + k)
+        rows[names[k]] = {**r._asdict(), "n": int(sel.sum())}
+    out = pd.DataFrame.from_dict(rows, orient="index").rename_axis("class")
+    out["n"] = out["n"].astype(int)
+    return out

@@ -13,6 +13,33 @@ import pandas as pd
 CATEGORIES = ("learned early", "learned late", "forgotten", "never learned")
 
 
+def audited_epoch(history) -> int:
+    """Index (0-based) of the epoch whose weights were kept (``history.best_epoch``) and that
+    every later notebook audits; the last recorded epoch when the history names none (-1)."""
+    best = int(getattr(history, "best_epoch", -1))
+    epochs = int(np.asarray(history.test_preds).shape[0])
+    if epochs == 0:
+        raise ValueError("the history has no recorded epoch")
+    if best >= epochs:
+        raise ValueError(f"best_epoch {best} lies beyond the {epochs} recorded epochs")
+    return best if best >= 0 else epochs - 1
+
+
+def audited(history) -> np.ndarray:
+    """``[audited_epoch + 1, N]`` predicted classes of the test images, from the first epoch to
+    the audited one (inclusive): the predictions the statistics of this module should use."""
+    return np.asarray(history.test_preds)[: audited_epoch(history) + 1]
+
+
+def _upto(preds: np.ndarray, upto) -> np.ndarray:
+    if upto is None:
+        return preds
+    if isinstance(upto, bool) or not isinstance(upto, (int, np.integer)) or not 0 <= upto < preds.shape[0]:
+        raise ValueError(f"upto must be an epoch index in [0, {preds.shape[0]}) (e.g. history.best_epoch), "
+                         f"got {upto!r}")
+    return preds[: int(upto) + 1]
+
+
 def _learned_epoch(correct: np.ndarray) -> np.ndarray:
     """First epoch from which each image stays correct to the end; -1 if wrong at the end."""
     epochs = correct.shape[0]
@@ -22,16 +49,23 @@ def _learned_epoch(correct: np.ndarray) -> np.ndarray:
 
 
 def image_stats(preds: np.ndarray, labels: np.ndarray, *, paths=None, classes=None,
-                late_fraction: float = 0.5) -> pd.DataFrame:
+                late_fraction: float = 0.5, upto: int | None = None) -> pd.DataFrame:
     """One row per image: how often its prediction changed, how many classes it visited, etc.
 
-    ``category`` is "never learned" (wrong at the last epoch), else "forgotten" (at least one
-    forgetting event), else "learned late" (stable-correct only from the last ``late_fraction``
-    of the epochs on), else "learned early".
+    ``upto``: the index of the last epoch to use (inclusive), normally ``history.best_epoch``
+    (the audited model, see the module docstring); ``None`` uses every row of ``preds``. "The
+    end" below is that epoch.
+
+    ``category`` (exactly one per image, in this order of precedence): "never learned" (wrong at
+    the end, whether or not it was right at some earlier epoch: ``ever_correct`` says), else
+    "forgotten" (right at the end after at least one forgetting event), else "learned late"
+    (right from some epoch in the last ``late_fraction`` of the epochs on, and wrong just
+    before), else "learned early". ``correct_at_end`` is the kept model's answer.
     """
     preds, labels = np.asarray(preds), np.asarray(labels)
     if preds.ndim != 2 or preds.shape[1] != labels.shape[0]:
         raise ValueError(f"preds must be [epochs, images] matching {labels.shape[0]} labels, got {preds.shape}")
+    preds = _upto(preds, upto)
     epochs = preds.shape[0]
     correct = preds == labels[None]
     changes = (preds[1:] != preds[:-1]).sum(0)
@@ -50,6 +84,8 @@ def image_stats(preds: np.ndarray, labels: np.ndarray, *, paths=None, classes=No
         "misclassification_rate": 1 - correct.mean(0),
         "learned_epoch": learned,
         "forgetting_events": forgetting,
+        "correct_at_end": correct[-1],
+        "ever_correct": correct.any(0),
         "category": category,
     })
     if classes is not None:
@@ -75,21 +111,32 @@ def confusion_matrix(labels, preds, num_classes: int) -> np.ndarray:
     return cm
 
 
-def confusion_per_epoch(preds: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """[epochs, true, predicted] confusion counts."""
-    return np.stack([confusion_matrix(labels, p, num_classes) for p in preds])
+def confusion_per_epoch(preds: np.ndarray, labels: np.ndarray, num_classes: int, *,
+                        upto: int | None = None) -> np.ndarray:
+    """[epochs, true, predicted] confusion counts (epochs up to ``upto`` inclusive when given)."""
+    return np.stack([confusion_matrix(labels, p, num_classes) for p in _upto(np.asarray(preds), upto)])
 
 
-def class_summary(stats: pd.DataFrame, classes) -> pd.DataFrame:
-    """Per class: accuracy at the end, and the share of images in each category."""
+def class_summary(stats: pd.DataFrame, classes, *, level: float = 0.95) -> pd.DataFrame:
+    """Per class: ``images`` (n), accuracy at the end (``final_accuracy``), ``mean_changes``, and
+    the share of the class's images in each of :data:`CATEGORIES` (they add up to 1), each with
+    its Wilson interval at ``level`` in ``<category> low`` and ``<category> high`` (and
+    ``final_accuracy low/high``); a class without images has NaN shares and n = 0."""
+    from .stats import wilson
+
     rows = []
     for index, name in enumerate(classes):
         own = stats[stats["label"] == index]
-        row = {"class": name, "images": len(own),
-               "final_accuracy": float((own["final_pred"] == index).mean()) if len(own) else np.nan,
-               "mean_changes": float(own["changes"].mean()) if len(own) else np.nan}
+        n = len(own)
+        row = {"class": name, "images": n}
+        counts = {"final_accuracy": int((own["final_pred"] == index).sum())}
+        counts.update({category: int((own["category"] == category).sum()) for category in CATEGORIES})
+        row["final_accuracy"] = counts["final_accuracy"] / n if n else np.nan
+        row["mean_changes"] = float(own["changes"].mean()) if n else np.nan
         for category in CATEGORIES:
-            row[category] = float((own["category"] == category).mean()) if len(own) else np.nan
+            row[category] = counts[category] / n if n else np.nan
+        for column, k in counts.items():
+            row[f"{column} low"], row[f"{column} high"] = wilson(k, n, level=level) if n else (np.nan, np.nan)
         rows.append(row)
     return pd.DataFrame(rows).set_index("class")
 

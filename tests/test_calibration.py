@@ -1,6 +1,7 @@
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -230,3 +231,116 @@ def test_per_class_undefined_names_classes_never_predicted():
     assert calibration.per_class_undefined(probs, labels, by="classwise") == [None] * 3
     with pytest.raises(ValueError, match="unknown by"):
         calibration.per_class_undefined(probs, labels, by="nope")
+
+
+# ----------------------------------------------------------------------------- cross-fitting
+def test_stratified_folds_are_balanced_per_class_and_seeded():
+    labels = np.repeat(np.arange(3), [50, 50, 23])
+    fold = calibration.stratified_folds(labels, 5, seed=0)
+    for k in range(3):
+        counts = np.bincount(fold[labels == k], minlength=5)
+        assert counts.max() - counts.min() <= 1
+    np.testing.assert_array_equal(fold, calibration.stratified_folds(labels, 5, seed=0))
+    assert not np.array_equal(fold, calibration.stratified_folds(labels, 5, seed=1))
+
+
+@pytest.mark.parametrize("t0", [2.0, 0.6])
+def test_cross_fitted_temperature_recovers_a_known_temperature(t0):
+    logits, labels = _synthetic_logits(6000, 6, t0, seed=int(t0 * 10) + 1)
+    fit = calibration.cross_fit_temperature(logits, labels, kind="logits", folds=5, seed=0)
+    assert fit.temperatures.shape == (5,) and fit.probs.shape == (6000, 6)
+    np.testing.assert_allclose(fit.temperatures, t0, rtol=0.08)
+    assert fit.nll_after < fit.nll_before and fit.ece_after < fit.ece_before
+    # the same from probabilities, the default kind
+    from_probs = calibration.cross_fit_temperature(calibration.apply_temperature(logits, 1.0), labels)
+    np.testing.assert_allclose(from_probs.temperatures, fit.temperatures, rtol=1e-4)
+    assert (fit.probs.argmax(1) == logits.argmax(1)).all()
+
+
+def test_cross_fitting_does_not_leak_a_folds_labels_into_its_own_probabilities():
+    logits, labels = _synthetic_logits(600, 4, 2.0, seed=3)
+    fit = calibration.cross_fit_temperature(logits, labels, kind="logits", folds=5, seed=0)
+    for f in range(5):
+        changed = labels.copy()
+        held = fit.fold == f
+        changed[held] = (changed[held] + 1) % 4          # every label of fold f is now wrong
+        refit = calibration.cross_fit_temperature(logits, changed, kind="logits", folds=fit.fold)
+        np.testing.assert_array_equal(refit.probs[held], fit.probs[held])
+        assert refit.temperatures[f] == fit.temperatures[f]
+        # the other folds did see the changed labels (so the check can fail)
+        assert not np.allclose(refit.probs[~held], fit.probs[~held])
+
+
+def test_cross_fitting_leaves_a_calibrated_model_about_as_it_was():
+    """Noise = the ECE's own bootstrap interval on the uncalibrated probabilities."""
+    worse = []
+    for seed in range(8):
+        logits, labels = _synthetic_logits(300, 6, 1.0, seed=100 + seed)   # already calibrated
+        fit = calibration.cross_fit_temperature(logits, labels, kind="logits", seed=seed)
+        assert np.all((fit.temperatures > 0.75) & (fit.temperatures < 1.33))
+        assert fit.nll_after < fit.nll_before + 0.01
+        before = calibration.ece_interval(calibration.apply_temperature(logits, 1.0), labels, n_boot=300)
+        assert fit.ece_after <= before.loc["all", "high"]
+        worse.append(fit.ece_after - fit.ece_before)
+    assert np.mean(worse) < 0.015
+
+
+def test_cross_fitting_rejects_bad_folds():
+    with pytest.raises(ValueError, match="folds"):
+        calibration.cross_fit_temperature(P, Y, folds=1)
+    with pytest.raises(ValueError, match="folds"):
+        calibration.cross_fit_temperature(P, Y, folds=np.zeros(6, dtype=int))
+
+
+# ----------------------------------------------------------------------------- intervals and the null
+def test_ece_interval_brackets_the_ece_and_is_seeded():
+    probs, labels = _toy(400, np.random.default_rng(1), shortfall=0.1)
+    table = calibration.ece_interval(probs, labels, classes=["a", "b", "c"], n_boot=500)
+    assert list(table.index) == ["all", "a", "b", "c"]
+    assert table.loc["all", "ece"] == pytest.approx(calibration.expected_calibration_error(probs, labels))
+    np.testing.assert_allclose(table.loc[["a", "b", "c"], "ece"],
+                               calibration.per_class_calibration_error(probs, labels))
+    assert table.loc["all", "n"] == 400 and table.loc[["a", "b", "c"], "n"].sum() == 400
+    assert (table["low"] <= table["ece"]).all() and (table["ece"] <= table["high"]).all()
+    assert (table["high"] - table["low"] > 0.01).all()
+    # a class has fewer images than all together: its interval is wider
+    assert (table.loc[["a", "b", "c"], "high"] - table.loc[["a", "b", "c"], "low"] >
+            table.loc["all", "high"] - table.loc["all", "low"]).all()
+    pd.testing.assert_frame_equal(table, calibration.ece_interval(probs, labels, classes=["a", "b", "c"], n_boot=500))
+
+
+def test_ece_consistency_flags_a_calibrated_class_rarely_and_an_overconfident_one_often():
+    rng = np.random.default_rng(0)
+    calibrated, overconfident = [], []
+    for trial in range(200):
+        conf = rng.uniform(0.5, 1.0, 50)
+        calibrated.append(calibration.ece_consistency(conf, rng.random(50) < conf, n_bins=15,
+                                                      n_draws=400, seed=trial).p_value < 0.05)
+        overconfident.append(calibration.ece_consistency(conf, rng.random(50) < conf - 0.25, n_bins=15,
+                                                         n_draws=400, seed=trial).p_value < 0.05)
+    assert np.mean(calibrated) <= 0.08          # about 5 % by construction; 200 trials of noise
+    assert np.mean(overconfident) >= 0.8
+
+
+def test_ece_consistency_matches_a_hand_count_and_unpacks():
+    # one image at confidence 1, correct: the null always draws correct, ECE 0 = observed -> p = 1
+    ece, p, q = calibration.ece_consistency([1.0], [True], n_bins=5, n_draws=10)
+    assert (ece, p, q) == (0.0, 1.0, 0.0)
+    # at confidence 1 and wrong: observed ECE 1, never reached by the null -> p = 1 / 11
+    r = calibration.ece_consistency([1.0], [False], n_bins=5, n_draws=10)
+    assert r.ece == 1.0 and r.p_value == pytest.approx(1 / 11) and r.null_quantile_95 == 0.0
+    assert calibration.ece_consistency(np.array([.6, .7]), np.array([1, 0]), n_draws=50, seed=3) == \
+        calibration.ece_consistency(np.array([.6, .7]), np.array([1, 0]), n_draws=50, seed=3)
+    assert all(np.isnan(calibration.ece_consistency([], [])))
+    with pytest.raises(ValueError, match="confidence"):
+        calibration.ece_consistency([1.5], [True])
+
+
+def test_per_class_consistency_uses_the_images_predicted_as_the_class():
+    probs, labels = _toy(300, np.random.default_rng(2), shortfall=0.0)
+    table = calibration.per_class_consistency(probs, labels, classes=["a", "b", "c"], n_draws=200)
+    pred = probs.argmax(1)
+    assert table["n"].tolist() == np.bincount(pred, minlength=3).tolist()
+    sel = pred == 1
+    expected = calibration.ece_consistency(probs.max(1)[sel], labels[sel] == 1, n_draws=200, seed=1)
+    assert tuple(table.loc["b", ["ece", "p_value", "null_quantile_95"]]) == pytest.approx(tuple(expected))

@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -76,3 +78,69 @@ def test_hard_images_picks_only_hard_categories():
     hard = evolution.hard_images(s, per_category=8)
     assert set(hard["category"]) <= {"learned late", "forgotten", "never learned"}
     assert sorted(hard.index) == [2, 3, 4]
+
+
+# ----------------------------------------------------------------------------- the audited epoch
+def test_statistics_stop_at_the_audited_epoch():
+    # 4 epochs, the kept weights are epoch index 1. Image 0 is right up to it and wrong after:
+    # the audited model gets it right, so it is "learned early", not "never learned".
+    # Image 1 is wrong up to it and right after: the audited model gets it wrong.
+    preds = np.array([[0, 0], [0, 0], [1, 1], [1, 1]])
+    labels = np.array([0, 1])
+    history = SimpleNamespace(test_preds=preds, test_labels=labels, best_epoch=1)
+    assert evolution.audited_epoch(history) == 1
+    np.testing.assert_array_equal(evolution.audited(history), preds[:2])
+    s = evolution.image_stats(preds, labels, upto=history.best_epoch)
+    assert s["category"].tolist() == ["learned early", "never learned"]
+    assert s["correct_at_end"].tolist() == [True, False]
+    assert s["final_pred"].tolist() == [0, 0]
+    assert s["forgetting_events"].tolist() == [0, 0]          # the forgetting at epoch 2 is after the audit
+    assert evolution.image_stats(evolution.audited(history), labels).equals(s)
+    assert evolution.confusion_per_epoch(preds, labels, 2, upto=1).shape == (2, 2, 2)
+    # without a named best epoch the last one is audited
+    assert evolution.audited_epoch(SimpleNamespace(test_preds=preds, best_epoch=-1)) == 3
+    with pytest.raises(ValueError, match="upto"):
+        evolution.image_stats(preds, labels, upto=4)
+
+
+def test_categories_are_exclusive_and_never_learned_means_wrong_at_the_audited_epoch():
+    rng = np.random.default_rng(0)
+    preds = rng.integers(0, 3, size=(7, 400))
+    labels = rng.integers(0, 3, size=400)
+    for upto in (0, 3, 6):
+        s = evolution.image_stats(preds, labels, upto=upto)
+        assert set(s["category"]) <= set(evolution.CATEGORIES)
+        wrong = preds[upto] != labels
+        np.testing.assert_array_equal(s["category"] == "never learned", wrong)
+        if upto > 0:   # some were right at an earlier epoch: still "never learned", not also "forgotten"
+            assert (s["ever_correct"] & (s["category"] == "never learned")).any()
+        right = s[~wrong]
+        np.testing.assert_array_equal(right["category"] == "forgotten", right["forgetting_events"] > 0)
+        summary = evolution.class_summary(s, ["a", "b", "c"])
+        np.testing.assert_allclose(summary[list(evolution.CATEGORIES)].sum(axis=1), 1)
+
+
+def _wilson_by_hand(k, n, z=1.959963984540054):
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+def test_class_summary_gives_shares_with_wilson_intervals_and_n():
+    s = evolution.image_stats(PREDS, LABELS)
+    summary = evolution.class_summary(s, ["a", "b", "c"])
+    assert summary["images"].tolist() == [2, 2, 1]
+    # class b: image 1 learned early, image 4 never learned -> 1 of 2 each
+    low, high = _wilson_by_hand(1, 2)
+    assert summary.loc["b", "never learned"] == 0.5
+    assert summary.loc["b", "never learned low"] == pytest.approx(low)
+    assert summary.loc["b", "never learned high"] == pytest.approx(high)
+    # 0 of 2 learned late: the interval starts at 0 and is not degenerate
+    assert summary.loc["b", "learned late low"] == 0 and summary.loc["b", "learned late high"] > 0.5
+    for category in evolution.CATEGORIES:
+        assert (summary[f"{category} low"] <= summary[category]).all()
+        assert (summary[category] <= summary[f"{category} high"]).all()
+    # a class without images: NaN shares, n = 0
+    empty = evolution.class_summary(s, ["a", "b", "c", "d"])
+    assert empty.loc["d", "images"] == 0 and np.isnan(empty.loc["d", "never learned high"])
