@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
-__all__ = ["wilson", "bootstrap", "Estimate", "per_group", "z_value", "replicates"]
+__all__ = ["wilson", "bootstrap", "Estimate", "per_group", "z_value", "replicates", "percentile_interval"]
 
 
 def z_value(level: float = 0.95) -> float:
@@ -113,13 +113,22 @@ def bootstrap(values, stat: Callable = np.median, *, n_boot: int = 2000, seed: i
         return Estimate(np.nan, np.nan, np.nan, 0, reps if return_replicates else None)
     est = float(stat(v))
     reps = replicates(v, stat, n_boot=n_boot, seed=seed)
-    alpha = (1 - level) / 2
-    finite = reps[np.isfinite(reps)]
-    if len(finite) == 0:
-        low = high = np.nan
-    else:
-        low, high = (float(q) for q in np.quantile(finite, [alpha, 1 - alpha]))
+    low, high = percentile_interval(reps, level=level)
     return Estimate(est, low, high, n, reps if return_replicates else None)
+
+
+def percentile_interval(reps, *, level: float = 0.95) -> tuple[float, float]:
+    """The (1-level)/2 and (1+level)/2 quantiles of bootstrap replicates (NaN replicates
+    dropped; infinite ones kept, e.g. a median epsilon beyond the search: then the quantiles
+    are order statistics, so that inf never meets inf in an interpolation)."""
+    r = np.asarray(reps, dtype=float)
+    r = r[~np.isnan(r)]
+    if len(r) == 0:
+        return float("nan"), float("nan")
+    alpha = (1 - level) / 2
+    method = "linear" if np.all(np.isfinite(r)) else "inverted_cdf"
+    low, high = np.quantile(r, [alpha, 1 - alpha], method=method)
+    return float(low), float(high)
 
 
 def per_group(frame: pd.DataFrame, group: str, value: str, *, stat: Callable = np.mean,

@@ -112,3 +112,10 @@ def test_per_group_wilson_and_bootstrap():
     m = stats.per_group(f, "c", "x", stat=np.median)
     assert m.loc["a", "value"] == 4.5 and m.loc["b", "value"] == 6.5
     assert m.loc["a", "low"] <= 4.5 <= m.loc["a", "high"]
+
+
+def test_bootstrap_keeps_infinite_replicates():
+    # 6 of 10 values never flipped (inf): the median is inf and so is the upper end
+    v = np.r_[np.ones(4), np.full(6, np.inf)]
+    e = stats.bootstrap(v, np.median, n_boot=500)
+    assert e.estimate == np.inf and e.high == np.inf and not math.isnan(e.low)
