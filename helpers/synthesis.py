@@ -126,13 +126,16 @@ def fool(model: nn.Module, x: torch.Tensor, target, *, norm: str = "linf",
     original = torch.zeros(n, dtype=torch.long, device=device)
     original_prob = torch.zeros(n, device=device)
     with eval_mode(model):
+        if random_start:   # what the model said about the image itself, not the jittered start
+            with torch.no_grad():
+                original_prob, original = model(x0).softmax(1).max(1)
         for t in range(int(max_steps) + 1):
             idx = (~reached).nonzero()[:, 0]
             if len(idx) == 0:
                 break
             xa = x_adv[idx].requires_grad_(True)
             logits = model(xa)
-            if t == 0:
+            if t == 0 and not random_start:
                 original_prob, original = logits.detach().softmax(1).max(1)
             prob[idx] = logits.detach().softmax(1).gather(1, target[idx, None])[:, 0]
             hit = (logits.argmax(1) == target[idx]) & (prob[idx] >= confidence)

@@ -276,3 +276,30 @@ def test_visualization_table_matches_class_scores_and_the_prediction():
     assert table["its_probability"].to_numpy() == pytest.approx(probs.amax(1).numpy(), rel=1e-6)
     assert (table["its_probability"] >= table["probability"] - 1e-7).all()
     assert "logit_start" not in synthesis.visualization_table(model, x, 2).columns
+
+
+class _Sum(nn.Module):
+    """Two classes, logit_0 - logit_1 = 2 * (sum(x - 0.5) + 1e-3): on a 0.5-grey image class 0
+    by a hair, so a jittered start of a few grey levels lands on either side."""
+
+    def forward(self, x):
+        s = (x - 0.5).flatten(1).sum(1) + 1e-3
+        return torch.stack([s, -s], 1)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_fool_with_random_start_reports_the_image_itself_and_the_returned_image(norm):
+    model = _Sum()
+    x0 = torch.full((24, 3, 4, 4), 0.5)
+    target = torch.ones(24, dtype=torch.long)
+    res = synthesis.fool(model, x0, target, norm=norm, step_size=0.05, max_steps=0,
+                         random_start=True, seed=3)
+    with torch.no_grad():
+        clean = model(x0).softmax(1)
+        returned = model(res.x_adv).softmax(1)
+    assert (res.x_adv != x0).any()                      # the start was jittered
+    assert (returned.argmax(1) == 1).any()              # and some starts already say class 1
+    assert torch.equal(res.original_pred, clean.argmax(1))           # what it said about x0
+    torch.testing.assert_close(res.original_prob, clean.amax(1))
+    torch.testing.assert_close(res.target_prob, returned[:, 1])      # at the returned image
+    assert torch.equal(res.reached, returned.argmax(1) == 1)
