@@ -188,11 +188,14 @@ def per_class_accuracy(cm, classes, ax=None):
     return fig
 
 
-def instance_flow(history, stats, order, *, classes):
+def instance_flow(history, stats, order, *, classes, upto=None):
     """InstanceFlow-style overview: images x epochs coloured by predicted class, with the accuracy
     and loss curves above on the same epoch axis and per-image bars (change frequency, classes
-    visited, share of epochs wrong) on the right, on the same image rows."""
-    preds = history.test_preds[:, order].T             # [images, epochs]
+    visited, share of epochs wrong) on the right, on the same image rows. ``upto``: the last
+    epoch index shown (inclusive), e.g. ``history.best_epoch``, the audited model; ``stats``
+    should then come from :func:`helpers.evolution.image_stats` with the same ``upto``."""
+    shown = history.test_preds.shape[0] if upto is None else int(upto) + 1
+    preds = history.test_preds[:shown, order].T        # [images, epochs]
     labels = history.test_labels[order]
     n, epochs = preds.shape
     cmap = class_colormap(len(classes))
@@ -210,9 +213,9 @@ def instance_flow(history, stats, order, *, classes):
     x = np.arange(epochs)
     for values, style, label in ((history.train_acc, "o-", "train"), (history.val_acc, "s-", "validation"),
                                  (history.test_acc, "^-", "test")):
-        acc.plot(x, values, style, ms=4, label=label)
-    loss.plot(x, history.train_loss, "o-", ms=4, label="train")
-    loss.plot(x, history.val_loss, "s-", ms=4, label="validation")
+        acc.plot(x, values[:epochs], style, ms=4, label=label)
+    loss.plot(x, history.train_loss[:epochs], "o-", ms=4, label="train")
+    loss.plot(x, history.val_loss[:epochs], "s-", ms=4, label="validation")
     for ax, name in ((acc, "accuracy"), (loss, "loss")):
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
@@ -223,7 +226,8 @@ def instance_flow(history, stats, order, *, classes):
 
     heat.imshow(preds, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
     heat.set_xticks(x, [str(e + 1) for e in x])
-    heat.set_xlabel("epoch  (dotted line: the kept epoch)")
+    heat.set_xlabel("epoch  (dotted line: the kept epoch)" if upto is None else
+                    f"epoch  (up to the kept epoch {epochs}, the model every later notebook audits)")
     heat.tick_params(labelleft=False, left=False)
     heat.axvline(history.best_epoch, color="black", ls=":", lw=1)
     truth.imshow(labels[:, None], aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
@@ -284,12 +288,36 @@ def prediction_strips(images, preds, labels, classes, *, titles=None, ncols: int
 
 
 def category_bars(summary, ax=None):
-    """Stacked share of each class's test images that were learned early/late, forgotten, never."""
+    """Share of each class's test images learned early/late, forgotten, never learned.
+
+    When ``summary`` (:func:`helpers.evolution.class_summary`) has the Wilson intervals
+    (``<category> low`` / ``high``): one panel per category, a bar per class with its 95 %
+    interval, and n beside the class name (``ax`` is then ignored). Otherwise one stacked bar
+    per class."""
     from .evolution import CATEGORIES
 
-    fig, ax = _axes(ax, (7, 3.2))
     colors = {"learned early": "#2ca02c", "learned late": "#ffbf00",
               "forgotten": "#ff7f0e", "never learned": "#d62728"}
+    if all(f"{c} low" in summary and f"{c} high" in summary for c in CATEGORIES):
+        n = summary["images"].to_numpy() if "images" in summary else None
+        names = [f"{c} (n={k})" for c, k in zip(summary.index, n)] if n is not None else list(summary.index)
+        fig, axes = plt.subplots(1, len(CATEGORIES), figsize=(11, 0.45 * len(summary) + 1.4),
+                                 layout="constrained", sharey=True)
+        y = np.arange(len(summary))
+        for ax_, category in zip(axes, CATEGORIES):
+            value = summary[category].to_numpy(dtype=float)
+            err = np.vstack([value - summary[f"{category} low"].to_numpy(dtype=float),
+                             summary[f"{category} high"].to_numpy(dtype=float) - value])
+            ax_.barh(y, value, color=colors[category], alpha=0.8)
+            ax_.errorbar(value, y, xerr=err, fmt="none", ecolor="black", elinewidth=1, capsize=2)
+            ax_.set_xlim(0, 1)
+            ax_.set_title(category, fontsize=9)
+            ax_.grid(axis="x", alpha=0.3)
+        axes[0].set_yticks(y, names, fontsize=8)
+        axes[0].invert_yaxis()
+        fig.supxlabel("share of the class's test images (bar) with its 95 % Wilson interval", fontsize=9)
+        return fig
+    fig, ax = _axes(ax, (7, 3.2))
     left = np.zeros(len(summary))
     for category in CATEGORIES:
         values = summary[category].to_numpy()

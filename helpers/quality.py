@@ -14,8 +14,11 @@ Conventions chosen here (and why):
 * **Constant maps**: the pointing game counts them as a miss; relevance mass of an all-zero map
   is 0; compactness of a constant or all-zero map is that of an evenly spread map (area shares
   ``ceil(q * H * W) / (H * W)``, i.e. about 0.5 and 0.9, Gini 0), since its Lorenz curve is the
-  line of equality; Spearman correlations involving a constant map are undefined and give NaN
-  for that image (means over images skip them and the count is reported).
+  line of equality. A Spearman correlation involving a constant map is undefined; where the
+  sanity check needs one it counts the image as CHANGED (correlation 0) when the randomised map
+  differs from the original (e.g. it went all-zero: a map that vanished with the weights does
+  depend on them) and as unchanged (1) when both maps are the same constant, and it reports how
+  many were undefined. Dropping them instead would bias the mean correlation upwards.
 """
 from __future__ import annotations
 
@@ -35,7 +38,8 @@ from torch import nn
 __all__ = [
     "CurveResult", "make_baseline", "rank_pixels", "deletion_curve", "insertion_curve",
     "pointing_game", "relevance_mass", "relevance_rank", "compactness", "randomisation_stages",
-    "model_randomisation", "shortcut_share", "summarise",
+    "model_randomisation", "shortcut_share", "summarise", "sanity_check", "cascade_correlation",
+    "sanity_images", "sanity_gate",
 ]
 
 
@@ -383,8 +387,15 @@ def _spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(out, -1.0, 1.0)
 
 
-def _nanmean(v: np.ndarray) -> float:
-    return float(np.mean(v[~np.isnan(v)])) if np.any(~np.isnan(v)) else float("nan")
+def _changed_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Spearman's rho per row, with the undefined ones (a constant row) decided: 0 (changed)
+    when the two rows differ, 1 (unchanged) when they are equal; and which were undefined."""
+    rho = _spearman_rows(a, b)
+    undefined = np.isnan(rho)
+    if undefined.any():
+        same = np.array([np.allclose(x, y, rtol=1e-6, atol=1e-12) for x, y in zip(a[undefined], b[undefined])])
+        rho[undefined] = np.where(same, 1.0, 0.0)
+    return rho, undefined
 
 
 def model_randomisation(model: nn.Module, x, target,
@@ -404,9 +415,13 @@ def model_randomisation(model: nn.Module, x, target,
     Returns a DataFrame with one row per stage, the first ``"original"`` (the untouched copy: 1
     for any deterministic explain_fn; less shows the method's own noise): ``stage``, ``modules``,
     ``spearman_abs`` (mean over images of Spearman's rho between |original| and |randomised| maps,
-    as in the paper), ``spearman`` (signed maps), ``spearman_abs_std`` and ``undefined`` (images
-    where a map was constant and rho is NaN, left out of the means). With ``return_maps=True``
-    also a dict stage -> maps ``[N,H,W]`` (numpy). ``model`` itself is never modified.
+    as in the paper), ``spearman`` (signed maps), ``spearman_abs_std``, ``undefined`` (images
+    where a map was constant, so rho is not defined: counted as 0, *changed*, when the
+    randomised map differs from the original, e.g. went all-zero, and as 1 when both are the
+    same constant; see the module docstring), ``per_image`` (the per-image rho of |maps|, a
+    tuple, undefined ones decided as above) and ``per_image_undefined`` (a tuple of bools).
+    With ``return_maps=True`` also a dict stage -> maps ``[N,H,W]`` (numpy). ``model`` itself
+    is never modified.
     """
     stages = randomisation_stages(model) if layers is None else \
         [(s,) if isinstance(s, str) else tuple(s) for s in layers]
@@ -427,12 +442,13 @@ def model_randomisation(model: nn.Module, x, target,
         if maps.shape != original.shape:
             raise ValueError(f"explain_fn returned {maps.shape} after {name}, {original.shape} before")
         flat_o, flat_r = original.reshape(len(original), -1), maps.reshape(len(maps), -1)
-        rho_abs = _spearman_rows(np.abs(flat_o), np.abs(flat_r))
-        rho = _spearman_rows(flat_o, flat_r)
-        rows.append({"stage": name, "modules": modules, "spearman_abs": _nanmean(rho_abs),
-                     "spearman": _nanmean(rho),
-                     "spearman_abs_std": float(np.nanstd(rho_abs)) if np.any(~np.isnan(rho_abs)) else np.nan,
-                     "undefined": int(np.isnan(rho_abs).sum())})
+        rho_abs, undefined = _changed_rows(np.abs(flat_o), np.abs(flat_r))
+        rho, _ = _changed_rows(flat_o, flat_r)
+        rows.append({"stage": name, "modules": modules, "spearman_abs": float(rho_abs.mean()),
+                     "spearman": float(rho.mean()), "spearman_abs_std": float(rho_abs.std()),
+                     "undefined": int(undefined.sum()),
+                     "per_image": tuple(float(v) for v in rho_abs),
+                     "per_image_undefined": tuple(bool(u) for u in undefined)})
         maps_by_stage[name] = maps
 
     record("original", "")
@@ -574,6 +590,68 @@ def cascade_correlation(sanity: pd.DataFrame, column: str = "spearman_abs") -> p
     normalised). Near 0: the map depends on the learned weights; near 1: it does not."""
     randomised = sanity[sanity["stage"] != "original"]
     return randomised.groupby("method", sort=False)[column].mean()
+
+
+def sanity_images(sanity: pd.DataFrame, method: str, *, stage: str = "all") -> pd.DataFrame:
+    """One row per image of ``method`` in a :func:`sanity_check` frame: ``correlation`` (the
+    rank correlation of |maps| with the original; with ``stage="all"`` its mean over the
+    randomised stages, the per-image term of :func:`cascade_correlation`; ``"last"`` the fully
+    randomised stage; or a stage name) and ``undefined`` (how many of the correlations used
+    were undefined, i.e. decided as changed/unchanged, see :func:`model_randomisation`)."""
+    if "method" in sanity.columns:
+        if method not in set(sanity["method"]):
+            raise ValueError(f"no method {method!r} in the sanity check; it has {list(pd.unique(sanity['method']))}")
+        rows = sanity[sanity["method"] == method]
+    else:
+        rows = sanity
+    if "per_image" not in rows.columns:
+        raise ValueError("this sanity frame has no per-image correlations (column 'per_image'); "
+                         "recompute it with quality.sanity_check / model_randomisation")
+    randomised = rows[rows["stage"] != "original"]
+    if stage == "all":
+        used = randomised
+    elif stage == "last":
+        used = randomised.iloc[-1:]
+    else:
+        used = rows[rows["stage"] == stage]
+        if used.empty:
+            raise ValueError(f"no stage {stage!r}; expected 'all', 'last' or one of {list(rows['stage'])}")
+    if used.empty:
+        raise ValueError("the sanity check has no randomised stage")
+    values = np.array([list(v) for v in used["per_image"]], dtype=float)          # [stages, images]
+    undefined = np.array([list(v) for v in used["per_image_undefined"]], dtype=bool)
+    return pd.DataFrame({"correlation": values.mean(0), "undefined": undefined.sum(0)}).rename_axis("image")
+
+
+def sanity_gate(sanity: pd.DataFrame, method: str, *, threshold: float = 0.5, stage: str = "all",
+                seed: int = 0, n_boot: int = 2000, level: float = 0.95) -> dict:
+    """The sanity-check decision for ``method`` with its uncertainty: the mean over images of
+    the rank correlation with the original map after randomisation (:func:`sanity_images`;
+    ``stage="all"`` gives :func:`cascade_correlation`'s value) and a seeded percentile bootstrap
+    interval over the images (:func:`helpers.stats.bootstrap`).
+
+    ``decision``: ``"pass"`` when the whole interval lies below ``threshold`` (the maps depend on
+    the learned weights), ``"fail"`` when it lies above (they do not), ``"undecided"`` when it
+    straddles the threshold or fewer than 2 images were checked. A bootstrap over very few
+    images is too narrow (it cannot see variation it was not shown): check 16 or more.
+
+    Returns ``dict(mean, ci_low, ci_high, n_images, n_undefined, decision, threshold, stage,
+    level)``; ``n_undefined`` counts the undefined correlations among those averaged."""
+    from .stats import bootstrap
+
+    per_image = sanity_images(sanity, method, stage=stage)
+    e = bootstrap(per_image["correlation"].to_numpy(), np.mean, n_boot=n_boot, seed=seed, level=level)
+    if e.n < 2 or not np.isfinite(e.low):
+        decision = "undecided"
+    elif e.high < threshold:
+        decision = "pass"
+    elif e.low > threshold:
+        decision = "fail"
+    else:
+        decision = "undecided"
+    return {"mean": e.estimate, "ci_low": e.low, "ci_high": e.high, "n_images": e.n,
+            "n_undefined": int(per_image["undefined"].sum()), "decision": decision,
+            "threshold": float(threshold), "stage": stage, "level": level}
 
 
 def method_settings(*, ig_steps: int = 50, smoothgrad_samples: int = 25, lime_samples: int = 500,

@@ -144,3 +144,23 @@ def test_class_summary_gives_shares_with_wilson_intervals_and_n():
     # a class without images: NaN shares, n = 0
     empty = evolution.class_summary(s, ["a", "b", "c", "d"])
     assert empty.loc["d", "images"] == 0 and np.isnan(empty.loc["d", "never learned high"])
+
+
+def test_plots_of_notebook_03_stop_at_the_audited_epoch_and_show_intervals():
+    import matplotlib
+    matplotlib.use("Agg")
+    from helpers import plots
+
+    history = SimpleNamespace(test_preds=PREDS, test_labels=LABELS, best_epoch=1,
+                              train_acc=np.linspace(.5, 1, 4), val_acc=np.linspace(.5, 1, 4),
+                              test_acc=np.linspace(.5, 1, 4), train_loss=np.linspace(1, .1, 4),
+                              val_loss=np.linspace(1, .1, 4))
+    stats = evolution.image_stats(PREDS, LABELS, upto=1)
+    fig = plots.instance_flow(history, stats, evolution.flow_order(stats), classes=["a", "b", "c"], upto=1)
+    heat = [ax for ax in fig.axes if ax.images and ax.images[0].get_array().shape == (5, 2)]
+    assert heat, "the images x epochs panel shows the two audited epochs"
+    summary = evolution.class_summary(stats, ["a", "b", "c"])
+    fig = plots.category_bars(summary)
+    assert len(fig.axes) == len(evolution.CATEGORIES)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a (n=2)", "b (n=2)", "c (n=1)"]
+    plots.plt.close("all")

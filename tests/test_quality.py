@@ -275,10 +275,38 @@ def test_randomisation_of_a_map_that_ignores_the_model_stays_at_one():
     assert list(maps) == list(df["stage"]) and maps["conv1"].shape == (2, SIZE, SIZE)
 
 
-def test_randomisation_constant_maps_give_nan_not_a_crash():
+def test_randomisation_constant_maps_that_stay_constant_count_as_unchanged():
     df = q.model_randomisation(tiny_cnn(), torch.rand(2, 3, SIZE, SIZE), 0,
                                lambda m, x, t: torch.zeros(len(x), SIZE, SIZE))
-    assert df["spearman_abs"].isna().all() and (df["undefined"] == 2).all()
+    assert (df["undefined"] == 2).all() and np.isfinite(df["spearman_abs"]).all()
+    np.testing.assert_allclose(df["spearman_abs"], 1.0)     # all-zero before and after: no change
+    assert df["per_image_undefined"].tolist() == [(True, True)] * len(df)
+
+
+def test_a_map_that_vanishes_after_randomisation_counts_as_changed():
+    """Two images keep their (model-independent) edge map, the third one's map goes all-zero
+    once the head is random: that image HAS changed, so the mean is 2/3, not 1."""
+    model = tiny_cnn()
+    trained_head = model.net.fc.weight.detach().clone()
+    x = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(8))
+
+    def vanishing(m, xs, t):
+        maps = edge_fn(m, xs, t).clone()
+        if not torch.equal(m.net.fc.weight, trained_head):
+            maps[2] = 0
+        return maps
+
+    df = q.model_randomisation(model, x, 0, vanishing)
+    randomised = df[df["stage"] != "original"]
+    np.testing.assert_allclose(randomised["spearman_abs"], 2 / 3)
+    assert (randomised["undefined"] == 1).all() and df.loc[0, "undefined"] == 0
+    assert all(r == pytest.approx((1.0, 1.0, 0.0)) for r in randomised["per_image"])
+    assert all(u == (False, False, True) for u in randomised["per_image_undefined"])
+    sanity = df.assign(method="m")
+    assert q.cascade_correlation(sanity)["m"] == pytest.approx(2 / 3)
+    gate = q.sanity_gate(sanity, "m")
+    assert gate["mean"] == pytest.approx(2 / 3) and gate["n_images"] == 3
+    assert gate["n_undefined"] == len(randomised)         # one undefined correlation per randomised stage
 
 
 def test_randomisation_is_cumulative_seeded_and_resets_batchnorm():
@@ -371,3 +399,45 @@ def test_method_settings_name_real_methods_with_accepted_arguments():
         method = kw.pop("method")
         assert method in explain.available_methods()
         assert set(kw) - {"batch_size"} <= set(explain.hyperparameters(method))
+
+
+def _sanity_frame(per_image_by_stage, method="m"):
+    """A sanity_check-like frame from per-image correlations by stage (the original first)."""
+    rows = []
+    for stage, values in per_image_by_stage.items():
+        rows.append({"stage": stage, "spearman_abs": float(np.mean(values)), "per_image": tuple(values),
+                     "per_image_undefined": tuple(False for _ in values), "method": method})
+    return pd.DataFrame(rows)
+
+
+def test_sanity_gate_on_few_images_is_wide_and_undecided_when_it_straddles():
+    # three images, mean 0.43 below the 0.5 gate, but one image is far above it
+    few = _sanity_frame({"original": [1, 1, 1], "head": [0.1, 0.9, 0.3], "body": [0.1, 0.9, 0.28]})
+    gate = q.sanity_gate(few, "m", threshold=0.5, seed=0)
+    assert gate["mean"] == pytest.approx(q.cascade_correlation(few)["m"])
+    assert gate["ci_low"] < 0.5 < gate["ci_high"] and gate["ci_high"] - gate["ci_low"] > 0.3
+    assert gate["decision"] == "undecided" and gate["n_images"] == 3 and gate["n_undefined"] == 0
+    # the same spread of values on 40 images is decided
+    rng = np.random.default_rng(0)
+    low = rng.uniform(0.0, 0.4, 40)
+    gate = q.sanity_gate(_sanity_frame({"original": [1] * 40, "head": list(low), "body": list(low)}), "m")
+    assert gate["decision"] == "pass" and gate["ci_high"] < 0.5 and gate["n_images"] == 40
+    high = rng.uniform(0.6, 1.0, 40)
+    assert q.sanity_gate(_sanity_frame({"original": [1] * 40, "head": list(high)}), "m")["decision"] == "fail"
+    # one image: no interval to decide on
+    assert q.sanity_gate(_sanity_frame({"original": [1], "head": [0.0]}), "m")["decision"] == "undecided"
+
+
+def test_sanity_gate_stages_and_errors():
+    frame = _sanity_frame({"original": [1, 1], "head": [0.9, 0.7], "body": [0.1, 0.3]})
+    assert q.sanity_images(frame, "m")["correlation"].tolist() == pytest.approx([0.5, 0.5])
+    assert q.sanity_images(frame, "m", stage="last")["correlation"].tolist() == pytest.approx([0.1, 0.3])
+    assert q.sanity_gate(frame, "m", stage="head")["mean"] == pytest.approx(0.8)
+    a = q.sanity_gate(frame, "m", seed=1)
+    assert a == q.sanity_gate(frame, "m", seed=1)
+    with pytest.raises(ValueError, match="no method"):
+        q.sanity_gate(frame, "other")
+    with pytest.raises(ValueError, match="no stage"):
+        q.sanity_gate(frame, "m", stage="nope")
+    with pytest.raises(ValueError, match="per-image"):
+        q.sanity_gate(frame.drop(columns="per_image"), "m")
