@@ -49,20 +49,26 @@ LABELS = {
     "calibration_error": ("Calibration error (ECE; 0 = confidence matches accuracy)", "number"),
     "mean_confidence_ts": ("Mean confidence after temperature scaling", "share"),
     "calibration_error_ts": ("Calibration error after temperature scaling", "number"),
+    "calibration_error_expected": ("Calibration error that honest confidence would show with these images "
+                                   "(noise level)", "number"),
+    "calibration_p_value": ("Chance of an error this large if the confidence were honest (p)", "number"),
+    "n_history": ("Test images followed through training", "count"),
+    "history_epochs": ("Epochs of training used (up to the audited checkpoint)", "count"),
     "share_learned_early": ("Learned in the first half of training and kept", "share"),
     "share_learned_late": ("Learned only in the second half of training", "share"),
     "share_forgotten": ("Forgotten at least once (right, then wrong)", "share"),
-    "share_never_learned": ("Wrong at the last epoch", "share"),
+    "share_never_learned": ("Wrong at the audited epoch", "share"),
     "mean_prediction_changes": ("Changes of prediction per image during training (mean)", "number"),
-    "n_attacked": ("Images attacked (the correctly classified ones)", "count"),
+    "n_attacked": ("Images attacked (the correctly classified ones; minimum-norm PGD)", "count"),
     "median_eps_whole": ("Smallest change that fools it, whole image (median; grey levels of 255)", "eps"),
     "median_eps_object": ("Smallest change that fools it, object only (grey levels of 255)", "eps"),
     "median_eps_background": ("Smallest change that fools it, background only (grey levels of 255)", "eps"),
-    "object_background_ratio": ("Object / background ratio of that change (below 1: the object is the weak spot)",
-                                "ratio"),
+    "n_object_background": ("Images with an object / background comparison", "count"),
+    "object_background_ratio": ("Object / background ratio of that change, regions of equal size (median over "
+                                "images; below 1: the object is the weak spot)", "ratio"),
+    "object_background_p_value": ("Sign test of that ratio against 1 (p)", "number"),
     "share_not_flipped_whole": ("Images not fooled by the largest change searched", "share"),
     "attack_max_eps": ("Largest change searched (grey levels of 255)", "eps"),
-    "n_explained": ("Images explained", "count"),
     "pointing_game": ("Explanations whose peak lies on the object", "share"),
     "relevance_mass": ("Share of the explanation on the object", "share"),
     "mask_share": ("Share of the image the object covers (chance level)", "share"),
@@ -71,17 +77,23 @@ LABELS = {
     "sanity_correlation": ("Sanity check: similarity of the maps after randomising the weights "
                            "(near 0 = passes)", "number"),
     "explanation_method": ("Explanation method", "text"),
+    "n_sanity": ("Images of the sanity check", "count"),
+    "n_sanity_undefined": ("Of those, correlations not defined (constant maps)", "count"),
+    "sanity_gate": ("Sanity check decision (pass / fail / undecided)", "text"),
+    "n_explained": ("Images explained (each for its predicted class)", "count"),
     "component_accuracy": ("A: accuracy", "number"),
     "component_calibration": ("C: calibration (1 - error)", "number"),
-    "component_robustness": ("R: robustness", "number"),
+    "component_robustness": ("R: robustness (share withstanding the budget)", "number"),
     "component_localisation": ("L: localisation above chance", "number"),
-    "component_stability": ("S: stability in training", "number"),
+    "component_stability": ("S: stability in training (share learned early)", "number"),
     "trust_score": ("Trust score (0 to 1)", "number"),
     "rank": ("Rank (1 = most trusted)", "count"),
 }
+# An interval is shown in the unit of its column; these are not shown as numbers of their own.
+_HIDDEN = ("rank_ci_low", "rank_ci_high")
 _COMPONENT_LETTERS = {"accuracy": "A", "calibration": "C", "robustness": "R", "localisation": "L",
                       "stability": "S"}
-_MARKS = {"model": "&#9888;", "note": "&#9679;", "good": "&#10003;", "bad": "&#10007;"}
+_MARKS = {"model": "&#9888;", "model_note": "&#9888;", "note": "&#9679;", "good": "&#10003;", "bad": "&#10007;"}
 
 
 def label(column: str) -> str:
@@ -110,6 +122,24 @@ def display(value, column: str, *, max_eps: float | None = None, reason: str | N
     if kind == "ratio" and math.isinf(v):
         return "no change on the object alone fools it" if v > 0 else "-inf"
     return trust.format_value(v, column=column, max_eps=max_eps)
+
+
+def interval(table: pd.DataFrame, cls, column: str, *, max_eps: float | None = None) -> str:
+    """"95 % CI 60% to 85%; 50 images" for a class's number, in the column's unit ("" when the
+    table has no interval and no count for it)."""
+    row = table.loc[cls]
+    parts = []
+    low_col, high_col = trust.ci_columns(column)
+    if low_col in row.index and not trust._is_missing(row[low_col]) and not trust._is_missing(row[high_col]):
+        lo, hi = (display(row[c], column, max_eps=max_eps) for c in (low_col, high_col))
+        if LABELS.get(column, ("", ""))[1] == "eps" and math.isinf(float(row[high_col])):
+            hi = f"more than {max_eps * 255:.3g}" if max_eps is not None else "never fooled"
+        parts.append(f"95 % CI {lo} to {hi}")
+    n_col = trust.N_COLUMN.get(column)
+    if n_col and n_col in row.index and not trust._is_missing(row[n_col]):
+        n = int(row[n_col])
+        parts.append(f"{n} image{'s' if n != 1 else ''}")
+    return "; ".join(parts)
 
 
 # ----------------------------------------------------------------------------- images
@@ -180,15 +210,25 @@ def _ranking_uri(rows: pd.DataFrame) -> str:
     colours = plt.get_cmap("RdYlGn")(np.nan_to_num(scores, nan=0.0))
     y = np.arange(len(rows))
     ax.barh(y, np.nan_to_num(scores, nan=0.0), color=colours, edgecolor="#555", height=0.65)
+    if "trust_score_ci_low" in rows.columns:
+        lo = rows["trust_score_ci_low"].astype(float).to_numpy()
+        hi = rows["trust_score_ci_high"].astype(float).to_numpy()
+        ok = ~np.isnan(scores) & ~np.isnan(lo)
+        ax.errorbar(scores[ok], y[ok], xerr=[scores[ok] - lo[ok], hi[ok] - scores[ok]], fmt="none",
+                    ecolor="black", elinewidth=1.2, capsize=3)
+    else:
+        hi = np.full(len(scores), np.nan)
     for i, v in enumerate(scores):
-        ax.text((0 if np.isnan(v) else v) + 0.01, i, "not defined" if np.isnan(v) else f"{v:.2f}",
+        right = v if np.isnan(hi[i]) else hi[i]
+        ax.text((0 if np.isnan(v) else right) + 0.015, i, "not defined" if np.isnan(v) else f"{v:.2f}",
                 va="center", fontsize=9)
     ranks = rows["rank"].tolist() if "rank" in rows.columns else range(1, len(rows) + 1)
     ax.set_yticks(y, [f"{r}. {n}" for r, n in zip(ranks, names)], fontsize=9)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.1)
     ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
-    ax.set_xlabel("trust score (0 = fails a check outright, 1 = no weakness found)", fontsize=9)
+    ax.set_xlabel("trust score with its 95 % interval (0 = fails a check outright, 1 = no weakness found)",
+                  fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     return _figure_uri(fig)
@@ -325,6 +365,10 @@ dl.defs{display:grid;grid-template-columns:2em 1fr;gap:0.4em 0.4em}
 dl.defs dt{font-weight:600;font-size:1.1em}dl.defs dd{margin:0}
 table.prov td code{white-space:nowrap}
 .small{font-size:0.88em;color:#555}
+.ci{display:block;font-size:0.78em;font-weight:normal;color:#555;white-space:normal}
+td.num .ci{white-space:nowrap}
+.model-note{background:#fff8e1;border:1px solid #e0b100;color:#4d3800}
+ul.apart{padding-left:1.3em}ul.apart li{overflow-wrap:anywhere}
 @media (max-width:700px){
   .facts{grid-template-columns:1fr}.facts dd{margin-bottom:0.4em}
   table.stack,table.stack tbody,table.stack tr,table.stack td{display:block;width:100%}
@@ -391,6 +435,33 @@ def _anchor(cls, index: int) -> str:
     return f"class-{index}"
 
 
+def _rule_summary(rule) -> str:
+    """The first paragraph of a rule's docstring, on one line."""
+    doc = (rule.__doc__ or rule.__name__).strip().split("\n\n")[0]
+    return " ".join(doc.split())
+
+
+def _ranking_html(table: pd.DataFrame, esc) -> list:
+    """Which classes cannot be told apart: each class's rank interval over the bootstrap draws
+    and the classes whose score it cannot be told apart from."""
+    if table.attrs.get("replicates", {}).get("trust_score") is None:
+        return []
+    order = trust.ranking(table)
+    out = ['<h3>Which classes can be told apart</h3>']
+    if order.attrs.get("note"):
+        out.append(f'<p class="banner model-note">{esc(order.attrs["note"])}</p>')
+    out.append('<p class="small">Rank over 2000 bootstrap draws of the images; two classes cannot be told apart '
+               "when neither scores higher in at least 97.5 % of the draws.</p><ul class=\"apart\">")
+    for cls, row in order.iterrows():
+        lo, hi = int(row["rank_ci_low"]), int(row["rank_ci_high"])
+        span = f"rank {int(row['rank'])}" + (f" (between {lo} and {hi} in 95 % of draws)" if lo != hi else "")
+        same = row.get("cannot_tell_apart") or ""
+        tail = f": cannot be told apart from {same}" if same else ": told apart from every other class"
+        out.append(f"<li><strong>{esc(str(cls))}</strong>, {esc(span)}{esc(tail)}.</li>")
+    out.append("</ul>")
+    return out
+
+
 def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdicts=None,
                title: str = "Trust report", notes=None, model: str | None = None, data: str | None = None,
                n_images: dict | None = None, examples: dict | None = None, csv=None) -> Path:
@@ -413,7 +484,7 @@ def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdic
     prov = trust.provenance(table)
     model_values = table.attrs.get("model_level", {})
     max_eps = model_values.get("attack_max_eps")
-    reasons = trust.undefined(table)
+    reasons = {k: v for k, v in trust.undefined(table).items() if not trust.is_ci(k[1])}
     lists = _verdict_lists(verdicts, table)
     if examples:
         unknown = [c for c in examples if str(c) not in set(map(str, table.index))]
@@ -423,14 +494,17 @@ def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdic
     rows = table.sort_values("rank", kind="stable") if "rank" in table.columns else table
     index_of = {cls: i for i, cls in enumerate(table.index)}
     esc = html.escape
-    missing = [(cls, col) for col in table.columns for cls in table.index
+    shown = [c for c in table.columns if not trust.is_ci(c)]
+    missing = [(cls, col) for col in shown for cls in table.index
                if trust._is_missing(table.at[cls, col]) and (cls, col) not in reasons]
 
     def value_html(cls, col, tag="dd"):
         value = table.at[cls, col]
         text = esc(display(value, col, max_eps=max_eps, reason=reasons.get((cls, col))))
         css = ' class="missing"' if text == "MISSING" else ' class="nd"' if trust._is_missing(value) else ""
-        return f'<{tag}{css} data-col="{esc(col)}">{text}</{tag}>'
+        ci = interval(table, cls, col, max_eps=max_eps) if not trust._is_missing(value) else ""
+        ci = f'<span class="ci">{esc(ci)}</span>' if ci else ""
+        return f'<{tag}{css} data-col="{esc(col)}">{text}{ci}</{tag}>'
 
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -456,6 +530,11 @@ def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdic
     if unusable:
         parts.append(f'<div class="banner unusable"><strong>Not usable.</strong> {esc(_sentence(unusable))} '
                      "Its per-class numbers below describe a model that should not be deployed.</div>")
+    model_notes = list(dict.fromkeys(text for cls in (lists or {}) for kind, text in lists[cls]
+                                     if kind == "model_note"))
+    for text in model_notes:
+        parts.append(f'<div class="banner model-note"><strong>About the whole model.</strong> '
+                     f"{esc(_sentence(text))}</div>")
     if missing:
         items = "".join(f"<li>{esc(label(col))} of <strong>{esc(str(cls))}</strong> "
                         f"(<code>{esc(col)}</code>, source: {esc(prov.get(col, '?'))})</li>" for cls, col in missing)
@@ -474,7 +553,7 @@ def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdic
         parts.append('<figure class="chart"><img alt="Trust score per class, most trusted first" '
                      f'src="{_ranking_uri(rows)}"><figcaption>The classes ranked by trust score '
                      "(the weakest of five checks limits it; see the method).</figcaption></figure>")
-        comps = [c for c in table.columns if c.startswith("component_")]
+        comps = [c for c in table.columns if c.startswith("component_") and not trust.is_ci(c)]
         parts.append('<table class="stack glance"><thead><tr><th>Rank</th><th>Class</th><th>Trust</th>')
         parts += [f'<th title="{esc(label(c))}">{esc(_short(c))}</th>' for c in comps]
         parts.append("</tr></thead><tbody>")
@@ -488,12 +567,21 @@ def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdic
                     "MISSING" if trust._is_missing(v) else f"{float(v):.2f}"
                 css = "num nd" if cell == "not defined" else "num missing" if cell == "MISSING" else "num"
                 head = "Trust" if c == "trust_score" else _short(c)
+                lo, hi = (row.get(x) for x in trust.ci_columns(c))
+                if cell not in ("not defined", "MISSING") and lo is not None and not trust._is_missing(lo):
+                    cell += f'<span class="ci">{float(lo):.2f} to {float(hi):.2f}</span>'
                 parts.append(f'<td class="{css}" data-label="{esc(head)}">{cell}</td>')
             parts.append("</tr>")
         parts.append("</tbody></table>")
+        parts.append('<p class="small">Under each number: its 95 % interval (bootstrap over the class&rsquo;s '
+                     "images, Wilson for shares; the trust score combines the components&rsquo; bootstrap "
+                     "draws).</p>")
+        parts += _ranking_html(table, esc)
     if model_values:
         parts.append('<h3>About the whole model</h3><dl class="kv">')
         for col in model_values:
+            if trust.is_ci(col):
+                continue
             parts.append(f"<div><dt>{esc(label(col))} <span class=\"src\">({esc(prov[col])})</span></dt>"
                          f"{value_html(table.index[0], col)}</div>")
         parts.append("</dl>")
@@ -508,7 +596,7 @@ def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdic
                  '<p class="small">Most trusted first. Shares are of the class&rsquo;s images; a change '
                  "in grey levels of 255 is the most any pixel value moves (the L&#8734; norm). Numbers in "
                  "brackets name the notebook a number comes from.</p></section>")
-    per_class = [c for c in table.columns if c not in model_values]
+    per_class = [c for c in shown if c not in model_values and c not in _HIDDEN]
     groups: dict = {}
     for col in per_class:
         groups.setdefault(prov[col], []).append(col)
@@ -520,6 +608,8 @@ def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdic
         if lists is not None:
             parts.append('<ul class="verdict">')
             for kind, text in lists[cls]:
+                if kind == "model_note":
+                    continue                      # said once, in the summary
                 mark = _MARKS.get(kind, "&#8226;")
                 parts.append(f'<li class="{esc(kind)}"><span class="mark">{mark}</span>{esc(_sentence(text))}</li>')
             parts.append("</ul>")
@@ -556,18 +646,19 @@ def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdic
         letters = [_COMPONENT_LETTERS[c] for c in active]
         product = " &middot; ".join(f"<var>{x}</var><sup><var>w</var><sub>{x}</sub></sup>" for x in letters)
         total = " + ".join(f"<var>w</var><sub>{x}</sub>" for x in letters)
-        eps_ref = info.get("eps_ref")
-        ref = (f"{eps_ref * 255:.3g} grey levels" if eps_ref is not None and math.isfinite(eps_ref)
-               else "not defined (no class had an image to attack)")
+        budget = info.get("budget")
+        budget_text = f"{budget * 255:.3g}/255" if budget is not None else "the budget"
         defs = {
             "A": "accuracy: the share of the class&rsquo;s test images predicted right.",
             "C": "1 &minus; calibration error (ECE of the images predicted as the class).",
-            "R": "min(1, <var>&epsilon;</var> / <var>&epsilon;</var><sub>ref</sub>): <var>&epsilon;</var> is the "
-                 "class&rsquo;s median smallest change that fools it (whole image, capped at the largest change "
-                 f"searched), <var>&epsilon;</var><sub>ref</sub> the median over the classes ({esc(ref)}).",
+            "R": "the share of the class&rsquo;s attacked images (the correctly classified ones) whose smallest "
+                 f"fooling change exceeds the budget of {esc(budget_text)} of the grey-level range (the budget is "
+                 "absolute: one grey level is the smallest change an 8-bit image can store; no class scores well "
+                 "because the others are weaker).",
             "L": "(relevance mass &minus; object share) / (1 &minus; object share), clipped to [0, 1]: the share of "
                  "the explanation on the object above what chance puts there.",
-            "S": "1 &minus; share learned late &minus; share forgotten during training.",
+            "S": "the share learned early: 1 &minus; learned late &minus; forgotten &minus; never learned, "
+                 "over the epochs up to the audited checkpoint.",
         }
         parts.append('<section id="method"><h2>Method: the trust score</h2>'
                      f'<p class="formula">trust = ( {product} )<sup>1 / ({total})</sup></p>'
@@ -583,16 +674,20 @@ def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdic
             parts.append(f'<p>With equal weights this is the plain geometric mean: </p><p class="formula">'
                          f"trust = ( {plain} )<sup>1/{len(letters)}</sup></p>")
         parts += [f"<p>{esc(_sentence(note))}</p>" for note in info.get("notes", [])]
-        parts.append('<p class="small">Verdicts are rules on these numbers with fixed thresholds '
-                     "(<code>helpers.trust.THRESHOLDS</code>); the model is called not usable when its "
-                     "overall accuracy cannot be told apart from guessing the largest class (95 % Wilson "
-                     "interval).</p></section>")
+        parts.append("<p>Every number has a 95 % interval: Wilson for shares, a seeded bootstrap over the "
+                     "class&rsquo;s images otherwise. The trust score&rsquo;s interval repeats the geometric mean "
+                     "on each bootstrap draw of the components (each source resampled over its own images).</p>")
+        parts.append("<h3>Verdict rules</h3><p>A word is used only when its interval supports it "
+                     "(thresholds in <code>helpers.trust.THRESHOLDS</code>):</p><ul>")
+        parts += [f"<li>{esc(_rule_summary(rule))}</li>" for rule in trust.RULES]
+        parts.append("<li>Not usable: the lower end of the 95 % Wilson interval of the overall accuracy is at or "
+                     "below guessing the largest class.</li></ul></section>")
 
     # ---- sources
     parts.append('<section id="sources"><h2>Where each number comes from</h2>'
                  '<table class="stack prov"><thead><tr><th>Number</th><th>Source</th>'
                  "<th>What it means</th><th>CSV column</th></tr></thead><tbody>")
-    for col in table.columns:
+    for col in shown:
         parts.append(f'<tr><td data-label="Number">{esc(label(col))}</td>'
                      f'<td data-label="Source">{esc(prov[col])}</td>'
                      f'<td data-label="What it means">{esc(trust.COLUMNS.get(col, ""))}</td>'
@@ -603,4 +698,6 @@ def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdic
     if len(page) > MAX_BYTES:
         warnings.warn(f"the trust report is {len(page) / 1e6:.1f} MB (more than {MAX_BYTES / 1e6:.0f} MB): "
                       "pass fewer or smaller figures", stacklevel=2)
-    return trust._atomic_write(path, page)
+    from .trust.output import _write
+
+    return _write(path, page)

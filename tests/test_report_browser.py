@@ -107,8 +107,10 @@ def synthetic_report(path, *, never_predicted: bool = False):
     masks = np.zeros((len(labels), 16, 16), bool)
     masks[:, 4:12, 3:13] = True
     maps = rng.random((len(labels), 16, 16)) + masks * rng.uniform(0, 3, (len(labels), 1, 1))
+    per_image = [(1.0,) * 5, (0.3, 0.2, 0.4, 0.35, 0.25), (0.1, 0.0, 0.2, 0.15, 0.05)]
     sanity = pd.DataFrame({"method": ["gradcam"] * 3, "stage": ["original", "head", "body"],
-                           "spearman_abs": [1.0, 0.3, 0.1]})
+                           "spearman_abs": [1.0, 0.3, 0.1], "per_image": per_image,
+                           "per_image_undefined": [(False,) * 5] * 3})
     sources = {
         "predictions (02)": trust.per_class_from_predictions(labels, probs, CLASSES),
         "training history (03)": trust.per_class_from_history(_History(preds, labels)),

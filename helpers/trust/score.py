@@ -1,0 +1,319 @@
+"""Components, trust score and ranking, each with a 95 % interval.
+
+Each component is a number in [0, 1], 1 = no weakness found, estimated from one source's images:
+
+* A = accuracy (Wilson interval);
+* C = 1 - calibration error (bootstrap over the images predicted as the class);
+* R = share of the class's attacked (correctly classified) images whose smallest flipping
+  L-inf epsilon exceeds the BUDGET (Wilson). An absolute scale: no class is called robust
+  because the others are weaker. Default budget 1/255: the smallest change an 8-bit image can
+  store, so an image that flips within it is fooled by a change no saved image can even show;
+* L = clip((relevance mass - mask share) / (1 - mask share), 0, 1) (bootstrap over the
+  explained images, resampling mass and share together);
+* S = share learned early = 1 - learned late - forgotten - never learned (Wilson).
+
+The trust score's interval propagates the components': each source's bootstrap replicates
+(class k resampled with seed ``seed + k``, the same images for predictions and history) are
+combined replicate by replicate in the geometric mean, and the ranks of the replicates give
+each class's rank interval and which classes cannot be told apart.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from .. import stats
+from .common import COMPONENTS, DERIVED, LEVEL, N_BOOT, SEED, ci_columns, is_missing, num
+from .sources import SANITY_THRESHOLD, boot_indices, ece_rows
+from .table import provenance, undefined
+
+__all__ = ["DEFAULT_BUDGET", "SCORE_FORMULA", "components", "score", "ranking", "rank_probabilities",
+           "pairwise_better", "robustness_summary"]
+
+DEFAULT_BUDGET = 1 / 255     # one grey level: the smallest change an 8-bit image can store
+
+SCORE_FORMULA = (
+    "trust = (A^wA * C^wC * R^wR * L^wL * S^wS) ^ (1 / (wA + wC + wR + wL + wS)), with "
+    "A = accuracy; C = 1 - calibration_error; "
+    "R = share of the attacked images whose smallest flipping epsilon exceeds the budget; "
+    "L = clip((relevance_mass - mask_share) / (1 - mask_share), 0, 1); "
+    "S = share_learned_early = 1 - learned late - forgotten - never learned; all weights 1 by default; "
+    "L gets weight 0 unless the explanation method passes the sanity check."
+)
+
+# The columns each component is computed from (for the reasons of an undefined component).
+_INPUTS = {"accuracy": ("accuracy",), "calibration": ("calibration_error",),
+           "robustness": ("median_eps_whole",), "localisation": ("relevance_mass", "mask_share"),
+           "stability": ("share_learned_early",)}
+_SOURCE_HINT = {"accuracy": ("accuracy", "per_class_from_predictions"),
+                "calibration": ("calibration_error", "per_class_from_predictions"),
+                "robustness": ("n_attacked", "per_class_from_fragility"),
+                "localisation": ("relevance_mass", "per_class_localisation"),
+                "stability": ("share_learned_early", "per_class_from_history")}
+_SAMPLES = {"accuracy": "correct", "calibration": "calibration", "robustness": "eps_whole",
+            "localisation": "localisation", "stability": "learned_early"}
+
+
+def _check_budget(budget) -> float:
+    if not (isinstance(budget, (int, float, np.floating)) and math.isfinite(budget) and budget >= 0):
+        raise ValueError(f"budget must be an L-inf epsilon >= 0 in [0, 1] pixel units (e.g. 1/255), got {budget!r}")
+    return float(budget)
+
+
+def _loc(a):
+    mass, share = a[..., 0].mean(-1), a[..., 1].mean(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.clip((mass - share) / (1 - share), 0, 1)
+
+
+def components(table: pd.DataFrame, *, budget: float = DEFAULT_BUDGET, which=COMPONENTS,
+               n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL) -> pd.DataFrame:
+    """The components ``component_<name>`` of ``which`` (default all five), each with
+    ``_ci_low`` / ``_ci_high``; ``attrs["replicates"]`` ``{name: [classes, n_boot]}`` (the
+    bootstrap replicates the score combines), ``attrs["budget"]`` and ``attrs["undefined"]``.
+    Needs the per-image samples the sources keep (a table from :func:`build_table`)."""
+    unknown = set(which) - set(COMPONENTS)
+    if unknown:
+        raise ValueError(f"unknown component(s) {sorted(unknown)}; expected some of {COMPONENTS}")
+    budget = _check_budget(budget)
+    samples = table.attrs.get("samples", {})
+    out, reps = {}, {}
+    classes = [str(c) for c in table.index]
+    C = len(classes)
+    for name in which:
+        column, fn = _SOURCE_HINT[name]
+        if column not in table.columns or _SAMPLES[name] not in samples:
+            raise ValueError(f"component {name!r} needs column {column!r} and its per-image values "
+                             f"(trust.{fn}); add that source or give the component weight 0")
+        per = samples[_SAMPLES[name]]
+        est, lo, hi = np.full(C, np.nan), np.full(C, np.nan), np.full(C, np.nan)
+        rep = np.full((C, n_boot), np.nan)
+        for k, cls in enumerate(classes):
+            v = np.asarray(per.get(cls, []), dtype=float)
+            if len(v) == 0:
+                continue
+            idx = boot_indices(len(v), k, n_boot=n_boot, seed=seed)
+            if name in ("accuracy", "stability", "robustness"):
+                hits = v > budget if name == "robustness" else v
+                est[k] = hits.mean()
+                lo[k], hi[k] = stats.wilson(int(hits.sum()), len(hits), level=level)
+                rep[k] = hits[idx].mean(1)
+            elif name == "calibration":
+                est[k] = 1 - ece_rows(v[None, :, 0], v[None, :, 1], table.attrs.get("n_bins", 15))[0]
+                rep[k] = 1 - ece_rows(v[idx, 0], v[idx, 1], table.attrs.get("n_bins", 15))
+                lo[k], hi[k] = stats.percentile_interval(rep[k], level=level)
+            else:                                     # localisation
+                est[k] = float(_loc(v[None])[0])
+                rep[k] = _loc(v[idx])
+                lo[k], hi[k] = stats.percentile_interval(rep[k], level=level)
+        col = f"component_{name}"
+        out[col] = est
+        out[ci_columns(col)[0]], out[ci_columns(col)[1]] = lo, hi
+        reps[name] = rep
+    frame = pd.DataFrame(out, index=table.index)
+    frame.attrs = {"replicates": reps, "budget": budget,
+                   "undefined": _component_reasons(table, frame)}
+    return frame
+
+
+def _component_reasons(table, frame) -> dict:
+    known = undefined(table)
+    out = {}
+    for column in [c for c in frame.columns if c.startswith("component_") and not c.endswith(("_low", "_high"))]:
+        name = column.removeprefix("component_")
+        for cls in frame.index:
+            if not is_missing(frame.at[cls, column]):
+                continue
+            whys = [known[(cls, c)] for c in _INPUTS[name] if (cls, c) in known]
+            why = whys[0] if whys else None
+            if why is None and name == "localisation" and num(table.loc[cls], "mask_share") == 1:
+                why = "the object covers the whole image"
+            if why is None and name == "robustness" and num(table.loc[cls], "n_attacked") == 0:
+                why = "no image of this class was attacked"
+            if why:
+                for c in (column, *ci_columns(column)):
+                    out[(cls, c)] = why
+    return out
+
+
+def _geomean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted geometric mean over axis 1 of ``[classes, components, ...]``; 0 when any
+    component is 0 (the others lie in [0, 1]), NaN when one is NaN and none is 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(values)
+        w = weights.reshape((1, -1) + (1,) * (values.ndim - 2))
+        out = np.exp((w * logs).sum(1) / weights.sum())
+    out[(values == 0).any(1)] = 0.0
+    return out
+
+
+def _ranks(scores: np.ndarray) -> np.ndarray:
+    """Ranks (1 = best, ties share the better rank, NaN last) along axis 0 of ``[C, ...]``."""
+    s = np.where(np.isnan(scores), -np.inf, scores)
+    return 1 + (s[None, :] > s[:, None]).sum(1)
+
+
+def robustness_summary(table: pd.DataFrame, *, near_zero: float = 0.25) -> dict | None:
+    """When every class with attacked images has an R interval below ``near_zero``, the model
+    is not robust at the budget: ``{"budget", "high"}`` (the largest upper bound), else None."""
+    col = "component_robustness"
+    if col not in table.columns:
+        return None
+    hi = table[ci_columns(col)[1]].astype(float).to_numpy()
+    hi = hi[~np.isnan(hi)]
+    if len(hi) == 0 or np.any(hi >= near_zero):
+        return None
+    return {"budget": table.attrs.get("score", {}).get("budget"), "high": float(hi.max())}
+
+
+def score(table: pd.DataFrame, *, weights: dict | None = None, budget: float = DEFAULT_BUDGET,
+          sanity_max: float | None = None, n_boot: int = N_BOOT, seed: int = SEED,
+          level: float = LEVEL) -> pd.DataFrame:
+    """``table`` with the components (:func:`components`), ``trust_score``, ``rank`` and their
+    intervals (``*_ci_low`` / ``*_ci_high``) added.
+
+    ``trust_score = (prod_i X_i ** w_i) ** (1 / sum_i w_i)`` over the components in [0, 1] with
+    weights ``w_i`` (default 1; ``weights={"localisation": 0}`` leaves one out). A weighted
+    GEOMETRIC mean: trust is limited by the weakest link (a component of 0 makes the score 0).
+    Its interval: the same mean of the components' bootstrap replicates, replicate by replicate;
+    ``rank_ci_low`` / ``rank_ci_high``: the 2.5 % and 97.5 % quantiles of the replicates' ranks.
+
+    ``budget``: the L-inf epsilon (pixel units, [0, 1]) the robustness component judges
+    against; default 1/255, one grey level, the smallest change an 8-bit image can store.
+
+    Localisation counts only when the explanation method PASSES the sanity check
+    (``sanity_gate == "pass"``: the whole interval of its correlation lies below the threshold);
+    a failed or undecided check sets its weight to 0, with a note. (A table without the gate
+    but with ``sanity_correlation`` above ``sanity_max`` (0.5) drops it too.)
+
+    ``attrs["score"]``: formula, weights, budget, level, notes; ``attrs["replicates"]``:
+    ``{component or "trust_score": [classes, n_boot]}``."""
+    w = {c: 1.0 for c in COMPONENTS}
+    for key, value in (weights or {}).items():
+        if key not in w:
+            raise ValueError(f"unknown weight {key!r}; components are {COMPONENTS}")
+        if not (isinstance(value, (int, float, np.floating, np.integer)) and value >= 0 and math.isfinite(value)):
+            raise ValueError(f"weight of {key!r} must be a finite number >= 0, got {value!r}")
+        w[key] = float(value)
+    budget = _check_budget(budget)
+    notes = []
+    sanity_max = SANITY_THRESHOLD if sanity_max is None else sanity_max
+    model = table.attrs.get("model_level", {})
+    gate, sanity = model.get("sanity_gate"), model.get("sanity_correlation")
+    if w["localisation"] > 0:
+        if gate is not None and gate != "pass":
+            w["localisation"] = 0.0
+            lo, hi = model.get("sanity_correlation_ci_low"), model.get("sanity_correlation_ci_high")
+            interval = (f", 95 % CI {float(lo):.2f} to {float(hi):.2f}" if lo is not None and not is_missing(lo)
+                        else "")
+            notes.append(f"localisation left out of the score: the explanation method "
+                         f"{'fails' if gate == 'fail' else 'has not been shown to pass'} the sanity check "
+                         f"(mean correlation {float(sanity):.2f}{interval}, {model.get('n_sanity', '?')} images; "
+                         f"it passes when the whole interval lies below {sanity_max:g})")
+        elif gate is None and sanity is not None and not is_missing(sanity) and float(sanity) > sanity_max:
+            w["localisation"] = 0.0
+            notes.append(f"localisation left out of the score: the explanation method fails the sanity check "
+                         f"(sanity_correlation {float(sanity):.3g} > {sanity_max:g})")
+    active = [c for c in COMPONENTS if w[c] > 0]
+    if not active:
+        raise ValueError("all weights are 0; at least one component must count")
+    comp = components(table, budget=budget, which=active, n_boot=n_boot, seed=seed, level=level)
+    wv = np.array([w[c] for c in active])
+    values = np.stack([comp[f"component_{c}"].to_numpy() for c in active], axis=1)
+    trust_score = _geomean(values, wv)
+    rep = np.stack([comp.attrs["replicates"][c] for c in active], axis=1)      # [C, K, B]
+    rep_score = _geomean(rep, wv)                                             # [C, B]
+    lo = np.full(len(table), np.nan)
+    hi = np.full(len(table), np.nan)
+    for i in range(len(table)):
+        if not np.isnan(trust_score[i]):
+            lo[i], hi[i] = stats.percentile_interval(rep_score[i], level=level)
+    rank_rep = _ranks(rep_score)                                              # [C, B]
+    alpha = (1 - level) / 2
+    rank_lo = np.quantile(rank_rep, alpha, axis=1, method="inverted_cdf")
+    rank_hi = np.quantile(rank_rep, 1 - alpha, axis=1, method="inverted_cdf")
+    reasons = {**undefined(table), **comp.attrs["undefined"]}
+    for i, cls in enumerate(table.index):
+        if np.isnan(trust_score[i]):
+            whys = [f"{c}: {reasons[(cls, f'component_{c}')]}" for c in active
+                    if (cls, f"component_{c}") in reasons]
+            if whys and len(whys) == int(np.isnan(values[i]).sum()):
+                for c in ("trust_score", *ci_columns("trust_score")):
+                    reasons[(cls, c)] = "; ".join(whys)
+    out = table.copy()
+    prov = provenance(table)
+    for column in comp.columns:
+        out[column] = comp[column]
+        prov[column] = DERIVED
+    out["trust_score"] = trust_score
+    out["trust_score_ci_low"], out["trust_score_ci_high"] = lo, hi
+    out["rank"] = _ranks(trust_score).astype(int)
+    out["rank_ci_low"], out["rank_ci_high"] = rank_lo.astype(int), rank_hi.astype(int)
+    for c in ("trust_score", "trust_score_ci_low", "trust_score_ci_high", "rank", "rank_ci_low", "rank_ci_high"):
+        prov[c] = DERIVED
+    replicates = {**comp.attrs["replicates"], "trust_score": rep_score}
+    out.attrs = {**table.attrs, "provenance": prov, "undefined": reasons, "replicates": replicates,
+                 "score": {"formula": SCORE_FORMULA, "weights": w, "budget": budget, "level": level,
+                           "n_boot": n_boot, "notes": notes}}
+    weak = robustness_summary(out)
+    if weak is not None:
+        out.attrs["score"]["notes"].append(
+            f"the model is not robust at a budget of {budget * 255:.3g}/255: in every class at most "
+            f"{weak['high']:.0%} of the attacked images withstand it (upper ends of the 95 % intervals), so R "
+            "is near 0 everywhere and the trust scores and their ranking mostly reflect that, not a "
+            "difference between the classes")
+    return out
+
+
+def pairwise_better(table: pd.DataFrame) -> pd.DataFrame:
+    """``[class a, class b]``: the share of bootstrap replicates in which a's trust score is above
+    b's (ties count half). Near 0.5: the two cannot be told apart."""
+    rep = table.attrs.get("replicates", {}).get("trust_score")
+    if rep is None:
+        raise ValueError("the table has no trust-score replicates; call trust.score(table) first")
+    r = np.where(np.isnan(rep), -np.inf, rep)
+    better = (r[:, None, :] > r[None, :, :]).mean(2) + 0.5 * (r[:, None, :] == r[None, :, :]).mean(2)
+    return pd.DataFrame(better, index=table.index, columns=table.index)
+
+
+def rank_probabilities(table: pd.DataFrame) -> pd.DataFrame:
+    """``[class, rank 1..C]``: the share of bootstrap replicates in which the class takes each rank."""
+    rep = table.attrs.get("replicates", {}).get("trust_score")
+    if rep is None:
+        raise ValueError("the table has no trust-score replicates; call trust.score(table) first")
+    ranks = _ranks(rep)
+    C = len(table)
+    probs = np.stack([(ranks == r).mean(1) for r in range(1, C + 1)], axis=1)
+    return pd.DataFrame(probs, index=table.index, columns=pd.Index(range(1, C + 1), name="rank"))
+
+
+def ranking(table: pd.DataFrame, *, level: float | None = None) -> pd.DataFrame:
+    """The scored table's classes from most to least trusted: ``rank``, ``rank_ci_low``,
+    ``rank_ci_high``, ``trust_score`` with its interval, the components, ``p_top`` (share of
+    replicates in which the class ranks first) and ``cannot_tell_apart`` (the classes whose
+    trust score it cannot be told apart from: the share of replicates with it above them lies
+    within ``[(1-level)/2, (1+level)/2]``, a two-sided bootstrap comparison at ``level``).
+    ``attrs["note"]``: a sentence when the ranking is mostly noise (the model is not robust at
+    the budget), else None."""
+    if "trust_score" not in table.columns:
+        raise ValueError("the table has no trust_score; call trust.score(table) first")
+    level = table.attrs.get("score", {}).get("level", LEVEL) if level is None else level
+    cols = ["rank", "rank_ci_low", "rank_ci_high", "trust_score", "trust_score_ci_low", "trust_score_ci_high"]
+    cols += [c for c in table.columns if c.startswith("component_") and not c.endswith(("_ci_low", "_ci_high"))]
+    out = table[[c for c in cols if c in table.columns]].copy()
+    if table.attrs.get("replicates", {}).get("trust_score") is not None:
+        better = pairwise_better(table)
+        alpha = (1 - level) / 2
+        out["p_top"] = rank_probabilities(table)[1]
+        out["cannot_tell_apart"] = [
+            ", ".join(str(b) for b in table.index if b != a and alpha <= better.at[a, b] <= 1 - alpha)
+            for a in table.index]
+    out = out.sort_values(["rank", "trust_score"], ascending=[True, False], kind="stable")
+    weak = robustness_summary(table)
+    out.attrs = {"note": None if weak is None else
+                 f"The model is not robust at {table.attrs['score']['budget'] * 255:.3g}/255: in no class do more "
+                 f"than {weak['high']:.0%} of the attacked images withstand it, so every trust score is near 0 "
+                 "and the order of the classes says little."}
+    return out

@@ -1,0 +1,394 @@
+"""Per-class sources of the trust table: one small DataFrame per analysis, indexed by class.
+
+Every per-class number ``X`` comes with ``X_ci_low`` / ``X_ci_high`` (a 95 % interval: Wilson
+for a proportion, a seeded percentile bootstrap over the class's images otherwise) and the
+count of images it rests on (``n_<source>`` column, see :data:`common.N_COLUMN`). The per-image
+values the score needs are kept in ``frame.attrs["samples"]`` ``{name: {class: array}}`` so that
+:mod:`.score` can bootstrap the components and combine their replicates.
+
+Bootstrap seeds: class k of any source uses ``seed + k``; two sources with the same images of
+a class in the same order (predictions and training history: the test set) therefore resample
+the same images in every replicate, which keeps their dependence in the combined score.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats as _st
+
+from .. import calibration
+from .. import stats
+from .common import (LEVEL, N_BOOT, NEVER_PREDICTED, NO_TEST_IMAGE, NONE_ATTACKED, NONE_EXPLAINED, SEED,
+                     ci_columns, class_list, explain, frame_of, is_missing, labels_of, numpy)
+
+__all__ = ["per_class_means", "per_class_from_predictions", "per_class_from_history",
+           "per_class_from_fragility", "per_class_localisation", "model_level", "from_sanity_check",
+           "boot_indices", "ece_rows", "SANITY_THRESHOLD"]
+
+SANITY_THRESHOLD = 0.5       # mean rank correlation above which the maps do not depend on the weights
+
+
+# ----------------------------------------------------------------------------- building blocks
+def boot_indices(n: int, k: int, *, n_boot: int = N_BOOT, seed: int = SEED) -> np.ndarray:
+    """``[n_boot, n]`` resampling indices of class k (seed ``seed + k``)."""
+    rng = np.random.default_rng(seed + k)
+    return rng.integers(0, n, size=(n_boot, n)) if n > 0 else np.zeros((n_boot, 0), dtype=int)
+
+
+def ece_rows(confidence: np.ndarray, correct: np.ndarray, n_bins: int = calibration.N_BINS) -> np.ndarray:
+    """ECE of each row of ``[B, n]`` confidences and 0/1 correctness, same bins as
+    :mod:`helpers.calibration` (bin m holds ((m-1)/M, m/M]): sum over bins of
+    |sum confidence - sum correct| / n."""
+    conf = np.atleast_2d(np.asarray(confidence, dtype=float))
+    hit = np.broadcast_to(np.atleast_2d(np.asarray(correct, dtype=float)), conf.shape)
+    rows, n = conf.shape
+    if n == 0:
+        return np.full(rows, np.nan)
+    inner = np.arange(1, n_bins) / n_bins
+    flat = np.searchsorted(inner, conf, side="left") + n_bins * np.arange(rows)[:, None]
+    c = np.bincount(flat.ravel(), weights=conf.ravel(), minlength=rows * n_bins).reshape(rows, n_bins)
+    h = np.bincount(flat.ravel(), weights=hit.ravel(), minlength=rows * n_bins).reshape(rows, n_bins)
+    return np.abs(c - h).sum(1) / n
+
+
+def _wilson_cols(rows: dict, name: str, k, n, level):
+    k, n = np.asarray(k, float), np.asarray(n, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rows[name] = np.where(n > 0, k / np.where(n > 0, n, 1), np.nan)
+    low, high = stats.wilson(k, n, level=level)
+    lo_col, hi_col = ci_columns(name)
+    rows[lo_col], rows[hi_col] = np.atleast_1d(low), np.atleast_1d(high)
+
+
+def _boot_cols(rows: dict, name: str, groups: list, stat, *, n_boot, seed, level, replicates=None):
+    """Estimate and percentile interval of ``stat`` per group (``groups[k]``: the values of
+    class k, 1-D or [n, d]); ``stat`` maps ``[B, n(, d)]`` to ``[B]`` and ``[n(, d)]`` to a number."""
+    est, lo, hi = [], [], []
+    for k, v in enumerate(groups):
+        v = np.asarray(v, dtype=float)
+        if len(v) == 0:
+            est.append(np.nan), lo.append(np.nan), hi.append(np.nan)
+            if replicates is not None:
+                replicates.append(np.full(n_boot, np.nan))
+            continue
+        reps = np.asarray(stat(v[boot_indices(len(v), k, n_boot=n_boot, seed=seed)]), dtype=float)
+        a, b = stats.percentile_interval(reps, level=level)
+        est.append(float(stat(v[None])[0])), lo.append(a), hi.append(b)
+        if replicates is not None:
+            replicates.append(reps)
+    rows[name] = np.array(est)
+    lo_col, hi_col = ci_columns(name)
+    rows[lo_col], rows[hi_col] = np.array(lo), np.array(hi)
+
+
+def _mean(a):
+    return a.mean(axis=-1)
+
+
+def _median(a):
+    return np.median(a, axis=-1)
+
+
+def per_class_means(labels, classes, **columns) -> pd.DataFrame:
+    """A source from per-image values: ``n`` (images per class) and the mean of each keyword
+    array (``[N]``, aligned with ``labels``) over the images of each class (NaN values
+    skipped), with its bootstrap interval (``<name>_ci_low`` / ``_ci_high``)."""
+    classes = class_list(classes)
+    y = labels_of(labels, classes)
+    rows = {"n": np.bincount(y, minlength=len(classes))}
+    for name, values in columns.items():
+        v = numpy(values).astype(np.float64)
+        if v.shape != y.shape:
+            raise ValueError(f"{name} must be [N] with N={len(y)} (one per label), got shape {v.shape}")
+        groups = [v[(y == k) & ~np.isnan(v)] for k in range(len(classes))]
+        _boot_cols(rows, name, groups, _mean, n_boot=N_BOOT, seed=SEED, level=LEVEL)
+    return frame_of(rows, classes)
+
+
+# ----------------------------------------------------------------------------- predictions
+def per_class_from_predictions(labels, probs, classes, *, calibrated_probs=None,
+                               n_bins: int = calibration.N_BINS, n_boot: int = N_BOOT, seed: int = SEED,
+                               n_null: int = 2000, level: float = LEVEL) -> pd.DataFrame:
+    """Source "predictions" from test ``probs`` ``[N, C]`` of the audited model.
+
+    Columns (each number with its 95 % interval): ``n_test``, ``accuracy`` (recall, Wilson),
+    ``n_predicted``, ``precision`` (Wilson), ``mean_confidence`` and ``calibration_error``
+    (bootstrap over the images PREDICTED as the class: "when the model says *forest* with 0.9,
+    is it right 9 times in 10?"), and two columns that say how much of that error is noise:
+    ``calibration_error_expected``, the mean ECE the class would show if its confidence were
+    honest (its own confidences, correct ~ Bernoulli(confidence), ``n_null`` draws: consistency
+    resampling, Broecker & Smith 2007), and ``calibration_p_value``, the share of those draws
+    with an ECE at least the observed one ((1 + count) / (1 + n_null)). With
+    ``calibrated_probs`` (same arg-max) also ``mean_confidence_ts`` and ``calibration_error_ts``."""
+    classes = class_list(classes)
+    p = calibration._probs(probs)
+    if p.shape[1] != len(classes):
+        raise ValueError(f"probs have {p.shape[1]} columns for {len(classes)} classes")
+    y = labels_of(labels, classes)
+    if len(y) != len(p):
+        raise ValueError(f"{len(y)} labels for {len(p)} rows of probs")
+    C = len(classes)
+    pred, conf = p.argmax(1), p.max(1)
+    n_test = np.bincount(y, minlength=C)
+    n_pred = np.bincount(pred, minlength=C)
+    hits = np.bincount(y[pred == y], minlength=C)
+    rows = {"n_test": n_test}
+    _wilson_cols(rows, "accuracy", hits, n_test, level)
+    rows["n_predicted"] = n_pred
+    _wilson_cols(rows, "precision", hits, n_pred, level)
+    kw = dict(n_boot=n_boot, seed=seed, level=level)
+    by_pred = [np.column_stack([conf[pred == k], (y[pred == k] == k)]) for k in range(C)]
+    _boot_cols(rows, "mean_confidence", [g[:, 0] for g in by_pred], _mean, **kw)
+
+    def ece(a):
+        return ece_rows(a[..., 0], a[..., 1], n_bins)
+    _boot_cols(rows, "calibration_error", by_pred, ece, **kw)
+    expected, p_value = np.full(C, np.nan), np.full(C, np.nan)
+    for k, g in enumerate(by_pred):
+        if len(g) == 0:
+            continue
+        rng = np.random.default_rng(seed + 10_000 + k)
+        draws = rng.random((n_null, len(g))) < g[:, 0]
+        null = ece_rows(np.broadcast_to(g[:, 0], draws.shape), draws, n_bins)
+        observed = rows["calibration_error"][k]
+        expected[k] = null.mean()
+        p_value[k] = (1 + np.sum(null >= observed - 1e-12)) / (1 + n_null)
+    rows["calibration_error_expected"], rows["calibration_p_value"] = expected, p_value
+    if calibrated_probs is not None:
+        q = calibration._probs(calibrated_probs, "calibrated_probs")
+        if q.shape != p.shape or np.any(q.argmax(1) != pred):
+            raise ValueError("calibrated_probs must have the shape and the arg-max of probs "
+                             "(temperature scaling never changes a prediction)")
+        qc = q.max(1)
+        by_pred_ts = [np.column_stack([qc[pred == k], (y[pred == k] == k)]) for k in range(C)]
+        _boot_cols(rows, "mean_confidence_ts", [g[:, 0] for g in by_pred_ts], _mean, **kw)
+        _boot_cols(rows, "calibration_error_ts", by_pred_ts, ece, **kw)
+    reasons = {}
+    for k, cls in enumerate(classes):
+        if n_test[k] == 0:
+            reasons[(cls, "accuracy")] = NO_TEST_IMAGE
+        if n_pred[k] == 0:
+            reasons.update({(cls, c): NEVER_PREDICTED for c in
+                            ("precision", "mean_confidence", "calibration_error", "calibration_error_expected",
+                             "calibration_p_value", "mean_confidence_ts", "calibration_error_ts")})
+    frame = explain(frame_of(rows, classes), reasons)
+    frame.attrs["samples"] = {
+        "correct": {cls: (pred[y == k] == k).astype(float) for k, cls in enumerate(classes)},
+        "calibration": {cls: by_pred[k] for k, cls in enumerate(classes)},
+    }
+    frame.attrs["n_bins"] = n_bins
+    return frame
+
+
+# ----------------------------------------------------------------------------- training history
+def per_class_from_history(history, labels=None, classes=None, *, late_fraction: float = 0.5,
+                           upto="audited", n_boot: int = N_BOOT, seed: int = SEED,
+                           level: float = LEVEL) -> pd.DataFrame:
+    """Source "training" from a :class:`helpers.train.TrainHistory` (or anything with
+    ``test_preds [E, N]`` and ``test_labels``; or a plain ``[E, N]`` array with ``labels``).
+
+    The statistics stop at the AUDITED epoch: ``upto="audited"`` (default) uses the epochs up to
+    and including ``history.best_epoch`` when the history names one (the checkpoint every
+    notebook audits, :func:`helpers.evolution.audited_epoch`), else all; an int is an epoch index
+    (0-based, inclusive); None uses every recorded epoch.
+
+    Columns: ``n_history``; ``share_learned_early``, ``share_learned_late``,
+    ``share_forgotten``, ``share_never_learned`` (shares of the class's test images, summing to
+    1, each with its Wilson interval; :func:`helpers.evolution.image_stats` defines them);
+    ``mean_prediction_changes`` (bootstrap) and the model-level ``history_epochs`` (epochs used).
+    ``labels``, when given with a history, must equal its ``test_labels``."""
+    from .. import evolution
+
+    if hasattr(history, "test_preds"):
+        preds = np.asarray(history.test_preds)
+        own = numpy(history.test_labels)
+        if labels is not None and not np.array_equal(numpy(labels), own):
+            raise ValueError("labels differ from history.test_labels: the history is of another test set")
+        labels = own
+        classes = classes if classes is not None else getattr(history, "classes", None)
+        if isinstance(upto, str):
+            if upto != "audited":
+                raise ValueError(f"upto must be 'audited', an epoch index or None, got {upto!r}")
+            upto = evolution.audited_epoch(history)
+    else:
+        preds = numpy(history)
+        if labels is None:
+            raise ValueError("labels are needed when history is a plain [epochs, images] array")
+        if isinstance(upto, str):
+            upto = None
+    if classes is None:
+        raise ValueError("classes are needed (the history has none)")
+    classes = class_list(classes)
+    y = labels_of(labels, classes)
+    image = evolution.image_stats(preds, y, late_fraction=late_fraction, upto=upto)
+    C = len(classes)
+    n = np.bincount(y, minlength=C)
+    rows = {"n_history": n}
+    for cat in evolution.CATEGORIES:
+        k = np.bincount(y[image["category"].to_numpy() == cat], minlength=C)
+        _wilson_cols(rows, f"share_{cat.replace(' ', '_')}", k, n, level)
+    changes = image["changes"].to_numpy(float)
+    _boot_cols(rows, "mean_prediction_changes", [changes[y == k] for k in range(C)], _mean,
+               n_boot=n_boot, seed=seed, level=level)
+    used = preds.shape[0] if upto is None else int(upto) + 1
+    rows["history_epochs"] = [used] * C
+    frame = frame_of(rows, classes)
+    frame.attrs["model_level"] = ["history_epochs"]
+    early = (image["category"].to_numpy() == "learned early").astype(float)
+    frame.attrs["samples"] = {"learned_early": {cls: early[y == k] for k, cls in enumerate(classes)}}
+    return explain(frame, {(cls, col): NO_TEST_IMAGE for k, cls in enumerate(classes)
+                           if n[k] == 0 for col in rows if col != "n_history" and col != "history_epochs"})
+
+
+# ----------------------------------------------------------------------------- attacks
+def _ratio(obj: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """Per-image eps(object) / eps(background); undefined (dropped) when both are inf or 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = obj / bg
+    return r[~np.isnan(r)]
+
+
+def per_class_from_fragility(fragility: pd.DataFrame, classes, *, max_eps: float | None = None,
+                             n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL) -> pd.DataFrame:
+    """Source "attacks" from the long frame of :func:`helpers.attacks.fragility_by_region` (one
+    row per image and region: ``image``, ``label``, ``region`` in whole / object / background,
+    ``epsilon`` (the smallest flipping L-inf epsilon of the minimum-norm PGD search; NaN when
+    it never flipped), ``flipped``, ``already_wrong``; ``attrs["max_eps"]`` is kept).
+
+    Only correctly classified images count (``n_attacked``). Columns: ``median_eps_whole`` /
+    ``_object`` / ``_background`` (bootstrap; an image that never flipped counts as ``inf``, so
+    a median is ``inf`` when more than half withstood the largest epsilon), ``share_not_flipped_whole``
+    (Wilson), and, with both regions (of equal pixel count), ``object_background_ratio``: the
+    median over images of eps(object) / eps(background) (bootstrap), ``n_object_background``
+    (images where it is defined) and ``object_background_p_value`` (exact two-sided sign test
+    of "ratio > 1" against "ratio < 1"). The per-image whole-image epsilons are kept for the
+    robustness component (``attrs["samples"]["eps_whole"]``); ``attack_max_eps`` is model level."""
+    classes = class_list(classes)
+    if not isinstance(fragility, pd.DataFrame) or "region" not in fragility.columns:
+        raise ValueError("fragility must be the long DataFrame of attacks.fragility_by_region (one row per image "
+                         "and region); the per-class summary has no per-image epsilons for intervals")
+    max_eps = fragility.attrs.get("max_eps") if max_eps is None else max_eps
+    ok = fragility[~fragility["already_wrong"].astype(bool)]
+    regions = list(dict.fromkeys(fragility["region"]))
+    if "whole" not in regions:
+        raise ValueError("the fragility frame has no 'whole' region: attack the whole image too")
+    C = len(classes)
+    eps = {}
+    for region in regions:
+        sel = ok[ok["region"] == region]
+        eps[region] = [sel.loc[sel["label"] == k].set_index("image")["epsilon"].astype(float).fillna(np.inf)
+                       for k in range(C)]
+    n_all = np.array([fragility[(fragility["region"] == "whole") & (fragility["label"] == k)]["image"].nunique()
+                      for k in range(C)])
+    rows = {"n_attacked": np.array([len(e) for e in eps["whole"]])}
+    kw = dict(n_boot=n_boot, seed=seed, level=level)
+    for region in ("whole", "object", "background"):
+        if region in eps:
+            _boot_cols(rows, f"median_eps_{region}", [e.to_numpy() for e in eps[region]], _median, **kw)
+    not_flipped = [int(np.isinf(e.to_numpy()).sum()) for e in eps["whole"]]
+    _wilson_cols(rows, "share_not_flipped_whole", not_flipped, rows["n_attacked"], level)
+    both = "object" in eps and "background" in eps
+    if both:
+        ratios = []
+        for k in range(C):
+            o, b = eps["object"][k], eps["background"][k]
+            common_images = o.index.intersection(b.index)
+            ratios.append(_ratio(o.loc[common_images].to_numpy(), b.loc[common_images].to_numpy()))
+        rows["n_object_background"] = np.array([len(r) for r in ratios])
+        _boot_cols(rows, "object_background_ratio", ratios, _median, **kw)
+        pv = []
+        for r in ratios:
+            above, below = int(np.sum(r > 1)), int(np.sum(r < 1))
+            pv.append(_st.binomtest(above, above + below, 0.5).pvalue if above + below else np.nan)
+        rows["object_background_p_value"] = np.array(pv)
+    out = frame_of(rows, classes)
+    if max_eps is not None:
+        if not (isinstance(max_eps, (int, float, np.floating)) and max_eps > 0):
+            raise ValueError(f"max_eps must be a number > 0, got {max_eps!r}")
+        out["attack_max_eps"] = float(max_eps)
+        out.attrs["model_level"] = ["attack_max_eps"]
+    reasons = {}
+    for k, cls in enumerate(classes):
+        if rows["n_attacked"][k] == 0:
+            none = "none of its images was in the attacked sample" if n_all[k] == 0 else NONE_ATTACKED
+            reasons.update({(cls, c): none for c in out.columns if not c.startswith("n_") and c != "attack_max_eps"})
+        elif both and rows["n_object_background"][k] == 0:
+            why = ("on every attacked image the object alone and the background alone both withstand the "
+                   "largest epsilon searched (or both flip at 0)")
+            reasons.update({(cls, c): why for c in ("object_background_ratio", "object_background_p_value")})
+    out = explain(out, reasons)
+    out.attrs["samples"] = {"eps_whole": {cls: eps["whole"][k].to_numpy() for k, cls in enumerate(classes)}}
+    return out
+
+
+# ----------------------------------------------------------------------------- explanations
+def per_class_localisation(maps, masks, labels, classes, *, tolerance: float = 0, n_boot: int = N_BOOT,
+                           seed: int = SEED, level: float = LEVEL) -> pd.DataFrame:
+    """Source "explanations" from attribution maps ``[N, H, W]`` of N test images, each map
+    explaining the class the model PREDICTED for the image (what it actually used), their object
+    masks ``[N, H, W]`` and the images' true ``labels`` ``[N]`` (the rows' classes).
+
+    Columns: ``n_explained``; ``pointing_game`` (hit rate, Wilson); the class means of
+    ``relevance_mass``, ``mask_share`` (the chance level of both), ``area_50`` and ``gini``
+    (bootstrap; :mod:`helpers.quality`). The per-image (relevance mass, mask share) pairs are
+    kept for the localisation component (``attrs["samples"]["localisation"]``)."""
+    from .. import quality
+
+    classes = class_list(classes)
+    m = quality._maps_np(maps)
+    gt = quality._masks_np(masks, m.shape)
+    y = labels_of(labels, classes)
+    if len(y) != len(m):
+        raise ValueError(f"{len(y)} labels for {len(m)} maps")
+    C = len(classes)
+    compact = quality.compactness(m)
+    hit = np.asarray(quality.pointing_game(m, gt, tolerance=tolerance), dtype=float)
+    mass = np.asarray(quality.relevance_mass(m, gt), dtype=float)
+    share = gt.reshape(len(gt), -1).mean(1).astype(float)
+    n = np.bincount(y, minlength=C)
+    rows = {"n_explained": n}
+    _wilson_cols(rows, "pointing_game", np.bincount(y, weights=hit, minlength=C), n, level)
+    kw = dict(n_boot=n_boot, seed=seed, level=level)
+    for name, v in (("relevance_mass", mass), ("mask_share", share),
+                    ("area_50", compact["area_50"].to_numpy(float)), ("gini", compact["gini"].to_numpy(float))):
+        _boot_cols(rows, name, [v[(y == k) & ~np.isnan(v)] for k in range(C)], _mean, **kw)
+    frame = frame_of(rows, classes)
+    frame = explain(frame, {(cls, col): NONE_EXPLAINED for k, cls in enumerate(classes)
+                            if n[k] == 0 for col in frame.columns if col != "n_explained"})
+    frame.attrs["samples"] = {"localisation": {cls: np.column_stack([mass[y == k], share[y == k]])
+                                               for k, cls in enumerate(classes)}}
+    return frame
+
+
+# ----------------------------------------------------------------------------- model level
+def model_level(classes, **values) -> pd.DataFrame:
+    """A source of model-level numbers (or short texts): each keyword value repeated on every
+    class's row, the columns listed in ``attrs["model_level"]`` (the HTML shows them once)."""
+    classes = class_list(classes)
+    if not values:
+        raise ValueError("give at least one model-level value, e.g. model_level(classes, temperature=1.7)")
+    frame = frame_of({k: [v] * len(classes) for k, v in values.items()}, classes)
+    frame.attrs["model_level"] = list(values)
+    return frame
+
+
+def from_sanity_check(sanity: pd.DataFrame, method: str, classes, *, threshold: float = SANITY_THRESHOLD,
+                      level: float = LEVEL, n_boot: int = N_BOOT, seed: int = SEED) -> pd.DataFrame:
+    """Source "sanity check" (model level) from the frame of :func:`helpers.quality.sanity_check`,
+    through :func:`helpers.quality.sanity_gate`: ``sanity_correlation`` (mean over images of the
+    rank correlation with the original map after randomisation, near 0 = the maps depend on the
+    weights) with its bootstrap interval over the images, ``n_sanity`` (images),
+    ``n_sanity_undefined`` (undefined correlations among those averaged), ``sanity_gate``
+    ("pass" when the whole interval lies below ``threshold``, "fail" above, "undecided" when it
+    straddles it or fewer than 2 images) and ``explanation_method``."""
+    from ..quality import sanity_gate
+
+    g = sanity_gate(sanity, method, threshold=threshold, level=level, n_boot=n_boot, seed=seed)
+    lo, hi = ci_columns("sanity_correlation")
+    frame = model_level(classes, sanity_correlation=float(g["mean"]), **{lo: float(g["ci_low"]),
+                        hi: float(g["ci_high"])}, n_sanity=int(g["n_images"]),
+                        n_sanity_undefined=int(g["n_undefined"]), sanity_gate=str(g["decision"]),
+                        explanation_method=str(method))
+    why = ("fewer than two images with a correlation: no interval" if not np.isnan(g["mean"]) else
+           "no image has a defined rank correlation")
+    return explain(frame, {(cls, "sanity_correlation"): why for cls in frame.index})
