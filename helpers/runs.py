@@ -300,26 +300,58 @@ def region_masks(run: FineTunedRun, indices, *, object_from: str = "auto", top_f
     return {"object": obj, "background": ~obj}
 
 
-def fragility(run: FineTunedRun, *, images_per_class: int, object_from: str = "auto",
-              top_fraction: float = 0.2, max_eps: float = 16 / 255, grid: int = 12, tol: float = 2e-4,
-              pgd_steps: int = 5) -> pd.DataFrame:
-    """The smallest flipping L-inf epsilon of a PGD attack (``pgd_steps`` steps, no random
-    start) confined to the whole image, the object and the background
-    (:func:`helpers.attacks.fragility_by_region` on :func:`attack_subset` with the regions of
-    :func:`region_masks`), on a geometric grid up to ``max_eps``. Cached in the run's folder so
-    notebooks 09 and 10 share it. Column ``image`` is the index in the test set."""
+def fragility(run: FineTunedRun, *, region_images_per_class: int = 20, whole_images_per_class: int = 0,
+              object_from: str = "auto", top_fraction: float = 0.2, steps: int = 20,
+              max_eps: float = 16 / 255, bf16: bool = True, seed: int = 0, batch_size: int = 64,
+              images_per_class: int | None = None, pgd_steps: int | None = None) -> pd.DataFrame:
+    """The smallest flipping L-inf epsilon of each test image by a minimum-norm attack
+    (:func:`helpers.attacks.minimum_norm_epsilon`: foolbox's FMN with ``steps`` iterations, then
+    an fp32-checked line search), for the whole image on every test image (or the first
+    ``whole_images_per_class`` of each class when > 0), and confined to the object and to the
+    background on the first ``region_images_per_class`` test images of each class.
+
+    The object and background regions (:func:`region_masks`) are made of EQUAL pixel count
+    per image (:func:`helpers.attacks.equal_area`: the larger one subsampled at random, seeded
+    per image by ``seed`` and its test index), so a region is not more fragile merely for being
+    larger; column ``pixels`` records the count. Epsilons above ``max_eps`` count as not
+    flipped. Cached in the run's folder so notebooks 09 and 10 share it.
+
+    Returns the long frame of :func:`helpers.attacks.fragility_by_region`, one row per image
+    and region (``image`` is the index in the test set): ``image``, ``region``, ``label``,
+    ``epsilon``, ``flipped``, ``already_wrong``, ``pixels``, ``confidence_before``,
+    ``flip_class`` and more. (``images_per_class`` and ``pgd_steps``: old names of
+    ``region_images_per_class`` and ``steps``.)"""
     from . import attacks
 
-    params = dict(images_per_class=images_per_class, object_from=object_from, top_fraction=top_fraction,
-                  max_eps=max_eps, grid=grid, tol=tol, pgd_steps=pgd_steps)
+    if images_per_class is not None:
+        warnings.warn("fragility(images_per_class=) is now region_images_per_class=", DeprecationWarning, stacklevel=2)
+        region_images_per_class = images_per_class
+    if pgd_steps is not None:
+        warnings.warn("fragility(pgd_steps=) is now steps= (minimum-norm attack steps)", DeprecationWarning, stacklevel=2)
+        steps = pgd_steps
+    params = dict(region_images_per_class=region_images_per_class, whole_images_per_class=whole_images_per_class,
+                  object_from=object_from, top_fraction=top_fraction, steps=steps, max_eps=max_eps,
+                  bf16=bf16, seed=seed, attack="fmn", equal_area=True)
 
     def compute():
-        idx, x, y = attack_subset(run, images_per_class)
-        masks = region_masks(run, idx, object_from=object_from, top_fraction=top_fraction)
-        df = attacks.fragility_by_region(run.model, x, y, masks, max_eps=max_eps, grid=grid, tol=tol,
-                                         spacing="geometric", direction="pgd",
-                                         pgd_kw={"steps": pgd_steps})
-        df["image"] = idx[df["image"].to_numpy()]
+        x, labels = run.test_set.tensors()
+        labels = labels.long()
+        kw = dict(direction="fmn", steps=steps, max_eps=max_eps, bf16=bf16, batch_size=batch_size)
+        whole_idx = np.arange(len(x)) if whole_images_per_class <= 0 else \
+            per_class_indices(labels.numpy(), whole_images_per_class)
+        whole = attacks.fragility_by_region(run.model, x[whole_idx], labels[whole_idx], {}, **kw)
+        whole["image"] = whole_idx[whole["image"].to_numpy()]
+        frames = [whole]
+        if region_images_per_class > 0:
+            idx, xs, ys = attack_subset(run, region_images_per_class)
+            masks = region_masks(run, idx, object_from=object_from, top_fraction=top_fraction)
+            obj, bg = attacks.equal_area(masks["object"], masks["background"], seed=seed, image_ids=idx)
+            regions = attacks.fragility_by_region(run.model, xs, ys,
+                                                  {"whole": None, "object": obj, "background": bg}, **kw)
+            regions["image"] = idx[regions["image"].to_numpy()]
+            frames.append(regions)
+        df = pd.concat(frames, ignore_index=True)
+        df.attrs = {**whole.attrs, "equal_area": True}
         return df
 
     return cached_frame(run, "fragility", params, compute)

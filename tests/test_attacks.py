@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -303,8 +304,14 @@ def test_fragility_by_region_matches_the_masked_closed_form(linear_case):
     assert list(table.index) == ["a", "b"]
     assert {"median_eps_object", "median_eps_background", "object_background_ratio",
             "share_not_flipped_whole"} <= set(table.columns)
-    ratio = table["median_eps_object"] / table["median_eps_background"]
-    assert np.allclose(table["object_background_ratio"], ratio, equal_nan=True)
+    ok = df[~df["already_wrong"]]
+    eps = ok.pivot(index="image", columns="region", values="epsilon").fillna(np.inf)
+    lab = ok[ok["region"] == "whole"].set_index("image")["label"]
+    for k, name in enumerate(["a", "b"]):       # the median of the paired per-image ratios
+        e = eps[lab == k]
+        r = (e["object"] / e["background"]).dropna()
+        assert table.loc[name, "object_background_ratio"] == np.median(r)
+        assert table.loc[name, "n_object_background"] == len(r)
 
 
 @pytest.mark.parametrize("direction", ["fgsm", "pgd"])
@@ -346,3 +353,223 @@ def test_per_class_fragility_reads_a_plain_minimal_epsilon_frame(linear_case):
         eps = df["epsilon"].to_numpy()[ok & (y.numpy() == k)]
         assert table.loc[["a", "b"][k], "median_eps_whole"] == np.median(np.nan_to_num(eps, nan=np.inf))
     assert not any(c.startswith("median_l2") for c in table.columns)
+
+
+# ------------------------------------------------------------------ defects (each failed before its fix)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_images_with_nan_or_inf_are_refused(cnn, batch, bad):
+    x, y = batch
+    x = x.clone()
+    x[2, 1, 3, 3] = bad
+    for call in (lambda: A.fgsm(cnn, x, y, eps=0.01), lambda: A.pgd(cnn, x, y, eps=0.01),
+                 lambda: A.minimal_epsilon(cnn, x, y), lambda: A.epsilon_sweep(cnn, x, y, [0.01]),
+                 lambda: A.minimum_norm_epsilon(cnn, x, y, steps=2)):
+        with pytest.raises(ValueError, match="NaN or inf"):
+            call()
+
+
+class _Flat(nn.Module):
+    """Constant logits: zero gradient, so PGD never moves from its random start."""
+
+    def forward(self, x):
+        return torch.zeros(len(x), 2) + 0 * x.flatten(1)[:, :1]
+
+
+def test_l2_pgd_random_start_is_uniform_in_the_ball():
+    """Uniform in a d-ball: radius/eps = U^(1/d) (median 0.5^(1/d)), direction isotropic."""
+    n, d = 4000, C * H * W
+    x = torch.full((n, C, H, W), 0.5)
+    eps = 0.3                                             # 0.5 +- 0.3 never clips
+    x_adv = A.pgd(_Flat(), x, torch.zeros(n, dtype=torch.long), eps=eps, norm="l2", steps=1, seed=0)
+    delta = (x_adv - x).flatten(1).double()
+    r = delta.norm(dim=1) / eps
+    assert r.max() <= 1 + 1e-6
+    # the radius distribution of a uniform point: P(r <= s) = s^d (Kolmogorov-Smirnov against it)
+    from scipy import stats
+    assert stats.kstest(r.numpy(), lambda s: np.clip(s, 0, 1) ** d).pvalue > 1e-3
+    u = delta / delta.norm(dim=1, keepdim=True)
+    assert u.mean(0).norm() < 4 / math.sqrt(n)             # no preferred direction
+    # confined to a mask: uniform in the ball of the free coordinates, zero outside
+    mask = _half_mask(n)
+    x_adv = A.pgd(_Flat(), x, torch.zeros(n, dtype=torch.long), eps=eps, norm="l2", steps=1, seed=0,
+                  mask=mask)
+    delta = (x_adv - x).double()
+    assert (delta[:, :, :, W // 2:] == 0).all()
+    r = delta.flatten(1).norm(dim=1) / eps
+    assert stats.kstest(r.numpy(), lambda s: np.clip(s, 0, 1) ** (d // 2)).pvalue > 1e-3
+
+
+# ------------------------------------------------------------------ the strong search (foolbox FMN)
+def _foolbox_fmn(model, x, y, steps=100):
+    import foolbox as fb
+
+    adv = fb.attacks.LInfFMNAttack(steps=steps).run(fb.PyTorchModel(model.eval(), bounds=(0, 1)), x,
+                                                   fb.criteria.Misclassification(y))
+    return _linf(adv, x).double().numpy()
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_minimum_norm_epsilon_on_a_linear_model_matches_the_closed_form(linear_case, bf16):
+    """On a linear model the minimal L-inf epsilon is margin / ||w_y - w_other||_1 (images away
+    from the [0, 1] border): the search lands within a few % of it, never below, and every
+    reported image is misclassified by the fp32 model at the reported epsilon."""
+    model, x, y, star = linear_case
+    df, x_adv = A.minimum_norm_epsilon(model, x, y, steps=30, bf16=bf16, return_adversarial=True)
+    eps = df["epsilon"].to_numpy()
+    assert df["already_wrong"][:2].all() and (eps[:2] == 0).all()
+    f = df["flipped"].to_numpy() & ~df["already_wrong"].to_numpy()
+    assert f[2:].all()
+    ratio = eps[f] / star[f]
+    assert ratio.min() >= 1 - 1e-4 and np.median(ratio) <= 1.05, ratio
+    assert np.allclose(_linf(x_adv, x).double().numpy()[f], eps[f], rtol=1e-6)
+    with torch.no_grad():
+        assert (model(x_adv[f]).argmax(1) != y[f]).all()
+    assert (df["n_backward"][f] >= 30).all()
+
+
+def test_minimum_norm_epsilon_is_close_to_foolbox_fmn_100_on_a_cnn():
+    """The reference: foolbox's LInfFMNAttack with 100 steps (fp32) on a small random CNN."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 4)).eval()
+    x = torch.rand(16, 3, 12, 12, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    ref = _foolbox_fmn(model, x, y)
+    df = A.minimum_norm_epsilon(model, x, y, steps=30, bf16=False)
+    r = df["epsilon"].to_numpy() / ref
+    assert df["flipped"].all() and np.mean(r <= 1.1) >= 0.9, r
+
+
+def test_minimum_norm_epsilon_confined_to_a_mask_changes_only_the_mask(linear_case):
+    model, x, y, star = linear_case
+    obj = _half_mask(len(x))
+    df, x_adv = A.minimum_norm_epsilon(model, x, y, steps=30, mask=obj, return_adversarial=True)
+    assert torch.equal(x_adv[:, :, :, W // 2:], x[:, :, :, W // 2:])
+    w = model.fc.weight.detach().double()
+    m = obj[0, None].expand(C, H, W).reshape(-1).double()
+    logits = model(x).detach().double()
+    m0 = (logits.gather(1, y[:, None])[:, 0] - logits.gather(1, (1 - y)[:, None])[:, 0]).numpy()
+    star_obj = m0 / ((w[0] - w[1]).abs() * m).sum().item()
+    f = df["flipped"].to_numpy() & ~df["already_wrong"].to_numpy()
+    fits = star_obj < 0.2                       # away from the [0, 1] border (inner images 0.3-0.7)
+    assert f[2:][fits[2:]].all() and fits[2:].sum() >= 3
+    r = df["epsilon"].to_numpy()[f & fits] / star_obj[f & fits]
+    assert r.min() >= 1 - 1e-4 and np.median(r) <= 1.05
+
+
+def test_minimum_norm_epsilon_respects_max_eps(linear_case):
+    model, x, y, star = linear_case
+    cap = float(np.median(star[2:]))
+    df = A.minimum_norm_epsilon(model, x, y, steps=30, max_eps=cap)
+    eps = df["epsilon"].to_numpy()
+    assert (eps[df["flipped"].to_numpy()] <= cap).all()
+    assert not df["flipped"].to_numpy()[2:][star[2:] > cap].any()
+
+
+# ------------------------------------------------------------------ equal-area regions
+class _EqualWeights(nn.Module):
+    """Every pixel matters equally: logit_0 - logit_1 = 2 (b + u - 0.1 u^2 / b), u = sum(x - 0.5).
+
+    (The small curvature keeps a minimum-norm attack off the exact boundary of a linear model,
+    where logits tie and it would stall; it does not change which pixels matter.)"""
+
+    def __init__(self, b=0.0, only=None):
+        super().__init__()
+        self.b, self.only = b, only       # only: a [H, W] mask of the pixels the model reads
+
+    def forward(self, x):
+        z = x - 0.5
+        if self.only is not None:
+            z = z * self.only
+        u = z.flatten(1).sum(1)
+        s = self.b + u - 0.1 * u * u / self.b
+        return torch.stack([s, -s], 1)
+
+
+def _objects(n, h, w, seed=0):
+    """One random rectangle per image covering 10-50 % of it."""
+    rng = np.random.default_rng(seed)
+    out = torch.zeros(n, h, w, dtype=torch.bool)
+    for i in range(n):
+        area = rng.uniform(0.1, 0.5) * h * w
+        bh = int(np.clip(round(np.sqrt(area) * rng.uniform(0.8, 1.25)), 1, h))
+        bw = int(np.clip(round(area / bh), 1, w))
+        r0, c0 = rng.integers(0, h - bh + 1), rng.integers(0, w - bw + 1)
+        out[i, r0:r0 + bh, c0:c0 + bw] = True
+    return out
+
+
+def test_equal_area_subsamples_the_larger_region_reproducibly():
+    obj = _objects(12, 10, 10)
+    o, b = A.equal_area(obj, ~obj, seed=1, image_ids=np.arange(100, 112))
+    assert torch.equal(o.sum((1, 2)), b.sum((1, 2)))
+    assert torch.equal(o.sum((1, 2)), torch.minimum(obj.sum((1, 2)), (~obj).sum((1, 2))))
+    assert not (o & ~obj).any() and not (b & obj).any()              # inside their regions
+    o2, b2 = A.equal_area(obj[3:5], ~obj[3:5], seed=1, image_ids=[103, 104])
+    assert torch.equal(o2, o[3:5]) and torch.equal(b2, b[3:5])      # per-image draw
+
+
+def test_a_model_reading_every_pixel_equally_prefers_no_region():
+    """Equal weights on every pixel, objects of 10-50 % of the image: with regions of equal
+    area the object needs the same epsilon as the background (ratio 1 per image; the class's
+    interval contains 1). Without equal areas the larger background would look more fragile."""
+    n, h, w = 40, 12, 12
+    x = 0.4 + 0.2 * torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(2))
+    model = _EqualWeights(b=4.0)
+    y = torch.zeros(n, dtype=torch.long)
+    obj = _objects(n, h, w)
+    o, b = A.equal_area(obj, ~obj, seed=0)
+    df = A.fragility_by_region(model, x, y, {"whole": None, "object": o, "background": b},
+                               direction="fmn", steps=30, bf16=False)
+    assert not df["already_wrong"].any()
+    e = df.pivot(index="image", columns="region", values="epsilon")
+    r = (e["object"] / e["background"]).to_numpy()
+    assert np.all(np.abs(r - 1) < 0.05), r
+    table = A.per_class_fragility(df, ["a", "b"])
+    assert table.loc["a", "object_background_ratio_ci_low"] <= 1 <= table.loc["a", "object_background_ratio_ci_high"]
+    assert table.loc["a", "n_object_background"] == n
+    # the unfair comparison (whole regions) would call the object the robust one
+    raw = A.fragility_by_region(model, x, y, {"whole": None, "object": obj, "background": ~obj},
+                                direction="fmn", steps=30, bf16=False)
+    assert A.per_class_fragility(raw, ["a", "b"]).loc["a", "object_background_ratio_ci_low"] > 1
+
+
+def test_a_model_reading_only_the_object_prefers_the_object():
+    n, h, w = 24, 12, 12
+    x = 0.4 + 0.2 * torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(4))
+    obj = torch.zeros(n, h, w, dtype=torch.bool)
+    obj[:, 2:8, 3:9] = True                               # 25 % of the image
+    model = _EqualWeights(b=1.0, only=obj[0].float())
+    y = torch.zeros(n, dtype=torch.long)
+    o, b = A.equal_area(obj, ~obj, seed=0)
+    df = A.fragility_by_region(model, x, y, {"whole": None, "object": o, "background": b},
+                               direction="fmn", steps=30, bf16=False)
+    table = A.per_class_fragility(df, ["a", "b"])
+    assert table.loc["a", "object_background_ratio_ci_high"] < 1
+    assert table.loc["a", "median_eps_background"] == np.inf
+
+
+def test_per_class_fragility_intervals_and_the_budget_share():
+    rng = np.random.default_rng(0)
+    eps = rng.uniform(0, 0.01, 60)
+    df = pd.DataFrame({"image": np.arange(60), "region": "whole", "label": np.repeat([0, 1], 30),
+                       "epsilon": eps, "flipped": True, "already_wrong": False})
+    df.loc[0, "already_wrong"] = True
+    table = A.per_class_fragility(df, ["a", "b"], budget=0.004)
+    sel = eps[1:30]
+    assert table.loc["a", "median_eps_whole"] == np.median(sel) and table.loc["a", "n_whole"] == 29
+    assert table.loc["a", "median_eps_whole_ci_low"] <= np.median(sel) <= table.loc["a", "median_eps_whole_ci_high"]
+    from helpers.stats import wilson
+    k = int((sel > 0.004).sum())
+    assert table.loc["a", "share_withstanding_whole"] == k / 29
+    assert np.allclose(table.loc["a", ["share_withstanding_whole_ci_low", "share_withstanding_whole_ci_high"]]
+                       .to_numpy(float), wilson(k, 29))
+
+
+def test_robust_accuracy_from_epsilons_counts_images_beyond_each_epsilon():
+    df = pd.DataFrame({"epsilon": [0.0, 0.001, 0.002, 0.003, np.nan], "flipped": [True] * 4 + [False],
+                       "already_wrong": [True] + [False] * 4, "label": 0})
+    out = A.robust_accuracy_from_epsilons(df, [0, 0.0015, 0.0025, 0.01], max_eps=0.005)
+    assert out["accuracy"].tolist()[:3] == [4 / 5, 3 / 5, 2 / 5] and np.isnan(out["accuracy"].iloc[3])
+    assert (out["low"][:3] <= out["accuracy"][:3]).all() and (out["high"][:3] >= out["accuracy"][:3]).all()
