@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers import calibration, quality, report, trust  # noqa: E402
+from helpers import calibration, quality, report, stats, trust  # noqa: E402
 
 CLASSES = ["forest", "sea", "street"]
 
@@ -39,6 +39,17 @@ def test_predictions_source_matches_a_hand_count():
     np.testing.assert_allclose(src["calibration_error"], [.325, .3, .4])  # hand-computed in test_calibration
     # the per-class error is at least the gap between mean confidence and precision
     assert (src["calibration_error"] >= (src["mean_confidence"] - src["precision"]).abs() - 1e-12).all()
+    # intervals: Wilson for the shares (sea: 1 of 2 right -> symmetric about 0.5), bootstrap otherwise
+    z = 1.959963984540054
+    half = z * math.sqrt(.25 / 2 + z * z / 16) / (1 + z * z / 2)
+    assert src.loc["sea", "accuracy_ci_low"] == pytest.approx(.5 - half)
+    assert src.loc["sea", "accuracy_ci_high"] == pytest.approx(.5 + half)
+    assert src.loc["forest", "accuracy_ci_high"] == 1.0 and src.loc["forest", "accuracy_ci_low"] < 1
+    for col in ("accuracy", "precision", "mean_confidence", "calibration_error"):
+        assert (src[f"{col}_ci_low"] <= src[col] + 1e-12).all() and (src[col] <= src[f"{col}_ci_high"] + 1e-12).all()
+    # one image predicted as sea: the bootstrap sees no spread
+    assert src.loc["sea", "mean_confidence_ci_low"] == src.loc["sea", "mean_confidence_ci_high"] == .7
+    assert ((src["calibration_p_value"] > 0) & (src["calibration_p_value"] <= 1)).all()
 
 
 def test_predictions_source_after_temperature_scaling():
@@ -71,11 +82,42 @@ def test_history_source_shares():
     np.testing.assert_allclose(src["share_never_learned"], [.5, .5, 0])
     np.testing.assert_allclose(src["share_forgotten"], [0, 0, 1])
     np.testing.assert_allclose(src["share_learned_late"], [0, 0, 0])
-    np.testing.assert_allclose(src.filter(like="share_").sum(axis=1), 1)
+    shares = [c for c in src.columns if c.startswith("share_") and not trust.is_ci(c)]
+    np.testing.assert_allclose(src[shares].sum(axis=1), 1)
+    assert src["n_history"].tolist() == [2, 2, 1] and (src["history_epochs"] == 4).all()
+    assert src.loc["street", "share_forgotten_ci_low"] == pytest.approx(1 / (1 + 1.959963984540054 ** 2))  # Wilson 1/1
     pd.testing.assert_frame_equal(trust.per_class_from_history(PREDS, LABELS, CLASSES), src)
     pd.testing.assert_frame_equal(trust.per_class_from_history(_History()), src)   # labels, classes from it
     with pytest.raises(ValueError, match="another test set"):
         trust.per_class_from_history(_History(), LABELS[::-1], CLASSES)
+
+
+def test_history_stops_at_the_audited_epoch():
+    class Best(_History):
+        best_epoch = 1                      # the checkpoint kept is the one after epoch 2 (index 1)
+    src = trust.per_class_from_history(Best())
+    # epochs 0-1 only: image 0 (forest) right at both -> early; image 3 (forest) wrong then right ->
+    # learned late (second half of 2 epochs), although it is wrong at the last recorded epoch;
+    # image 1 (sea) wrong then right -> late; image 4 (sea) wrong at both -> never; image 2 (street) early
+    np.testing.assert_allclose(src["share_learned_early"], [.5, 0, 1])
+    np.testing.assert_allclose(src["share_learned_late"], [.5, .5, 0])
+    np.testing.assert_allclose(src["share_never_learned"], [0, .5, 0])
+    assert (src["history_epochs"] == 2).all()
+    everything = trust.per_class_from_history(Best(), upto=None)
+    np.testing.assert_allclose(everything["share_forgotten"], [0, 0, 1])
+
+
+def test_a_class_never_learned_is_not_stable():
+    """A class wrong at every epoch: S = share learned early = 0, never "learned early and stably"."""
+    preds = np.zeros((5, 6), dtype=int)                     # always answers class 0
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    src = trust.per_class_from_history(preds, labels, ["a", "b"])
+    assert src.loc["b", "share_never_learned"] == 1 and src.loc["b", "share_learned_early"] == 0
+    table = trust.build_table({"h": src})
+    scored = trust.score(table, weights={"accuracy": 0, "calibration": 0, "robustness": 0, "localisation": 0})
+    assert scored.loc["b", "component_stability"] == 0 and scored.loc["a", "component_stability"] == 1
+    words = trust.verdicts(scored)
+    assert "learned early and stably" not in words["b"] and "unstable in training" in words["b"]
 
 
 def _fragility_frame():
@@ -102,15 +144,20 @@ def test_fragility_source_medians_by_hand():
     np.testing.assert_allclose(src["median_eps_whole"], [.03, .01, np.inf])   # never flipped counts as inf
     np.testing.assert_allclose(src["median_eps_object"], [.04, .02, np.inf])
     np.testing.assert_allclose(src["median_eps_background"], [np.inf, .01, np.inf])
-    np.testing.assert_allclose(src["object_background_ratio"][:2], [0, 2])
-    assert np.isnan(src.loc["street", "object_background_ratio"])              # inf / inf
+    # median of per-image ratios eps(object)/eps(background): forest .03/.06 = .5 and .05/inf = 0 -> .25;
+    # sea .02/.01 = 2; street: image 4 inf/inf is not defined, image 5 inf/.09 = inf
+    np.testing.assert_allclose(src["object_background_ratio"], [.25, 2, np.inf])
+    assert src["n_object_background"].tolist() == [2, 1, 1]
+    # sign test: 1 of 1 image above 1 -> two-sided p = 1; 2 images both below 1 -> p = 0.5
+    np.testing.assert_allclose(src["object_background_p_value"], [.5, 1, 1])
     np.testing.assert_allclose(src["share_not_flipped_whole"], [0, 0, .5])
     assert (src["attack_max_eps"] == 0.1).all() and src.attrs["model_level"] == ["attack_max_eps"]
-    # from the per-class summary the search limit must be given
+    assert src.loc["street", "median_eps_whole_ci_high"] == np.inf
+    np.testing.assert_array_equal(src.attrs["samples"]["eps_whole"]["forest"], [.02, .04])
+    # the per-class summary has no per-image epsilons: refused with a clear message
     from helpers.attacks import per_class_fragility
-    summary = per_class_fragility(_fragility_frame(), CLASSES)
-    assert "attack_max_eps" not in trust.per_class_from_fragility(summary, CLASSES).columns
-    pd.testing.assert_frame_equal(trust.per_class_from_fragility(summary, CLASSES, max_eps=0.1), src)
+    with pytest.raises(ValueError, match="long DataFrame"):
+        trust.per_class_from_fragility(per_class_fragility(_fragility_frame(), CLASSES), CLASSES, max_eps=0.1)
 
 
 def _localisation_inputs():
@@ -132,13 +179,35 @@ def test_localisation_source_by_hand():
     np.testing.assert_allclose(src["area_50"][:2], [quality.compactness(maps[:2])["area_50"].mean(),
                                                     quality.compactness(maps[2:])["area_50"].mean()])
     assert src.loc["street"].drop("n_explained").isna().all()                 # no street image explained
+    np.testing.assert_allclose(src.attrs["samples"]["localisation"]["forest"], [[1, .25], [0, .5]])
 
 
 # ----------------------------------------------------------------------------- the table
+def _sanity(*stages):
+    """A sanity-check frame with per-image correlations, one list per randomised stage."""
+    n = len(stages[0])
+    rows = [{"method": "gradcam", "stage": "original", "spearman_abs": 1.0, "per_image": (1.0,) * n,
+             "per_image_undefined": (False,) * n}]
+    rows += [{"method": "gradcam", "stage": f"stage {k}", "spearman_abs": float(np.mean(v)),
+              "per_image": tuple(v), "per_image_undefined": (False,) * n} for k, v in enumerate(stages)]
+    return pd.DataFrame(rows)
+
+
+def test_sanity_source_gate():
+    src = trust.from_sanity_check(_sanity([0.3, 0.25, 0.35, 0.3], [0.1, 0.05, 0.15, 0.1]), "gradcam", CLASSES)
+    np.testing.assert_allclose(src["sanity_correlation"], 0.2)
+    assert (src["n_sanity"] == 4).all()
+    assert (src["sanity_gate"] == "pass").all() and (src["sanity_correlation_ci_high"] < 0.5).all()
+    assert "sanity_gate" in src.attrs["model_level"]
+    fail = trust.from_sanity_check(_sanity([0.9, 0.8, 0.95, 0.85]), "gradcam", CLASSES)
+    assert (fail["sanity_gate"] == "fail").all()
+    straddles = trust.from_sanity_check(_sanity([0.1, 0.9, 0.2, 0.8]), "gradcam", CLASSES)
+    assert (straddles["sanity_gate"] == "undecided").all()
+
+
 def _sources():
     maps, masks, labels = _localisation_inputs()
-    sanity = pd.DataFrame({"method": ["gradcam"] * 3, "stage": ["original", "head", "body"],
-                           "spearman_abs": [1.0, 0.3, 0.1]})
+    sanity = _sanity([0.3, 0.25, 0.35, 0.3], [0.1, 0.05, 0.15, 0.1])
     return {
         "predictions": trust.per_class_from_predictions(Y, P, CLASSES, n_bins=5),
         "training": trust.per_class_from_history(_History()),
@@ -163,8 +232,9 @@ def test_every_number_traces_to_its_source():
     assert set(prov.values()) == set(sources)
     for column, source in prov.items():
         pd.testing.assert_series_equal(table[column], sources[source][column].loc[CLASSES], check_names=False)
-    assert table.attrs["model_level"] == {"attack_max_eps": 0.1, "sanity_correlation": pytest.approx(0.2),
-                                          "explanation_method": "gradcam"}
+    assert table.attrs["model_level"]["attack_max_eps"] == 0.1
+    assert table.attrs["model_level"]["sanity_correlation"] == pytest.approx(0.2)
+    assert table.attrs["model_level"]["sanity_gate"] == "pass" and table.attrs["model_level"]["n_sanity"] == 4
     # no street image was explained: its localisation is not defined (with the reason), not missing
     assert trust.undefined(table)[("street", "relevance_mass")] == trust.NONE_EXPLAINED
     assert table.attrs["missing"] == []
@@ -187,7 +257,7 @@ def test_missing_class_or_value_raises():
         trust.build_table({**sources, "again": sources["predictions"][["accuracy"]]}, allow_missing=True)
     # values the sources explain (not defined) do not raise; a NaN no source explains names the
     # column, the class and the source
-    assert trust.undefined(trust.build_table(sources))[("street", "object_background_ratio")].startswith("neither")
+    assert trust.undefined(trust.build_table(sources))[("street", "relevance_mass")] == trust.NONE_EXPLAINED
     broken = sources["training"].copy()
     broken.loc["street", "share_forgotten"] = np.nan
     with pytest.raises(ValueError, match=r"share_forgotten of 'street' \(source 'training'\)"):
@@ -205,100 +275,168 @@ def test_missing_class_or_value_raises():
 
 
 # ----------------------------------------------------------------------------- the score
-def _hand_table(**model):
-    """Three classes with round numbers (worked out in test_trust_score_follows_its_formula)."""
-    pred = pd.DataFrame({"accuracy": [.9, .6, 1.0], "calibration_error": [.05, .2, .02],
-                         "mean_confidence": [.95, .9, .99], "precision": [.9, .7, .98]}, index=CLASSES)
-    attacks = pd.DataFrame({"median_eps_whole": [.04, .01, np.inf], "object_background_ratio": [.4, 2.5, 1.0]},
-                           index=CLASSES)
-    explanations = pd.DataFrame({"relevance_mass": [.8, .5, .7], "mask_share": [.5, .5, .4]}, index=CLASSES)
-    training = pd.DataFrame({"share_learned_late": [.1, .2, 0], "share_forgotten": [0, .2, 0]}, index=CLASSES)
-    sources = {"predictions": pred, "attacks": attacks, "explanations": explanations, "training": training}
-    if model:
-        sources["model"] = trust.model_level(CLASSES, **model)
-    return trust.build_table(sources)
-
-
 def test_trust_score_follows_its_formula():
-    table = trust.score(_hand_table(attack_max_eps=0.1))
-    # epsilons capped at 0.1: [.04, .01, .1], eps_ref = median = .04 -> R = [1, .25, 1]
-    np.testing.assert_allclose(table["component_robustness"], [1, .25, 1])
-    np.testing.assert_allclose(table["component_accuracy"], [.9, .6, 1])
-    np.testing.assert_allclose(table["component_calibration"], [.95, .8, .98])
-    # L = (mass - share) / (1 - share): (.8-.5)/.5, (.5-.5)/.5, (.7-.4)/.6
-    np.testing.assert_allclose(table["component_localisation"], [.6, 0, .5])
-    np.testing.assert_allclose(table["component_stability"], [.9, .6, 1])
-    expected = [(.9 * .95 * 1 * .6 * .9) ** (1 / 5), 0.0, (1 * .98 * 1 * .5 * 1) ** (1 / 5)]
-    np.testing.assert_allclose(table["trust_score"], expected)
-    assert table["rank"].tolist() == [2, 3, 1]          # street .867, forest .857, sea 0 (chance-level localisation)
-    assert list(trust.ranking(table).index) == ["street", "forest", "sea"]
-    assert table.attrs["score"]["eps_ref"] == pytest.approx(.04)
-
+    table = trust.score(_table(), budget=0.015)
+    # R = share of attacked images with a minimal epsilon above .015: forest [.02, .04] -> 1,
+    # sea [.01] -> 0, street [never, .08] -> 1 (absolute: no reference to the other classes)
+    np.testing.assert_allclose(table["component_robustness"], [1, 0, 1])
+    np.testing.assert_allclose(table["component_accuracy"], [1, .5, .5])
+    np.testing.assert_allclose(table["component_calibration"], [.675, .7, .6])
+    # L = (mass - share) / (1 - share) of the class means: forest (.5 - .375) / .625; sea 0; street none
+    np.testing.assert_allclose(table["component_localisation"][:2], [.2, 0])
+    assert np.isnan(table.loc["street", "component_localisation"])
+    np.testing.assert_allclose(table["component_stability"], [.5, .5, 0])   # share learned early
+    # forest: the geometric mean; sea: R = 0 and L = 0; street: S = 0 -> 0 although L is not defined
+    np.testing.assert_allclose(table["trust_score"], [(1 * .675 * 1 * .2 * .5) ** (1 / 5), 0, 0])
+    assert table["rank"].tolist() == [1, 2, 2]                  # ties share the better rank
+    assert table.attrs["score"]["budget"] == 0.015 and table.attrs["score"]["weights"]["localisation"] == 1
+    # Wilson intervals of the shares, the same as the source's for A
+    np.testing.assert_allclose(table["component_accuracy_ci_low"], table["accuracy_ci_low"])
+    lo, hi = stats.wilson(0, 1)
+    assert (table.loc["sea", "component_robustness_ci_low"], table.loc["sea", "component_robustness_ci_high"]) \
+        == pytest.approx((lo, hi))
     # weights: localisation left out, accuracy counted twice
-    weighted = trust.score(_hand_table(attack_max_eps=0.1), weights={"localisation": 0, "accuracy": 2})
+    weighted = trust.score(_table(), budget=0.015, weights={"localisation": 0, "accuracy": 2})
     a, c, r, s = (weighted[f"component_{k}"].to_numpy() for k in ("accuracy", "calibration", "robustness", "stability"))
     np.testing.assert_allclose(weighted["trust_score"], (a ** 2 * c * r * s) ** (1 / 5))
     assert "component_localisation" not in weighted.columns
-    # an explicit reference epsilon (one scale for several models)
-    absolute = trust.score(_hand_table(attack_max_eps=0.1), eps_ref=0.02)
-    np.testing.assert_allclose(absolute["component_robustness"], [1, .5, 1])
+    # the default budget is one grey level: every attacked image here needs more
+    assert trust.DEFAULT_BUDGET == 1 / 255
+    np.testing.assert_allclose(trust.score(_table())["component_robustness"], [1, 1, 1])
 
 
-def test_failed_sanity_check_drops_localisation_from_the_score():
-    failed = trust.score(_hand_table(attack_max_eps=0.1, sanity_correlation=0.9))
-    without = trust.score(_hand_table(attack_max_eps=0.1), weights={"localisation": 0})
-    np.testing.assert_allclose(failed["trust_score"], without["trust_score"])
-    assert failed.attrs["score"]["weights"]["localisation"] == 0 and failed.attrs["score"]["notes"]
-    passed = trust.score(_hand_table(attack_max_eps=0.1, sanity_correlation=0.1))
+def test_trust_interval_combines_the_components_replicates():
+    table = trust.score(_table(), budget=0.015, weights={"localisation": 0})
+    reps = table.attrs["replicates"]
+    assert reps["trust_score"].shape == (3, 2000)
+    # the score's replicates are the geometric mean of the components' replicates, draw by draw
+    comps = np.stack([reps[c] for c in ("accuracy", "calibration", "robustness", "stability")], axis=1)
+    with np.errstate(divide="ignore"):
+        by_hand = np.exp(np.log(comps).mean(1))
+    np.testing.assert_allclose(reps["trust_score"], by_hand)
+    lo, hi = np.quantile(by_hand[0], [.025, .975])
+    assert table.loc["forest", "trust_score_ci_low"] == pytest.approx(lo)
+    assert table.loc["forest", "trust_score_ci_high"] == pytest.approx(hi)
+    # accuracy and stability rest on the same test images and are resampled together: in a draw
+    # without forest's misclassified... forest has 2 test images, accuracy 1 and learned early [1, 0]
+    acc_rep, stab_rep = reps["accuracy"][0], reps["stability"][0]
+    assert np.all(acc_rep == 1) and set(np.unique(stab_rep)) <= {0, .5, 1}
+
+
+def _two_groups(n=50, accuracies=(0.96, 0.96, 0.5), seed=0):
+    """A predictions-only table: classes with the given accuracy (exact counts), confident answers."""
+    rng = np.random.default_rng(seed)
+    classes = [f"c{k}" for k in range(len(accuracies))]
+    labels, probs = [], []
+    for k, acc in enumerate(accuracies):
+        right = int(round(acc * n))
+        for i in range(n):
+            p = np.full(len(classes), 0.05 / (len(classes) - 1))
+            answer = k if i < right else (k + 1) % len(classes)
+            p[answer] = 0.95
+            labels.append(k)
+            probs.append(p)
+    order = rng.permutation(len(labels))
+    return np.array(labels)[order], np.array(probs)[order], classes
+
+
+def test_ranking_says_which_classes_cannot_be_told_apart():
+    labels, probs, classes = _two_groups()
+    table = trust.build_table({"p": trust.per_class_from_predictions(labels, probs, classes)})
+    scored = trust.score(table, weights={"calibration": 0, "robustness": 0, "localisation": 0, "stability": 0})
+    order = trust.ranking(scored)
+    # c0 and c1 have the same accuracy: they cannot be told apart; c2 (50 %) is told apart from both
+    assert order.loc["c0", "cannot_tell_apart"] == "c1" and order.loc["c1", "cannot_tell_apart"] == "c0"
+    assert order.loc["c2", "cannot_tell_apart"] == "" and order.index[-1] == "c2"
+    assert order.loc["c2", "rank_ci_low"] == order.loc["c2", "rank_ci_high"] == 3
+    probs_rank = trust.rank_probabilities(scored)
+    np.testing.assert_allclose(probs_rank.sum(axis=1), 1)
+    assert probs_rank.loc["c2", 3] == 1 and 0.2 < probs_rank.loc["c0", 1] < 1
+    assert order.attrs["note"] is None
+
+
+def test_the_model_not_robust_at_the_budget_is_said_plainly():
+    rows = []
+    for k in range(3):
+        for i in range(8):
+            rows.append({"image": 8 * k + i, "region": "whole", "label": k, "epsilon": 0.5 / 255 * (1 + i % 2),
+                         "flipped": True, "already_wrong": False})
+    frag = pd.DataFrame(rows)
+    frag.attrs["max_eps"] = 16 / 255
+    table = trust.build_table({"a": trust.per_class_from_fragility(frag, CLASSES)})
+    scored = trust.score(table, weights={"accuracy": 0, "calibration": 0, "localisation": 0, "stability": 0})
+    assert (scored["component_robustness"] == 0).all()
+    note = trust.ranking(scored).attrs["note"]
+    assert note.startswith("The model is not robust at 1/255")
+    assert "not robust at a budget of 1/255" in trust.robustness_verdict(scored)
+    words = trust.verdicts(scored)
+    assert all("not robust at a budget of 1/255" in w for w in words) and not any("Robust at" in w for w in words)
+    # at a budget of a quarter grey level every image withstands it: no such sentence
+    lenient = trust.score(table, budget=0.25 / 255,
+                          weights={"accuracy": 0, "calibration": 0, "localisation": 0, "stability": 0})
+    assert trust.robustness_verdict(lenient) is None and trust.ranking(lenient).attrs["note"] is None
+
+
+def test_sanity_gate_decides_whether_localisation_counts():
+    sources = _sources()
+    failed = trust.score(trust.build_table({**sources, "sanity check": trust.from_sanity_check(
+        _sanity([0.9, 0.8, 0.95, 0.85]), "gradcam", CLASSES)}), budget=0.015)
+    undecided = trust.score(trust.build_table({**sources, "sanity check": trust.from_sanity_check(
+        _sanity([0.1, 0.9, 0.2, 0.8]), "gradcam", CLASSES)}), budget=0.015)
+    without = trust.score(_table(), budget=0.015, weights={"localisation": 0})
+    for scored in (failed, undecided):
+        np.testing.assert_allclose(scored["trust_score"], without["trust_score"])
+        assert scored.attrs["score"]["weights"]["localisation"] == 0 and scored.attrs["score"]["notes"]
+    assert "fails the sanity check" in failed.attrs["score"]["notes"][0]
+    assert "not been shown to pass" in undecided.attrs["score"]["notes"][0]
+    assert all("fail the sanity check" in w for w in trust.verdicts(failed))
+    assert all("undecided on the sanity check" in w for w in trust.verdicts(undecided))
+    passed = trust.score(_table(), budget=0.015)
     assert passed.attrs["score"]["weights"]["localisation"] == 1 and not passed.attrs["score"]["notes"]
 
 
 def test_score_errors_and_missing_components():
-    with pytest.raises(ValueError, match="eps_ref"):        # median epsilon infinite, no search limit known
-        table = _hand_table()
-        table.loc["forest", "median_eps_whole"] = np.inf
-        trust.score(table)
-    table = _hand_table(attack_max_eps=0.1).drop(columns=["relevance_mass"])
+    table = _table().drop(columns=["relevance_mass"])
     with pytest.raises(ValueError, match="'relevance_mass'.*weight 0"):
         trust.score(table)
     assert "trust_score" in trust.score(table, weights={"localisation": 0}).columns
     with pytest.raises(ValueError, match="unknown weight"):
-        trust.score(_hand_table(attack_max_eps=0.1), weights={"beauty": 1})
+        trust.score(_table(), weights={"beauty": 1})
     with pytest.raises(ValueError, match="all weights are 0"):
-        trust.score(_hand_table(attack_max_eps=0.1), weights={k: 0 for k in trust.COMPONENTS})
-    # a missing component gives a missing score, ranked last
-    sources = {"p": pd.DataFrame({"accuracy": [.9, np.nan, .8]}, index=CLASSES)}
-    partial = trust.score(trust.build_table(sources, allow_missing=True),
-                          weights={"calibration": 0, "robustness": 0, "localisation": 0, "stability": 0})
-    assert np.isnan(partial.loc["sea", "trust_score"]) and partial["rank"].tolist() == [1, 3, 2]
+        trust.score(_table(), weights={k: 0 for k in trust.COMPONENTS})
+    with pytest.raises(ValueError, match="budget"):
+        trust.score(_table(), budget=-1)
+    # a table without per-image values (not from the sources) cannot be bootstrapped: said clearly
+    bare = trust.build_table({"p": pd.DataFrame({"accuracy": [.9, .5, .8]}, index=CLASSES)})
+    with pytest.raises(ValueError, match="per-image values"):
+        trust.score(bare, weights={"calibration": 0, "robustness": 0, "localisation": 0, "stability": 0})
 
 
 def test_verdicts_follow_the_numbers():
-    table = trust.score(_hand_table(attack_max_eps=0.1))
+    labels, probs, classes = _two_groups(accuracies=(1.0, 0.96, 0.5))
+    table = trust.score(trust.build_table({"p": trust.per_class_from_predictions(labels, probs, classes)}),
+                        weights={"robustness": 0, "localisation": 0, "stability": 0})
     words = trust.verdicts(table)
-    assert list(words.index) == CLASSES
-    forest, sea, street = words
-    assert forest.startswith("Trust 0.86 (rank 2 of 3): accurate (90%), well calibrated")
-    assert "relies on the object" in forest and "but" not in forest
-    assert "often a false alarm (only 70% of the images it calls sea are sea)" in sea
-    assert "often wrong (60% correct)" in sea and "over-confident (ECE 0.20; says 90%" in sea
-    assert "fragile: flips at 2.6/255" in sea and "the classes' median is 10/255" in sea
-    assert "leans on the background" in sea and "no better than chance" in sea and "unstable in training (40%" in sea
-    assert "robust (most of its images withstand 26/255)" in street and "learned early and stably" in street
-    # thresholds move the clauses
-    stricter = trust.verdicts(table, thresholds={"accurate": 0.95, "calibrated": 0.01})
-    assert "fairly accurate (90%)" in stricter["forest"] and ", but slightly over-confident" in stricter["forest"]
+    assert list(words.index) == classes
+    # 50/50 right: Wilson lower end 0.929 > 0.85 -> "accurate"; 48/50: 0.865 > 0.85 too
+    assert "accurate: 100% right (95 % CI 93% to 100%, 50 images)" in words["c0"].lower().replace("ci", "CI")
+    assert "accurate: 96% right" in words["c1"].lower()
+    # 25/50: interval 37%-63% lies below 75% -> often wrong; and below the rest (98 %) by Fisher's test
+    assert "often wrong: 50% right" in words["c2"].lower() and "less accurate than the other classes" in words["c2"]
+    assert "less accurate" not in words["c0"] + words["c1"]
+    # c2's 25 mistakes are all answered "c0" at 0.95: when it says c0 it is right 50 of 75 times
+    assert "over-confident (ECE 0.28" in words["c0"] and "honest confidence would give about" in words["c0"]
+    assert "is right 67%" in words["c0"]
+    # c2's own answers (25 right, 2 of c1's wrong, all at 0.95): no evidence against honest confidence
+    assert "no evidence of miscalibration" in words["c2"] and "confident" not in words["c2"]
+    # c1: all 48 answers right at 0.95 -> ECE exactly 0.05 in every bootstrap draw: not "well" calibrated
+    assert "well calibrated" not in words["c1"]
+    assert words["c0"].startswith("Trust ")
     with pytest.raises(ValueError, match="unknown threshold"):
         trust.verdicts(table, thresholds={"nice": 1})
-    # without a score and without most sources, only what is there is judged
-    bare = trust.verdicts(trust.build_table({"p": pd.DataFrame({"accuracy": [.95, .5, .8]}, index=CLASSES)}))
-    assert bare.tolist() == ["Accurate (95%).", "Often wrong (50% correct).", "Fairly accurate (80%)."]
-    sanity = trust.verdicts(trust.score(_hand_table(attack_max_eps=0.1, sanity_correlation=0.9)))
-    assert all("fail the sanity check" in v for v in sanity)
-    # an object that never flips (ratio inf) is said in words, not as "infx"
-    table.loc["sea", "object_background_ratio"] = np.inf
-    sea = trust.verdicts(table)["sea"]
-    assert "changing the object alone does not flip it" in sea and "inf" not in sea
+    # thresholds move the clauses: a stricter "accurate" no longer fits 48/50
+    strict = trust.verdicts(table, thresholds={"accurate": 0.9})
+    assert "accurate" not in strict["c1"].replace("inaccurate", "") and "accurate: 100%" in strict["c0"]
 
 
 # ----------------------------------------------------------------------------- export
@@ -333,17 +471,22 @@ def test_html_is_self_contained_and_shows_every_class_and_number(tmp_path):
     # every class with every per-class number, in the report's units; model-level numbers once
     model = table.attrs["model_level"]
     reasons = trust.undefined(table)
-    columns = [c for c in table.columns if c not in model]
+    columns = [c for c in table.columns if c not in model and not trust.is_ci(c)
+               and c not in ("rank_ci_low", "rank_ci_high")]
     for cls in CLASSES:
         shown = _section_values(page, cls)
         assert list(shown) == columns
         for c in columns:
-            assert shown[c] == report.display(table.at[cls, c], c, max_eps=0.1, reason=reasons.get((cls, c)))
+            text = report.display(table.at[cls, c], c, max_eps=0.1, reason=reasons.get((cls, c)))
+            assert shown[c].startswith(text)
+            if f"{c}_ci_low" in table.columns and not np.isnan(table.at[cls, c]):
+                assert "95 % CI" in shown[c], (cls, c, shown[c])
         for kind, clause in words.attrs["items"][cls]:
             assert html.escape(clause[1:]) in page
     assert report.display(0.1, "attack_max_eps") == "25.5" and "gradcam" in page
     assert _section_values(page, "street")["median_eps_whole"].startswith("more than 25.5")
-    assert _section_values(page, "forest")["accuracy"] == "100%"
+    assert re.sub("<[^>]+>", " ", _section_values(page, "forest")["accuracy"]).split() == \
+        ["100%", "95", "%", "CI", "34%", "to", "100%;", "2", "images"]          # Wilson 2 of 2, by hand: 0.342
     # undefined values say why; nothing is missing, so no red banner
     assert "not defined (no image of this class was explained)" in _section_values(page, "street")["relevance_mass"]
     assert 'class="banner error"' not in page and "MISSING" not in page
@@ -367,7 +510,7 @@ def test_html_shows_missing_values_as_errors(tmp_path):
 
 
 def test_html_write_is_atomic_and_checks_its_inputs(tmp_path):
-    table = trust.score(_hand_table(attack_max_eps=0.1))
+    table = trust.score(_table())
     path = trust.write_html(table, tmp_path / "t.html")
     before = path.read_bytes()
     assert 'class="error"' not in before.decode() and "MISSING" not in before.decode()
@@ -426,7 +569,7 @@ def _weak_outputs(tmp_path, labels, probs, classes, *, epochs=3):
     maps = rng.random((len(labels), 4, 4))
     masks = np.zeros((len(labels), 4, 4), bool)
     masks[:, :2] = True
-    sanity = pd.DataFrame({"method": ["gradcam"] * 2, "stage": ["original", "head"], "spearman_abs": [1.0, np.nan]})
+    sanity = _sanity([np.nan] * 3)                                  # constant maps: no correlation
     sources = {
         "predictions": trust.per_class_from_predictions(labels, probs, classes, calibrated_probs=probs),
         "training": trust.per_class_from_history(history, labels, classes),
@@ -456,7 +599,7 @@ def test_a_class_never_predicted_is_reported_not_raised(tmp_path):
     # a class with accuracy 0 scores 0 even though other components are not defined; forest is ranked first
     assert table.loc["buildings", "trust_score"] == 0 and table.loc["forest", "rank"] == 1
     assert all(w.startswith("Trust") and "Not usable: the model is no better than chance" in w for w in words)
-    assert "never predicted" in words["sea"].lower() and "learned early" not in words["sea"]
+    assert "never predicted" in words["sea"].lower() and "learned early and stably" not in words["sea"]
     assert "precision: the model never predicts this class" in back.loc["sea", "not_defined"]
     assert "not defined (the model never predicts this class)" in page
     assert "not defined (no image of this class was classified correctly, so none was attacked)" in page
@@ -471,7 +614,7 @@ def test_a_class_with_a_single_test_image(tmp_path):
     probs[4] = [0.05, 0.9, 0.05]                                     # one buildings image taken for forest
     table, words, back, page = _weak_outputs(tmp_path, labels, probs, classes)
     assert table.loc["sea", "n_test"] == 1 and table.loc["sea", "accuracy"] == 1
-    assert "its numbers rest on only 1 test image." in words["sea"]
+    assert "its numbers rest on only 1 test image" in words["sea"].lower()
     assert "Not usable" not in words["sea"]
     assert "rest on only 1 test image" in page and "sea" in back.index
 

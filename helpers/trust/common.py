@@ -104,6 +104,20 @@ DERIVED = "trust score"
 CI = ("_ci_low", "_ci_high")
 
 
+class Bag(dict):
+    """A dict of arrays kept in ``DataFrame.attrs`` (per-image samples, bootstrap replicates).
+    Compared by identity, so that pandas, which compares the attrs of frames it concatenates,
+    never compares arrays element-wise."""
+
+    def __eq__(self, other):
+        return self is other
+
+    def __ne__(self, other):
+        return self is not other
+
+    __hash__ = None
+
+
 def ci_columns(column: str) -> tuple[str, str]:
     return column + CI[0], column + CI[1]
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .. import stats
-from .common import COMPONENTS, DERIVED, LEVEL, N_BOOT, SEED, ci_columns, is_missing, num
+from .common import Bag, COMPONENTS, DERIVED, LEVEL, N_BOOT, SEED, ci_columns, is_missing, num
 from .sources import SANITY_THRESHOLD, boot_indices, ece_rows
 from .table import provenance, undefined
 
@@ -113,7 +113,7 @@ def components(table: pd.DataFrame, *, budget: float = DEFAULT_BUDGET, which=COM
         out[ci_columns(col)[0]], out[ci_columns(col)[1]] = lo, hi
         reps[name] = rep
     frame = pd.DataFrame(out, index=table.index)
-    frame.attrs = {"replicates": reps, "budget": budget,
+    frame.attrs = {"replicates": Bag(reps), "budget": budget,
                    "undefined": _component_reasons(table, frame)}
     return frame
 
@@ -155,9 +155,13 @@ def _ranks(scores: np.ndarray) -> np.ndarray:
     return 1 + (s[None, :] > s[:, None]).sum(1)
 
 
-def robustness_summary(table: pd.DataFrame, *, near_zero: float = 0.25) -> dict | None:
-    """When every class with attacked images has an R interval below ``near_zero``, the model
-    is not robust at the budget: ``{"budget", "high"}`` (the largest upper bound), else None."""
+def robustness_summary(table: pd.DataFrame, *, near_zero: float | None = None) -> dict | None:
+    """When every class with attacked images has an R interval wholly below ``near_zero``
+    (default ``THRESHOLDS["not_robust"]``, 0.5: most of its images flip within the budget), the
+    model is not robust at the budget: ``{"budget", "high"}`` (the largest upper end), else None."""
+    if near_zero is None:
+        from .rules import THRESHOLDS
+        near_zero = THRESHOLDS["not_robust"]
     col = "component_robustness"
     if col not in table.columns:
         return None
@@ -253,16 +257,16 @@ def score(table: pd.DataFrame, *, weights: dict | None = None, budget: float = D
     out["rank_ci_low"], out["rank_ci_high"] = rank_lo.astype(int), rank_hi.astype(int)
     for c in ("trust_score", "trust_score_ci_low", "trust_score_ci_high", "rank", "rank_ci_low", "rank_ci_high"):
         prov[c] = DERIVED
-    replicates = {**comp.attrs["replicates"], "trust_score": rep_score}
+    replicates = Bag({**comp.attrs["replicates"], "trust_score": rep_score})
     out.attrs = {**table.attrs, "provenance": prov, "undefined": reasons, "replicates": replicates,
                  "score": {"formula": SCORE_FORMULA, "weights": w, "budget": budget, "level": level,
                            "n_boot": n_boot, "notes": notes}}
     weak = robustness_summary(out)
     if weak is not None:
         out.attrs["score"]["notes"].append(
-            f"the model is not robust at a budget of {budget * 255:.3g}/255: in every class at most "
-            f"{weak['high']:.0%} of the attacked images withstand it (upper ends of the 95 % intervals), so R "
-            "is near 0 everywhere and the trust scores and their ranking mostly reflect that, not a "
+            f"the model is not robust at a budget of {budget * 255:.3g}/255: in every class most attacked "
+            f"images flip within it (at most {weak['high']:.0%} withstand it, upper ends of the 95 % intervals), "
+            "so R is low everywhere and the trust scores and their ranking mostly reflect that, not a "
             "difference between the classes")
     return out
 
@@ -313,7 +317,8 @@ def ranking(table: pd.DataFrame, *, level: float | None = None) -> pd.DataFrame:
     out = out.sort_values(["rank", "trust_score"], ascending=[True, False], kind="stable")
     weak = robustness_summary(table)
     out.attrs = {"note": None if weak is None else
-                 f"The model is not robust at {table.attrs['score']['budget'] * 255:.3g}/255: in no class do more "
-                 f"than {weak['high']:.0%} of the attacked images withstand it, so every trust score is near 0 "
-                 "and the order of the classes says little."}
+                 f"The model is not robust at {table.attrs['score']['budget'] * 255:.3g}/255: in every class most "
+                 f"attacked images flip within it (at most {weak['high']:.0%} withstand it, upper ends of 95 % "
+                 "intervals), so every trust score is held down by R and the order of the classes says little "
+                 "about anything else."}
     return out

@@ -18,7 +18,7 @@ from scipy import stats as _st
 
 from .. import calibration
 from .. import stats
-from .common import (LEVEL, N_BOOT, NEVER_PREDICTED, NO_TEST_IMAGE, NONE_ATTACKED, NONE_EXPLAINED, SEED,
+from .common import (Bag, LEVEL, N_BOOT, NEVER_PREDICTED, NO_TEST_IMAGE, NONE_ATTACKED, NONE_EXPLAINED, SEED,
                      ci_columns, class_list, explain, frame_of, is_missing, labels_of, numpy)
 
 __all__ = ["per_class_means", "per_class_from_predictions", "per_class_from_history",
@@ -172,10 +172,9 @@ def per_class_from_predictions(labels, probs, classes, *, calibrated_probs=None,
                             ("precision", "mean_confidence", "calibration_error", "calibration_error_expected",
                              "calibration_p_value", "mean_confidence_ts", "calibration_error_ts")})
     frame = explain(frame_of(rows, classes), reasons)
-    frame.attrs["samples"] = {
-        "correct": {cls: (pred[y == k] == k).astype(float) for k, cls in enumerate(classes)},
-        "calibration": {cls: by_pred[k] for k, cls in enumerate(classes)},
-    }
+    frame.attrs["samples"] = Bag(
+        correct={cls: (pred[y == k] == k).astype(float) for k, cls in enumerate(classes)},
+        calibration={cls: by_pred[k] for k, cls in enumerate(classes)})
     frame.attrs["n_bins"] = n_bins
     return frame
 
@@ -235,7 +234,7 @@ def per_class_from_history(history, labels=None, classes=None, *, late_fraction:
     frame = frame_of(rows, classes)
     frame.attrs["model_level"] = ["history_epochs"]
     early = (image["category"].to_numpy() == "learned early").astype(float)
-    frame.attrs["samples"] = {"learned_early": {cls: early[y == k] for k, cls in enumerate(classes)}}
+    frame.attrs["samples"] = Bag(learned_early={cls: early[y == k] for k, cls in enumerate(classes)})
     return explain(frame, {(cls, col): NO_TEST_IMAGE for k, cls in enumerate(classes)
                            if n[k] == 0 for col in rows if col != "n_history" and col != "history_epochs"})
 
@@ -299,7 +298,7 @@ def per_class_from_fragility(fragility: pd.DataFrame, classes, *, max_eps: float
         pv = []
         for r in ratios:
             above, below = int(np.sum(r > 1)), int(np.sum(r < 1))
-            pv.append(_st.binomtest(above, above + below, 0.5).pvalue if above + below else np.nan)
+            pv.append(_st.binomtest(above, above + below, 0.5).pvalue if above + below else 1.0)  # all ties: no evidence
         rows["object_background_p_value"] = np.array(pv)
     out = frame_of(rows, classes)
     if max_eps is not None:
@@ -317,7 +316,7 @@ def per_class_from_fragility(fragility: pd.DataFrame, classes, *, max_eps: float
                    "largest epsilon searched (or both flip at 0)")
             reasons.update({(cls, c): why for c in ("object_background_ratio", "object_background_p_value")})
     out = explain(out, reasons)
-    out.attrs["samples"] = {"eps_whole": {cls: eps["whole"][k].to_numpy() for k, cls in enumerate(classes)}}
+    out.attrs["samples"] = Bag(eps_whole={cls: eps["whole"][k].to_numpy() for k, cls in enumerate(classes)})
     return out
 
 
@@ -355,8 +354,8 @@ def per_class_localisation(maps, masks, labels, classes, *, tolerance: float = 0
     frame = frame_of(rows, classes)
     frame = explain(frame, {(cls, col): NONE_EXPLAINED for k, cls in enumerate(classes)
                             if n[k] == 0 for col in frame.columns if col != "n_explained"})
-    frame.attrs["samples"] = {"localisation": {cls: np.column_stack([mass[y == k], share[y == k]])
-                                               for k, cls in enumerate(classes)}}
+    frame.attrs["samples"] = Bag(localisation={cls: np.column_stack([mass[y == k], share[y == k]])
+                                               for k, cls in enumerate(classes)})
     return frame
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .common import class_list, is_missing
+from .common import Bag, class_list, is_missing
 
 __all__ = ["build_table", "undefined", "provenance"]
 
@@ -77,7 +77,7 @@ def build_table(sources: dict, *, classes=None, allow_missing=False) -> pd.DataF
         more = f" and {len(bad) - 12} more" if len(bad) > 12 else ""
         raise ValueError(f"{len(bad)} missing value(s): {listed}{more}. Fix the source, or pass "
                          f"allow_missing={sorted({c for _, c in bad})} to show them as errors in the report")
-    samples: dict = {}
+    samples = Bag()
     for name in frames:
         for key, per_class in sources[name].attrs.get("samples", {}).items():
             samples[key] = {str(c): v for c, v in per_class.items()}
