@@ -39,7 +39,7 @@ __all__ = [
     "CurveResult", "make_baseline", "rank_pixels", "deletion_curve", "insertion_curve",
     "pointing_game", "relevance_mass", "relevance_rank", "compactness", "randomisation_stages",
     "model_randomisation", "shortcut_share", "summarise", "sanity_check", "cascade_correlation",
-    "sanity_images", "sanity_gate",
+    "sanity_images", "sanity_gate", "SANITY_MIN_IMAGES",
 ]
 
 
@@ -623,8 +623,12 @@ def sanity_images(sanity: pd.DataFrame, method: str, *, stage: str = "all") -> p
     return pd.DataFrame({"correlation": values.mean(0), "undefined": undefined.sum(0)}).rename_axis("image")
 
 
+SANITY_MIN_IMAGES = 8   # fewer images: the gate does not decide (a percentile bootstrap is too narrow)
+
+
 def sanity_gate(sanity: pd.DataFrame, method: str, *, threshold: float = 0.5, stage: str = "all",
-                seed: int = 0, n_boot: int = 2000, level: float = 0.95) -> dict:
+                seed: int = 0, n_boot: int = 2000, level: float = 0.95,
+                min_images: int = SANITY_MIN_IMAGES) -> dict:
     """The sanity-check decision for ``method`` with its uncertainty: the mean over images of
     the rank correlation with the original map after randomisation (:func:`sanity_images`;
     ``stage="all"`` gives :func:`cascade_correlation`'s value) and a seeded percentile bootstrap
@@ -632,16 +636,18 @@ def sanity_gate(sanity: pd.DataFrame, method: str, *, threshold: float = 0.5, st
 
     ``decision``: ``"pass"`` when the whole interval lies below ``threshold`` (the maps depend on
     the learned weights), ``"fail"`` when it lies above (they do not), ``"undecided"`` when it
-    straddles the threshold or fewer than 2 images were checked. A bootstrap over very few
-    images is too narrow (it cannot see variation it was not shown): check 16 or more.
+    straddles the threshold or fewer than ``min_images`` images were checked: a percentile
+    bootstrap over a handful of images is too narrow (it cannot see variation it was not shown;
+    on 3 images it spans about their range), so it reports the interval but does not decide.
+    Check 16 or more images for a decision that means something.
 
     Returns ``dict(mean, ci_low, ci_high, n_images, n_undefined, decision, threshold, stage,
-    level)``; ``n_undefined`` counts the undefined correlations among those averaged."""
+    level, min_images)``; ``n_undefined`` counts the undefined correlations among those averaged."""
     from .stats import bootstrap
 
     per_image = sanity_images(sanity, method, stage=stage)
     e = bootstrap(per_image["correlation"].to_numpy(), np.mean, n_boot=n_boot, seed=seed, level=level)
-    if e.n < 2 or not np.isfinite(e.low):
+    if e.n < max(2, int(min_images)) or not np.isfinite(e.low):
         decision = "undecided"
     elif e.high < threshold:
         decision = "pass"
@@ -651,7 +657,7 @@ def sanity_gate(sanity: pd.DataFrame, method: str, *, threshold: float = 0.5, st
         decision = "undecided"
     return {"mean": e.estimate, "ci_low": e.low, "ci_high": e.high, "n_images": e.n,
             "n_undefined": int(per_image["undefined"].sum()), "decision": decision,
-            "threshold": float(threshold), "stage": stage, "level": level}
+            "threshold": float(threshold), "stage": stage, "level": level, "min_images": int(min_images)}
 
 
 def method_settings(*, ig_steps: int = 50, smoothgrad_samples: int = 25, lime_samples: int = 500,

@@ -424,8 +424,11 @@ def test_sanity_gate_on_few_images_is_wide_and_undecided_when_it_straddles():
     assert gate["decision"] == "pass" and gate["ci_high"] < 0.5 and gate["n_images"] == 40
     high = rng.uniform(0.6, 1.0, 40)
     assert q.sanity_gate(_sanity_frame({"original": [1] * 40, "head": list(high)}), "m")["decision"] == "fail"
-    # one image: no interval to decide on
+    # one image: no interval to decide on; fewer than min_images: reported, not decided
     assert q.sanity_gate(_sanity_frame({"original": [1], "head": [0.0]}), "m")["decision"] == "undecided"
+    tight = _sanity_frame({"original": [1] * 4, "head": [0.1, 0.12, 0.11, 0.1]})
+    assert q.sanity_gate(tight, "m")["ci_high"] < 0.5 and q.sanity_gate(tight, "m")["decision"] == "undecided"
+    assert q.sanity_gate(tight, "m", min_images=2)["decision"] == "pass"
 
 
 def test_sanity_gate_stages_and_errors():
