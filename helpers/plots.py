@@ -749,17 +749,24 @@ def trust_heatmap(table, ax=None, *, columns=None):
     :func:`helpers.trust.score` (rows ordered by rank, red 0 to green 1, values written in the
     cells; a missing value is a grey cell marked "not defined")."""
     if columns is None:
-        columns = [c for c in table.columns if c.startswith("component_")] + ["trust_score"]
+        columns = [c for c in table.columns if c.startswith("component_")
+                   and not c.endswith(("_ci_low", "_ci_high"))] + ["trust_score"]
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise ValueError(f"the table has no column(s) {missing}; call trust.score(table) first")
     rows = table.sort_values("rank", kind="stable") if "rank" in table.columns else table
     values = rows[columns].astype(float).to_numpy()
-    fig, ax = _axes(ax, (1.1 * len(columns) + 2, 0.45 * len(rows) + 1.4))
+    with_ci = all(f"{c}_ci_low" in rows.columns for c in columns)
+    fig, ax = _axes(ax, (1.25 * len(columns) + 2, (0.6 if with_ci else 0.45) * len(rows) + 1.4))
     cmap = plt.get_cmap("RdYlGn").with_extremes(bad="#bdbdbd")
     ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=1, aspect="auto")
     for (i, j), v in np.ndenumerate(values):
-        ax.text(j, i, "not defined" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8,
+        text = "not defined" if np.isnan(v) else f"{v:.2f}"
+        if with_ci and not np.isnan(v):
+            lo, hi = (float(rows[f"{columns[j]}_ci_{e}"].iloc[i]) for e in ("low", "high"))
+            if not (np.isnan(lo) or np.isnan(hi)):
+                text += f"\n{lo:.2f}-{hi:.2f}"
+        ax.text(j, i, text, ha="center", va="center", fontsize=8 if not with_ci else 7,
                 color="#8b0000" if np.isnan(v) else "black",
                 fontweight="bold" if columns[j] == "trust_score" else "normal")
     names = [c.removeprefix("component_").replace("_", " ") for c in columns]
@@ -769,7 +776,56 @@ def trust_heatmap(table, ax=None, *, columns=None):
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     if columns[-1] == "trust_score" and len(columns) > 1:
         ax.axvline(len(columns) - 1.5, color="black", lw=1.5)   # the score apart from its components
-    ax.set_title("trust components per class (1 = no weakness found)", fontsize=10)
+    ax.set_title("trust components per class (1 = no weakness found)"
+                 + ("; under each value its 95 % interval" if with_ci else ""), fontsize=10)
+    return fig
+
+
+def trust_components(table, *, columns=None, ncols: int = 3):
+    """One panel per component of a table from :func:`helpers.trust.score` (and one for the trust
+    score): each class a dot at its value with a horizontal bar for its 95 % interval and its n
+    beside it, classes in rank order, the x axis from 0 to 1. Overlapping bars are classes the
+    data cannot tell apart on that component."""
+    if columns is None:
+        columns = [c for c in table.columns if c.startswith("component_")
+                   and not c.endswith(("_ci_low", "_ci_high"))] + ["trust_score"]
+    missing = [c for c in columns if c not in table.columns or f"{c}_ci_low" not in table.columns]
+    if missing:
+        raise ValueError(f"the table has no column(s) or intervals {missing}; call trust.score(table) first")
+    from .trust import N_COLUMN
+
+    rows = table.sort_values("rank", kind="stable") if "rank" in table.columns else table
+    n_rows = int(np.ceil(len(columns) / ncols))
+    fig, axes = plt.subplots(n_rows, min(ncols, len(columns)), squeeze=False,
+                             figsize=(3.6 * min(ncols, len(columns)), 0.32 * len(rows) * n_rows + 1.2 * n_rows))
+    y = np.arange(len(rows))
+    names = [str(c) if len(str(c)) <= 18 else str(c)[:16] + "..." for c in rows.index]
+    for k, (ax, col) in enumerate(zip(axes.flat, columns)):
+        v = rows[col].astype(float).to_numpy()
+        lo = rows[f"{col}_ci_low"].astype(float).to_numpy()
+        hi = rows[f"{col}_ci_high"].astype(float).to_numpy()
+        ok = ~np.isnan(v) & ~np.isnan(lo) & ~np.isnan(hi)
+        colour = "black" if col == "trust_score" else "#1f77b4"
+        ax.errorbar(v[ok], y[ok], xerr=[v[ok] - lo[ok], hi[ok] - v[ok]], fmt="o", ms=4, color=colour,
+                    ecolor=colour, elinewidth=1.5, capsize=2)
+        n_col = N_COLUMN.get(col)
+        for i in range(len(rows)):
+            if not ok[i]:
+                ax.text(0.02, i, "not defined", va="center", fontsize=7, color="#8b0000")
+            elif n_col in rows.columns:
+                ax.text(1.02, i, f"n={int(rows[n_col].iloc[i])}", va="center", fontsize=7, color="#555",
+                        transform=ax.get_yaxis_transform())
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        ax.set_yticks(y, names if k % axes.shape[1] == 0 else [""] * len(rows), fontsize=8)
+        ax.set_title(col.removeprefix("component_").replace("_", " "), fontsize=9,
+                     fontweight="bold" if col == "trust_score" else "normal")
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=7)
+    for ax in list(axes.flat)[len(columns):]:
+        ax.set_visible(False)
+    fig.suptitle("trust components per class with 95 % intervals (1 = no weakness found)", fontsize=10)
+    fig.tight_layout()
     return fig
 
 
