@@ -72,6 +72,8 @@ LABELS = {
     "pointing_game": ("Explanations whose peak lies on the object", "share"),
     "relevance_mass": ("Share of the explanation on the object", "share"),
     "mask_share": ("Share of the image the object covers (chance level)", "share"),
+    "localisation_p_value": ("Chance of this much explanation on the object if the maps were at chance (p)",
+                             "number"),
     "area_50": ("Share of the image that holds half the explanation", "share"),
     "gini": ("Concentration of the explanation (Gini; 0 = even, 1 = one pixel)", "number"),
     "sanity_correlation": ("Sanity check: similarity of the maps after randomising the weights "

@@ -183,8 +183,10 @@ def test_localisation_source_by_hand():
 
 
 # ----------------------------------------------------------------------------- the table
-def _sanity(*stages):
-    """A sanity-check frame with per-image correlations, one list per randomised stage."""
+def _sanity(*stages, repeat=4):
+    """A sanity-check frame with per-image correlations, one list per randomised stage (each
+    list repeated ``repeat`` times: 16 images, enough for the gate to decide)."""
+    stages = [list(v) * repeat for v in stages]
     n = len(stages[0])
     rows = [{"method": "gradcam", "stage": "original", "spearman_abs": 1.0, "per_image": (1.0,) * n,
              "per_image_undefined": (False,) * n}]
@@ -196,13 +198,16 @@ def _sanity(*stages):
 def test_sanity_source_gate():
     src = trust.from_sanity_check(_sanity([0.3, 0.25, 0.35, 0.3], [0.1, 0.05, 0.15, 0.1]), "gradcam", CLASSES)
     np.testing.assert_allclose(src["sanity_correlation"], 0.2)
-    assert (src["n_sanity"] == 4).all()
+    assert (src["n_sanity"] == 16).all()
     assert (src["sanity_gate"] == "pass").all() and (src["sanity_correlation_ci_high"] < 0.5).all()
     assert "sanity_gate" in src.attrs["model_level"]
     fail = trust.from_sanity_check(_sanity([0.9, 0.8, 0.95, 0.85]), "gradcam", CLASSES)
     assert (fail["sanity_gate"] == "fail").all()
     straddles = trust.from_sanity_check(_sanity([0.1, 0.9, 0.2, 0.8]), "gradcam", CLASSES)
     assert (straddles["sanity_gate"] == "undecided").all()
+    few = trust.build_table({"s": trust.from_sanity_check(_sanity([0.1, 0.05, 0.15], repeat=1), "gradcam", CLASSES)})
+    assert few.attrs["model_level"]["sanity_gate"] == "undecided"
+    assert "too few images checked" in trust.sanity_clause(few)
 
 
 def _sources():
@@ -234,7 +239,7 @@ def test_every_number_traces_to_its_source():
         pd.testing.assert_series_equal(table[column], sources[source][column].loc[CLASSES], check_names=False)
     assert table.attrs["model_level"]["attack_max_eps"] == 0.1
     assert table.attrs["model_level"]["sanity_correlation"] == pytest.approx(0.2)
-    assert table.attrs["model_level"]["sanity_gate"] == "pass" and table.attrs["model_level"]["n_sanity"] == 4
+    assert table.attrs["model_level"]["sanity_gate"] == "pass" and table.attrs["model_level"]["n_sanity"] == 16
     # no street image was explained: its localisation is not defined (with the reason), not missing
     assert trust.undefined(table)[("street", "relevance_mass")] == trust.NONE_EXPLAINED
     assert table.attrs["missing"] == []

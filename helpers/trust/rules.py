@@ -314,7 +314,11 @@ def sanity_clause(table: pd.DataFrame) -> str | None:
     ci = (f", 95 % CI {float(lo):.2f} to {float(hi):.2f}" if lo is not None and not is_missing(lo) else
           ", no interval")
     what = "fail" if gate == "fail" else "are undecided on"
-    return (f"the explanations {what} the sanity check (mean correlation after randomising the weights "
+    few = ""
+    if gate == "undecided" and lo is not None and not is_missing(lo) and \
+            (float(hi) < THRESHOLDS["sanity_max"] or float(lo) > THRESHOLDS["sanity_max"]):
+        few = " (too few images checked for a decision, although the interval lies on one side)"
+    return (f"the explanations {what} the sanity check{few} (mean correlation after randomising the weights "
             f"{float(corr):.2f}{ci}, {n} images; threshold {THRESHOLDS['sanity_max']:g}), so where they point "
             "is not judged")
 
