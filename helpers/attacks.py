@@ -718,13 +718,13 @@ class _Confined(nn.Module):
         return out.float()
 
 
-def _fmn_deltas(model, x, y, mask, *, steps, bf16, batch_size):
+def _fmn_deltas(model, x, y, mask, *, steps, bf16, batch_size, gamma=0.05):
     """foolbox ``LInfFMNAttack(steps)`` per chunk; the perturbation it returns (zero where it
     found none), confined to the mask."""
     import foolbox as fb
 
     out = torch.zeros_like(x)
-    attack = fb.attacks.LInfFMNAttack(steps=int(steps))
+    attack = fb.attacks.LInfFMNAttack(steps=int(steps), gamma=float(gamma))
     for i in torch.arange(len(x), device=x.device).split(batch_size):
         xs, m = x[i], None if mask is None else mask[i]
         fmodel = fb.PyTorchModel(_Confined(model, xs, m, bf16), bounds=(0, 1), device=x.device)
@@ -771,7 +771,8 @@ def _shrink_along(model, x, y, delta, *, probes: int, batch_size: int):
 
 def minimum_norm_epsilon(model: nn.Module, x: torch.Tensor, y, *, steps: int = 20,
                          mask=None, max_eps: float | None = None, bf16: bool = True,
-                         probes: int = 6, batch_size: int = 64, return_adversarial: bool = False):
+                         probes: int = 6, gamma: float = 0.05, batch_size: int = 64,
+                         return_adversarial: bool = False):
     """The smallest flipping L-inf epsilon of each image by a minimum-norm attack: foolbox's
     ``LInfFMNAttack`` (Pintor et al., 2021) with ``steps`` iterations, then a line search.
 
@@ -824,7 +825,8 @@ def minimum_norm_epsilon(model: nn.Module, x: torch.Tensor, y, *, steps: int = 2
         todo = torch.as_tensor(np.flatnonzero(~wrong0), device=device)
         if len(todo):
             xs, ys, ms = xd[todo], y[todo], None if m is None else m[todo]
-            delta = _fmn_deltas(model, xs, ys, ms, steps=steps, bf16=bf16, batch_size=batch_size)
+            delta = _fmn_deltas(model, xs, ys, ms, steps=steps, bf16=bf16, batch_size=batch_size,
+                                gamma=gamma)
             with torch.no_grad():
                 t, fwd = _shrink_along(model, xs, ys, delta, probes=probes, batch_size=batch_size)
                 ok = ~torch.isnan(t)
@@ -832,7 +834,7 @@ def minimum_norm_epsilon(model: nn.Module, x: torch.Tensor, y, *, steps: int = 2
                     redo = torch.nonzero(~ok).flatten().to(device)
                     with torch.enable_grad():
                         d2 = _fmn_deltas(model, xs[redo], ys[redo], None if ms is None else ms[redo],
-                                         steps=steps, bf16=False, batch_size=batch_size)
+                                         steps=steps, bf16=False, batch_size=batch_size, gamma=gamma)
                     t2, fwd2 = _shrink_along(model, xs[redo], ys[redo], d2, probes=probes,
                                              batch_size=batch_size)
                     delta[redo], t[redo.cpu()] = d2, t2

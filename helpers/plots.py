@@ -550,10 +550,14 @@ def _eps_axis(ax, which="x"):
 
 def robust_accuracy_curves(sweeps: dict, ax=None):
     """Accuracy against epsilon, one line per attack (DataFrames of
-    :func:`helpers.attacks.epsilon_sweep`: columns ``epsilon`` and ``accuracy``)."""
+    :func:`helpers.attacks.epsilon_sweep` or :func:`helpers.attacks.robust_accuracy_from_epsilons`:
+    columns ``epsilon`` and ``accuracy``, and ``low`` / ``high``, drawn as a band, when present)."""
     fig, ax = _axes(ax, (5.2, 3.4))
     for name, df in sweeps.items():
-        ax.plot(df["epsilon"], df["accuracy"], "o-", ms=4, label=f"{name} (n={int(df['n'].iloc[0])})")
+        line, = ax.plot(df["epsilon"], df["accuracy"], "o-", ms=4, label=f"{name} (n={int(df['n'].iloc[0])})")
+        if {"low", "high"} <= set(df.columns):    # a 95 % interval (Wilson) where there is one
+            ax.fill_between(df["epsilon"], df["low"].astype(float), df["high"].astype(float),
+                            color=line.get_color(), alpha=0.15, lw=0)
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("accuracy under attack")
     _eps_axis(ax)
@@ -567,8 +571,11 @@ def robust_accuracy_curves(sweeps: dict, ax=None):
 def minimal_epsilon_by_class(df, classes, ax=None, *, region: str | None = None, log: bool = False):
     """The smallest flipping epsilon of each image (rows of :func:`helpers.attacks.minimal_epsilon`
     or of ``fragility_by_region`` for one ``region``), one column of dots per class with its
-    median as a bar; images that never flipped up to ``max_eps`` sit above the dashed line.
+    median as a bar with its 95 % bootstrap interval (helpers.stats) and n; images that never
+    flipped up to ``max_eps`` sit above the dashed line.
     ``log=True``: a logarithmic epsilon axis (for epsilons that spread over decades)."""
+    from .stats import bootstrap
+
     fig, ax = _axes(ax, (6.4, 3.4))
     if region is not None:
         df = df[df["region"] == region]
@@ -583,9 +590,15 @@ def minimal_epsilon_by_class(df, classes, ax=None, *, region: str | None = None,
         jitter = rng.uniform(-0.22, 0.22, len(eps))
         ax.scatter(k + jitter, eps, s=12, color=colors[k], alpha=0.75, lw=0)
         if len(eps):
-            med = float(np.median(np.where(sel["flipped"], sel["epsilon"], np.inf)))
+            est = bootstrap(np.where(sel["flipped"], sel["epsilon"], np.inf), np.median, seed=k)
+            med = est.estimate
             if np.isfinite(med):
                 ax.plot([k - 0.32, k + 0.32], [med, med], color="black", lw=2)
+                high = est.high if np.isfinite(est.high) else above
+                ax.errorbar(k, med, yerr=[[med - est.low], [high - med]], color="black", lw=1.2,
+                            capsize=4, zorder=3)
+            ax.text(k, 0.0, f"n={len(eps)}", transform=ax.get_xaxis_transform(), ha="center",
+                    va="bottom", fontsize=7, color="dimgrey")
     ax.axhline(max_eps, color="grey", ls="--", lw=1)
     ax.text(len(classes) - 0.5, above, f"no flip up to {max_eps:g}", ha="right", va="bottom", fontsize=7,
             color="grey")
@@ -599,15 +612,16 @@ def minimal_epsilon_by_class(df, classes, ax=None, *, region: str | None = None,
     _eps_axis(ax, "y")
     ax.set_ylabel("smallest flipping epsilon")
     ax.grid(alpha=0.3, axis="y")
-    ax.set_title("black bar: class median (only correctly classified images)", fontsize=8)
+    ax.set_title("black bar: class median with its 95 % interval (only correctly classified images)", fontsize=8)
     return fig
 
 
 def region_fragility(per_class, regions, *, columns=("median_eps", "median_l2"), size=(11, 3.4)):
     """Per class, the median smallest flipping epsilon (and the median L2 norm of that change)
     for the perturbation confined to each region; a table from
-    :func:`helpers.attacks.per_class_fragility`. Infinite medians (more than half the class never
-    flipped) are drawn as hatched bars at the top of the axis."""
+    :func:`helpers.attacks.per_class_fragility` (error bars: its ``_ci_low`` / ``_ci_high``
+    columns, when present). Infinite medians (more than half the class never flipped) are
+    drawn as hatched bars at the top of the axis."""
     titles = {"median_eps": "median smallest L-inf epsilon", "median_l2": "median L2 norm of the change"}
     fig, axes = plt.subplots(1, len(columns), figsize=size, layout="constrained", squeeze=False)
     classes = list(per_class.index)
@@ -621,6 +635,13 @@ def region_fragility(per_class, regions, *, columns=("median_eps", "median_l2"),
             xs = np.arange(len(classes)) + (j - (len(regions) - 1) / 2) * width
             bars = ax.bar(xs, np.where(np.isfinite(v), v, top), width, label=region,
                           color=plt.get_cmap("Set2")(j))
+            lo_col, hi_col = f"{column}_{region}_ci_low", f"{column}_{region}_ci_high"
+            if lo_col in per_class.columns:          # 95 % interval where the table has one
+                lo = per_class[lo_col].to_numpy(dtype=float)
+                hi = np.minimum(per_class[hi_col].to_numpy(dtype=float), top)
+                ok = np.isfinite(v) & np.isfinite(lo)
+                ax.errorbar(xs[ok], v[ok], yerr=[v[ok] - lo[ok], hi[ok] - v[ok]], fmt="none",
+                            ecolor="black", lw=1, capsize=2)
             for bar, ok in zip(bars, np.isfinite(v)):
                 if not ok:
                     bar.set_hatch("//")
