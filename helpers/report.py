@@ -236,6 +236,18 @@ def _ranking_uri(rows: pd.DataFrame) -> str:
     return _figure_uri(fig)
 
 
+def _components_uri(table: pd.DataFrame) -> str:
+    import matplotlib.pyplot as plt
+
+    from .plots import trust_components
+
+    fig = trust_components(table)
+    try:
+        return _figure_uri(fig)
+    finally:
+        plt.close(fig)
+
+
 def class_examples(images, labels, probs, classes, *, fragility: pd.DataFrame | None = None) -> dict:
     """Up to three example images per class for the report: ``{class: [(caption, image), ...]}``.
 
@@ -578,6 +590,11 @@ def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdic
         parts.append('<p class="small">Under each number: its 95 % interval (bootstrap over the class&rsquo;s '
                      "images, Wilson for shares; the trust score combines the components&rsquo; bootstrap "
                      "draws).</p>")
+        if all(f"{c}_ci_low" in table.columns for c in comps + ["trust_score"]):
+            parts.append('<figure class="chart"><img alt="Components per class with their 95 % intervals" '
+                         f'src="{_components_uri(table)}"><figcaption>Each component and the trust score per '
+                         "class with its 95 % interval and n; overlapping bars are classes the data cannot tell "
+                         "apart on that check.</figcaption></figure>")
         parts += _ranking_html(table, esc)
     if model_values:
         parts.append('<h3>About the whole model</h3><dl class="kv">')

@@ -152,7 +152,7 @@ def test_synthetic_report_is_small_and_self_contained(synthetic):
         for forbidden in ("http://", "https://", "<script", "<link", "@import", 'src="file'):
             assert forbidden not in page
         n_examples = len(re.findall(r'<figure><img alt="(?:Right|Wrong|Most fragile)', page))
-        assert n_examples >= 6 and page.count("<img") == 1 + 2 + n_examples      # ranking, figures, examples
+        assert n_examples >= 6 and page.count("<img") == 2 + 2 + n_examples  # ranking, components, figures, examples
     weak = synthetic[1].read_text(encoding="utf-8")
     assert "not defined (the model never predicts this class)" in weak
 
@@ -163,7 +163,7 @@ def test_synthetic_report_fits_the_window(synthetic, tmp_path, width):
     for path in synthetic:
         check = layout(path, tmp_path, width)
         assert_fits(check, width)
-        assert len(check["images"]) >= 2 + 6          # ranking chart, figures, examples
+        assert len(check["images"]) >= 2 + 2 + 6      # ranking and component charts, figures, examples
 
 
 @needs_browser

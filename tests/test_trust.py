@@ -468,7 +468,7 @@ def test_html_is_self_contained_and_shows_every_class_and_number(tmp_path):
     for forbidden in ("http://", "https://", 'src="file', "<link", "<script", "url(", "@import"):
         assert forbidden not in page
     sources = re.findall(r'src="([^"]*)"', page)
-    assert len(sources) == 1 + 2 + 2                                    # ranking chart, figures, examples
+    assert len(sources) == 2 + 2 + 2                    # ranking and component charts, figures, examples
     assert all(re.match(r"data:image/(png|jpeg);base64,", s) for s in sources)
     assert all(base64.b64decode(s.split(",", 1)[1])[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0") for s in sources)
     assert "Trust &lt;report&gt;" in page and "second &amp; last" in page and "a tiny model" in page
