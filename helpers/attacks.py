@@ -40,6 +40,7 @@ __all__ = [
     "epsilon_grid",
     "minimal_epsilon",
     "minimum_norm_epsilon",
+    "fmn_reference",
     "robust_accuracy_from_epsilons",
     "top_fraction_mask",
     "complement",
@@ -877,6 +878,35 @@ def minimum_norm_epsilon(model: nn.Module, x: torch.Tensor, y, *, steps: int = 2
     if return_adversarial:
         return df, x_adv.detach().to(x.device)
     return df
+
+
+def fmn_reference(model: nn.Module, x: torch.Tensor, y, epsilons, *, steps: int = 100,
+                  batch_size: int = 64) -> pd.DataFrame:
+    """Check minimal epsilons against foolbox's ``LInfFMNAttack(steps)`` on the plain fp32 model:
+    one row per image with ``epsilon`` (the one checked), ``reference`` (FMN's L-inf norm; NaN
+    where it found no flip), ``ratio`` (epsilon / reference) and ``within_10pct`` (ratio <= 1.1).
+    Images already misclassified (epsilon 0) are left out of the ratio (NaN)."""
+    import foolbox as fb
+
+    _check_images(x)
+    device = _model_device(model)
+    xd = x.detach().to(device)
+    y = _as_labels(y, len(xd), device)
+    ref = []
+    with _fast(model, channels_last=False):
+        fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=device)
+        for xs, ys in zip(xd.split(batch_size), y.split(batch_size)):
+            adv = fb.attacks.LInfFMNAttack(steps=int(steps)).run(fmodel, xs, fb.criteria.Misclassification(ys))
+            with torch.no_grad():
+                ok = model(adv).argmax(1) != ys
+            e = (adv - xs).flatten(1).abs().amax(1).double()
+            ref.append(torch.where(ok, e, torch.full_like(e, float("nan"))).cpu())
+    ref = torch.cat(ref).numpy() if ref else np.zeros(0)
+    eps = np.asarray(epsilons, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(eps > 0, np.nan_to_num(eps, nan=np.inf) / ref, np.nan)
+    return pd.DataFrame({"epsilon": eps, "reference": ref, "ratio": ratio,
+                         "within_10pct": ratio <= 1.1})
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from helpers import data, runs, scenes
@@ -148,3 +149,35 @@ def test_planted_greyscale_file_is_no_copy_of_another_image(isolated_cache):
         rgb = data.load_rgb(source.root / path).astype(float)
         luma = rgb @ np.array([0.299, 0.587, 0.114])
         assert np.abs(luma - grey).mean() > 5, f"greyscale.jpg is a copy of {path}"
+
+
+def test_fragility_attacks_every_test_image_and_equal_areas_per_class(tmp_path):
+    """runs.fragility on a stand-in run: whole image on every test image, object and background
+    on the first k of each class with equal pixel counts, cached and read back the same."""
+    from types import SimpleNamespace
+
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    n, size = 18, 8
+    x = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(n) % 3
+    masks = np.zeros((n, size, size), bool)
+    for i in range(n):
+        masks[i, : 2 + i % 4, :] = True                    # objects of 2-5 rows: 25-62 %
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, 3)).eval()
+    run = SimpleNamespace(model=model, run_dir=tmp_path, source=SimpleNamespace(is_scenes=True),
+                          test_set=SimpleNamespace(tensors=lambda: (x, labels)), test_masks=lambda: masks)
+    df = runs.fragility(run, region_images_per_class=2, steps=10, bf16=False)
+    whole = df[df.region == "whole"]
+    assert sorted(whole.image) == list(range(n))
+    reg = df[df.region != "whole"]
+    assert sorted(set(reg.image)) == sorted(runs.per_class_indices(labels.numpy(), 2))
+    px = reg.pivot(index="image", columns="region", values="pixels")
+    expected = np.minimum(masks.sum((1, 2)), size * size - masks.sum((1, 2)))[px.index]
+    assert (px["object"] == px["background"]).all() and (px["object"].to_numpy() == expected).all()
+    assert {"image", "label", "region", "epsilon", "flipped", "already_wrong", "pixels",
+            "confidence_before", "flip_class"} <= set(df.columns)
+    again = runs.fragility(run, region_images_per_class=2, steps=10, bf16=False)
+    pd.testing.assert_frame_equal(again.reset_index(drop=True), df.reset_index(drop=True), check_dtype=False)
