@@ -699,11 +699,14 @@ def confidence_vs_epsilon(df, classes, ax=None, *, confident: float = 0.9, fragi
 
 
 # ----------------------------------------------------------------------------- calibration and trust
-def reliability_diagram(probs, labels, ax=None, *, n_bins: int = 15, title=None, color="#1f77b4"):
+def reliability_diagram(probs, labels, ax=None, *, n_bins: int = 15, title=None, color="#1f77b4",
+                        interval: bool = True, seed: int = 0):
     """Reliability diagram (Guo et al. 2017): per equal-width confidence bin, a bar of the
     accuracy next to the diagonal of perfect calibration, the gap to the bin's mean confidence
     shaded red (above the bar: over-confident; inside it: under-confident), the ECE in the title,
-    and a histogram of the confidences (share of images per bin).
+    and a histogram of the confidences (share of images per bin). With ``interval`` the legend
+    also gives the ECE's 95 % seeded bootstrap interval and n
+    (:func:`helpers.calibration.ece_interval`).
 
     ``ax``: ``None`` (own figure, diagram above the histogram), a pair of axes ``(diagram,
     histogram)`` (e.g. one column of ``subplots(2, k)``; see :func:`reliability_comparison` for
@@ -730,6 +733,11 @@ def reliability_diagram(probs, labels, ax=None, *, n_bins: int = 15, title=None,
     ax_d.bar(lower, conf - acc, width, bottom=acc, align="edge", color="#d62728", alpha=0.25,
              edgecolor="#d62728", hatch="//", label="gap to its mean confidence")
     ax_d.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
+    if interval:
+        from .calibration import ece_interval
+
+        row = ece_interval(probs, labels, n_bins=n_bins, seed=seed).loc["all"]
+        ax_d.plot([], [], " ", label=f"ECE 95 % interval [{row['low']:.3f}, {row['high']:.3f}], n = {int(row['n'])}")
     ax_d.set_xlim(0, 1)
     ax_d.set_ylim(0, 1)
     ax_d.set_ylabel("accuracy")
@@ -752,7 +760,8 @@ def reliability_diagram(probs, labels, ax=None, *, n_bins: int = 15, title=None,
     return fig
 
 
-def reliability_comparison(probs_by_name: dict, labels, *, n_bins: int = 15, size: float = 3.6):
+def reliability_comparison(probs_by_name: dict, labels, *, n_bins: int = 15, size: float = 3.6,
+                           interval: bool = True, seed: int = 0):
     """Reliability diagrams side by side, one column per entry of ``{name: probs}`` (e.g.
     before and after temperature scaling), each with its confidence histogram below."""
     if not probs_by_name:
@@ -761,7 +770,8 @@ def reliability_comparison(probs_by_name: dict, labels, *, n_bins: int = 15, siz
     fig, axes = plt.subplots(2, k, figsize=(size * k, size * 1.3), height_ratios=(3, 1), squeeze=False,
                              sharex=True, layout="constrained")
     for j, (name, probs) in enumerate(probs_by_name.items()):
-        reliability_diagram(probs, labels, ax=(axes[0, j], axes[1, j]), n_bins=n_bins, title=name)
+        reliability_diagram(probs, labels, ax=(axes[0, j], axes[1, j]), n_bins=n_bins, title=name,
+                            interval=interval, seed=seed)
     return fig
 
 

@@ -344,3 +344,18 @@ def test_per_class_consistency_uses_the_images_predicted_as_the_class():
     sel = pred == 1
     expected = calibration.ece_consistency(probs.max(1)[sel], labels[sel] == 1, n_draws=200, seed=1)
     assert tuple(table.loc["b", ["ece", "p_value", "null_quantile_95"]]) == pytest.approx(tuple(expected))
+
+
+def test_reliability_diagram_gives_the_ece_interval_and_n():
+    import matplotlib
+    matplotlib.use("Agg")
+    from helpers import plots
+
+    probs, labels = _toy(200, np.random.default_rng(4), shortfall=0.1)
+    row = calibration.ece_interval(probs, labels, n_bins=10).loc["all"]
+    fig = plots.reliability_diagram(probs, labels, n_bins=10)
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert f"ECE 95 % interval [{row['low']:.3f}, {row['high']:.3f}], n = 200" in texts
+    fig = plots.reliability_diagram(probs, labels, n_bins=10, interval=False)
+    assert not any("interval" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    plots.plt.close("all")
