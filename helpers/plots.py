@@ -510,6 +510,9 @@ def randomisation_plot(df_by_method: dict, ax=None, *, column: str = "spearman_a
     if stages is not None:
         ax.set_xticks(range(len(stages)), stages, rotation=45, ha="right", fontsize=8)
     ax.set_ylim(min(-0.1, ax.get_ylim()[0]), 1.05)
+    counts = {len(v) for df in df_by_method.values() if "per_image" in df for v in df["per_image"]}
+    if len(counts) == 1:
+        ax.set_title(f"mean over n = {counts.pop()} images (a map that went constant counts as 0)", fontsize=9)
     ax.set_xlabel("randomised from the output down to ... (cumulative)")
     ax.set_ylabel("Spearman rank correlation" + (" of |maps|" if column == "spearman_abs" else ""))
     ax.grid(alpha=0.3)

@@ -307,6 +307,12 @@ def test_a_map_that_vanishes_after_randomisation_counts_as_changed():
     gate = q.sanity_gate(sanity, "m")
     assert gate["mean"] == pytest.approx(2 / 3) and gate["n_images"] == 3
     assert gate["n_undefined"] == len(randomised)         # one undefined correlation per randomised stage
+    import matplotlib
+    matplotlib.use("Agg")
+    from helpers import plots
+    fig = plots.randomisation_plot({"m": df})
+    assert "n = 3 images" in fig.axes[0].get_title()
+    plots.plt.close("all")
 
 
 def test_randomisation_is_cumulative_seeded_and_resets_batchnorm():
