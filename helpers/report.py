@@ -134,9 +134,13 @@ def interval(table: pd.DataFrame, cls, column: str, *, max_eps: float | None = N
     low_col, high_col = trust.ci_columns(column)
     if low_col in row.index and not trust._is_missing(row[low_col]) and not trust._is_missing(row[high_col]):
         lo, hi = (display(row[c], column, max_eps=max_eps) for c in (low_col, high_col))
-        if LABELS.get(column, ("", ""))[1] == "eps" and math.isinf(float(row[high_col])):
-            hi = f"more than {max_eps * 255:.3g}" if max_eps is not None else "never fooled"
-        parts.append(f"95 % CI {lo} to {hi}")
+        beyond = f"more than {max_eps * 255:.3g}" if max_eps is not None else "never fooled"
+        if LABELS.get(column, ("", ""))[1] == "eps" and math.isinf(float(row[low_col])):
+            parts.append(f"95 % CI wholly beyond the largest change searched ({beyond})")
+        else:
+            if LABELS.get(column, ("", ""))[1] == "eps" and math.isinf(float(row[high_col])):
+                hi = beyond
+            parts.append(f"95 % CI {lo} to {hi}")
     n_col = trust.N_COLUMN.get(column)
     if n_col and n_col in row.index and not trust._is_missing(row[n_col]):
         n = int(row[n_col])

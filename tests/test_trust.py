@@ -375,7 +375,11 @@ def test_the_model_not_robust_at_the_budget_is_said_plainly():
     assert note.startswith("The model is not robust at 1/255")
     assert "not robust at a budget of 1/255" in trust.robustness_verdict(scored)
     words = trust.verdicts(scored)
-    assert all("not robust at a budget of 1/255" in w for w in words) and not any("Robust at" in w for w in words)
+    assert all("the model is not robust at 1/255" in w.lower() for w in words)   # short in each sentence
+    assert not any("robust at 1/255:" in w.lower() for w in words)
+    items = trust.verdict_items(scored)                                         # in full for the HTML
+    assert all(any(k == "model_note" and "most attacked images flip within it" in c for k, c in items[cls])
+               for cls in CLASSES)
     # at a budget of a quarter grey level every image withstands it: no such sentence
     lenient = trust.score(table, budget=0.25 / 255,
                           weights={"accuracy": 0, "calibration": 0, "localisation": 0, "stability": 0})

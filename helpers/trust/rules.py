@@ -165,9 +165,16 @@ def rule_robustness(row, ctx) -> list:
     median = ""
     if med is not None:
         cap = ctx.model.get("attack_max_eps")
-        medtxt = f"more than {grey(float(cap))}" if math.isinf(med) and cap else grey(med)
-        median = f"; median smallest change {medtxt}" + (f", 95 % CI {grey(mlo)} to {grey(mhi)}"
-                                                          if mlo is not None and mhi is not None else "")
+
+        def eps_text(e):
+            return (f"more than {grey(float(cap))}" if cap else "never fooled") if math.isinf(e) else grey(e)
+        if mlo is not None and mhi is not None and math.isinf(mlo):
+            ci = ", 95 % CI wholly beyond the largest change searched"
+        elif mlo is not None and mhi is not None:
+            ci = f", 95 % CI {eps_text(mlo)} to {eps_text(mhi)}"
+        else:
+            ci = ""
+        median = f"; median smallest change {eps_text(med)}{ci}"
     n = int(num(row, "n_attacked") or 0)
     if lo > ctx.t["robust_share"]:
         return [("good", f"robust at {b}: {pct(r)} of its {n} attacked images withstand it "
@@ -284,7 +291,7 @@ def model_verdict(table: pd.DataFrame, *, thresholds: dict | None = None) -> str
             f"guessing gets {chance:.0%}")
 
 
-def robustness_verdict(table: pd.DataFrame, *, thresholds: dict | None = None) -> str | None:
+def robustness_verdict(table: pd.DataFrame, *, thresholds: dict | None = None, short: bool = False) -> str | None:
     """A sentence when the model is not robust at the budget: every class's R interval lies
     below ``not_robust`` (0.5: in every class most attacked images flip within the budget), so
     no class is called robust and ranking them by robustness would rank noise."""
@@ -297,12 +304,14 @@ def robustness_verdict(table: pd.DataFrame, *, thresholds: dict | None = None) -
     hi = hi[~np.isnan(hi)]
     if len(hi) == 0 or np.any(hi >= t["not_robust"]):
         return None
+    if short:
+        return f"the model is not robust at {grey(budget)}"
     return (f"the model is not robust at a budget of {grey(budget)} (one grey level is the smallest change an "
             f"8-bit image can store): in every class most attacked images flip within it (at most {hi.max():.0%} "
             "withstand it, upper ends of 95 % intervals), so no class is robust, whatever their order")
 
 
-def sanity_clause(table: pd.DataFrame) -> str | None:
+def sanity_clause(table: pd.DataFrame, *, short: bool = False) -> str | None:
     """The sanity-check gate in words when it does not pass (model level)."""
     model = table.attrs.get("model_level", {})
     gate = model.get("sanity_gate")
@@ -314,6 +323,8 @@ def sanity_clause(table: pd.DataFrame) -> str | None:
     ci = (f", 95 % CI {float(lo):.2f} to {float(hi):.2f}" if lo is not None and not is_missing(lo) else
           ", no interval")
     what = "fail" if gate == "fail" else "are undecided on"
+    if short:
+        return f"its explanations {what} the sanity check, so where they point is not judged"
     few = ""
     if gate == "undecided" and lo is not None and not is_missing(lo) and \
             (float(hi) < THRESHOLDS["sanity_max"] or float(lo) > THRESHOLDS["sanity_max"]):
@@ -365,10 +376,15 @@ def verdicts(table: pd.DataFrame, *, thresholds: dict | None = None, budget: flo
     a ``trust_score`` the sentence starts with "trust 0.71 (95 % CI 0.55 to 0.80; rank 2 of 6, 1 to
     3 in 95 % of bootstrap draws): ". ``attrs["items"]`` holds the lists (the HTML shows them)."""
     items = verdict_items(table, thresholds=thresholds, budget=budget)
+    # the model-level facts in short (the HTML report says them in full, once)
+    short = [x for x in (robustness_verdict(table, thresholds=thresholds, short=True),
+                         sanity_clause(table, short=True)) if x]
     out = {}
     for cls, row in table.iterrows():
         kinds = {k: [text for kind, text in items[cls] if kind == k]
                  for k in ("model", "model_note", "note", "good", "bad")}
+        if kinds["model_note"]:
+            kinds["model_note"] = short
         good, bad = kinds["good"], kinds["bad"]
         if good and bad:
             text = f"{join_and(good)}, but {'; '.join(bad)}."
