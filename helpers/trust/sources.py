@@ -19,7 +19,7 @@ from scipy import stats as _st
 from .. import calibration
 from .. import stats
 from .common import (Bag, LEVEL, N_BOOT, NEVER_PREDICTED, NO_TEST_IMAGE, NONE_ATTACKED, NONE_EXPLAINED, SEED,
-                     ci_columns, class_list, explain, frame_of, is_missing, labels_of, numpy)
+                     ci_columns, class_list, explain, frame_of, labels_of, numpy)
 
 __all__ = ["per_class_means", "per_class_from_predictions", "per_class_from_history",
            "per_class_from_fragility", "per_class_localisation", "model_level", "from_sanity_check",
