@@ -613,6 +613,7 @@ def test_a_class_never_predicted_is_reported_not_raised(tmp_path):
     assert "not defined (the model never predicts this class)" in page
     assert "not defined (no image of this class was classified correctly, so none was attacked)" in page
     assert 'class="banner unusable"' in page and "MISSING" not in page
+    assert "mean correlation after randomising the weights not defined" in page     # constant maps
 
 
 def test_a_class_with_a_single_test_image(tmp_path):

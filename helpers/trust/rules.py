@@ -329,8 +329,9 @@ def sanity_clause(table: pd.DataFrame, *, short: bool = False) -> str | None:
     if gate == "undecided" and lo is not None and not is_missing(lo) and \
             (float(hi) < THRESHOLDS["sanity_max"] or float(lo) > THRESHOLDS["sanity_max"]):
         few = " (too few images checked for a decision, although the interval lies on one side)"
+    corr_text = "not defined" if corr is None or is_missing(corr) else f"{float(corr):.2f}"
     return (f"the explanations {what} the sanity check{few} (mean correlation after randomising the weights "
-            f"{float(corr):.2f}{ci}, {n} images; threshold {THRESHOLDS['sanity_max']:g}), so where they point "
+            f"{corr_text}{ci}, {n} images; threshold {THRESHOLDS['sanity_max']:g}), so where they point "
             "is not judged")
 
 
