@@ -241,3 +241,26 @@ def test_every_rule_has_a_reason():
     assert "FGSM" not in trust.COLUMNS["n_attacked"] and "PGD" in trust.COLUMNS["n_attacked"]
     assert "PREDICTED" in trust.COLUMNS["n_explained"]
     assert "PREDICTED" in trust.per_class_localisation.__doc__
+
+
+# ----------------------------------------------------------------------------- the score's interval
+def test_trust_score_interval_covers_the_true_score():
+    """Accuracy 0.8 and share learned early 0.7 on separate images of one class (50 each): the
+    true score is sqrt(0.8 * 0.7); its 95 % interval, combined from the two sources' bootstrap
+    replicates, should cover it about 95 % of the time."""
+    rng = np.random.default_rng(8)
+    truth = np.sqrt(0.8 * 0.7)
+    covered = draws = 0
+    for _ in range(100):
+        labels = np.repeat(np.arange(C), N_TEST)
+        right = rng.random(labels.size) < 0.8
+        probs = np.full((labels.size, C), 0.02)
+        probs[np.arange(labels.size), np.where(right, labels, (labels + 1) % C)] = 0.9
+        preds, hist_labels = _history(rng, 0.7)
+        table = trust.build_table({"p": trust.per_class_from_predictions(labels, probs, CLASSES, n_boot=20, n_null=20),
+                                   "h": trust.per_class_from_history(preds, hist_labels, CLASSES, n_boot=20)})
+        scored = trust.score(table, weights={**NO, "accuracy": 1, "stability": 1}, n_boot=1000)
+        covered += int(((scored["trust_score_ci_low"] <= truth) & (truth <= scored["trust_score_ci_high"])).sum())
+        draws += C
+    rate = _rate("trust-score interval covering the true score", covered, draws)
+    assert 0.9 <= rate <= 0.99
