@@ -149,6 +149,34 @@ def interval(table: pd.DataFrame, cls, column: str, *, max_eps: float | None = N
 
 
 # ----------------------------------------------------------------------------- images
+def interval_table(table: pd.DataFrame, columns, *, max_eps: float | None = None) -> pd.DataFrame:
+    """The per-class ``columns`` of ``table`` as short text for a notebook: "92% [81%, 97%]"
+    (value, then its 95 % interval) in the column's unit, one extra column ``n <source>`` per
+    image count the values rest on, and "n/d" where a value is not defined."""
+    out = {}
+    for column in columns:
+        if column not in table.columns:
+            continue
+        low_col, high_col = trust.ci_columns(column)
+        cells = []
+        for cls in table.index:
+            value = table.at[cls, column]
+            if trust._is_missing(value):
+                cells.append("n/d")
+                continue
+            text = display(value, column, max_eps=max_eps)
+            if low_col in table.columns and not trust._is_missing(table.at[cls, low_col]):
+                lo, hi = (display(table.at[cls, c], column, max_eps=max_eps).split(" (")[0]
+                          for c in (low_col, high_col))
+                text = f"{text.split(' (')[0]} [{lo}, {hi}]"
+            cells.append(text)
+        out[column] = cells
+        n_col = trust.N_COLUMN.get(column)
+        if n_col and n_col in table.columns and n_col not in out:
+            out[n_col] = [str(int(v)) if not trust._is_missing(v) else "0" for v in table[n_col]]
+    return pd.DataFrame(out, index=table.index)
+
+
 def _image_array(image) -> np.ndarray:
     a = np.asarray(image.detach().cpu().numpy() if hasattr(image, "detach") else image)
     if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):

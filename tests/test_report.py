@@ -1,0 +1,20 @@
+"""helpers.report: the text a notebook shows for the trust table."""
+
+def test_interval_table_writes_value_interval_and_n_in_the_column_unit():
+    import numpy as np
+    import pandas as pd
+
+    from helpers import report
+
+    table = pd.DataFrame({"accuracy": [0.5, np.nan], "accuracy_ci_low": [0.3, np.nan],
+                          "accuracy_ci_high": [0.7, np.nan], "n_test": [10, 0],
+                          "median_eps_whole": [2 / 255, np.inf], "median_eps_whole_ci_low": [1 / 255, 3 / 255],
+                          "median_eps_whole_ci_high": [3 / 255, np.inf], "n_attacked": [9, 4]},
+                         index=["sea", "street"])
+    out = report.interval_table(table, ["accuracy", "median_eps_whole", "absent"], max_eps=16 / 255)
+    assert list(out.columns) == ["accuracy", "n_test", "median_eps_whole", "n_attacked"]
+    assert out.at["sea", "accuracy"] == "50% [30%, 70%]"
+    assert out.at["street", "accuracy"] == "n/d"
+    assert out.at["sea", "median_eps_whole"] == "2 [1, 3]"
+    assert out.at["street", "median_eps_whole"] == "more than 16 [3, more than 16]"
+    assert out["n_attacked"].tolist() == ["9", "4"]
