@@ -1,5 +1,6 @@
 """helpers.report: the text a notebook shows for the trust table."""
 
+
 def test_interval_table_writes_value_interval_and_n_in_the_column_unit():
     import numpy as np
     import pandas as pd
