@@ -450,3 +450,15 @@ def test_sanity_gate_stages_and_errors():
         q.sanity_gate(frame, "m", stage="nope")
     with pytest.raises(ValueError, match="per-image"):
         q.sanity_gate(frame.drop(columns="per_image"), "m")
+
+
+def test_sanity_gate_rarely_decides_when_the_true_mean_sits_on_the_threshold():
+    """Per-image correlations whose population mean is exactly the 0.5 gate: on 16 images the
+    gate should call it "pass" or "fail" in about 5 % of draws (a 95 % interval), not often."""
+    rng = np.random.default_rng(0)
+    decided = 0
+    for trial in range(300):
+        values = list(rng.beta(2, 2, 16))                       # mean 0.5, spread like real images
+        gate = q.sanity_gate(_sanity_frame({"original": [1] * 16, "all": values}), "m", seed=trial, n_boot=1000)
+        decided += gate["decision"] != "undecided"
+    assert decided / 300 <= 0.12
