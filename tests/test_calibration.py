@@ -312,13 +312,13 @@ def test_ece_interval_brackets_the_ece_and_is_seeded():
 def test_ece_consistency_flags_a_calibrated_class_rarely_and_an_overconfident_one_often():
     rng = np.random.default_rng(0)
     calibrated, overconfident = [], []
-    for trial in range(200):
+    for trial in range(500):
         conf = rng.uniform(0.5, 1.0, 50)
         calibrated.append(calibration.ece_consistency(conf, rng.random(50) < conf, n_bins=15,
                                                       n_draws=400, seed=trial).p_value < 0.05)
         overconfident.append(calibration.ece_consistency(conf, rng.random(50) < conf - 0.25, n_bins=15,
                                                          n_draws=400, seed=trial).p_value < 0.05)
-    assert np.mean(calibrated) <= 0.08          # about 5 % by construction; 200 trials of noise
+    assert np.mean(calibrated) <= 0.08          # about 5 % by construction (sd of the share ~1 % here)
     assert np.mean(overconfident) >= 0.8
 
 
