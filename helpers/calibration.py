@@ -37,6 +37,7 @@ Functions::
     fit_temperature(scores, labels, *, kind="logits") -> TemperatureFit
     apply_temperature(scores, temperature, *, kind="logits") -> probs
     validation_indices(run) -> ndarray ;  validation_predictions(run) -> (probs, labels)
+    stratified_folds(labels, folds=5, *, seed=0) -> ndarray [N]      # fold index per image
     cross_fit_temperature(scores, labels, *, kind="probs", folds=5, seed=0, n_bins=15) -> CrossFit
     ece_interval(probs, labels, *, n_bins=15, n_boot=2000, seed=0, level=0.95) -> DataFrame
     ece_consistency(confidence, correct, *, n_bins=15, n_draws=1000, seed=0) -> Consistency
