@@ -315,8 +315,9 @@ class TemperatureFit:
 def fit_temperature(scores, labels, *, kind: str = "logits",
                     bounds: tuple[float, float] = TEMPERATURE_BOUNDS, xatol: float = 1e-7) -> TemperatureFit:
     """Temperature scaling (Guo et al. 2017): the ``T > 0`` that minimises the mean NLL of
-    ``softmax(logits / T)`` against ``labels``. Fit it on the validation split
-    (:func:`validation_predictions`), never on the test images.
+    ``softmax(logits / T)`` against ``labels``. Fit it on images that neither trained nor
+    selected the model; on the images it will be judged on only through
+    :func:`cross_fit_temperature` (each fold scaled by a ``T`` fitted on the others).
 
     The NLL is convex in ``1/T`` (a log-sum-exp of functions linear in ``1/T``), hence unimodal
     in ``log T``, so a bounded scalar search over ``log T`` in ``bounds`` (Brent's method,
@@ -359,7 +360,8 @@ def validation_indices(run) -> np.ndarray:
 
 def validation_predictions(run, *, batch_size: int = 64, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """``(probs [V, C], labels [V])`` of ``run.model`` (the best checkpoint) on the validation
-    split of :func:`validation_indices`: the data to fit the temperature on."""
+    split of :func:`validation_indices`. Early stopping chose the kept epoch on these images, so
+    a temperature fitted on them is biased (towards T < 1); use :func:`cross_fit_temperature`."""
     from .train import predict_proba
 
     idx = validation_indices(run)
