@@ -16,8 +16,8 @@ Temperature scaling (Guo et al. 2017): one scalar ``T > 0``, ``softmax(logits / 
 minimise the negative log-likelihood on held-out data. ``T`` does not change any arg-max, so
 accuracy stays the same. The held-out data must be images that neither trained the model nor
 SELECTED it: the validation split (:func:`validation_indices`) chose the kept epoch by early
-stopping, so the kept model is, by construction, at its best on exactly those images, and a
-temperature fitted there finds it under-confident (T < 1) whatever the data. Without a third
+stopping, so the kept model was picked for looking good on exactly those images, and a
+temperature fitted there is biased towards finding it under-confident (T < 1). Without a third
 split (and without retraining), :func:`cross_fit_temperature` fits ``T`` on the test images by
 cross-fitting: stratified, seeded folds; each fold is scaled with a ``T`` fitted on the OTHER
 folds, so no image's calibrated probability comes from a ``T`` that saw its label. It can be fitted from probabilities too: ``log p`` differs from the logits by a
