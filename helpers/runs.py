@@ -302,7 +302,7 @@ def region_masks(run: FineTunedRun, indices, *, object_from: str = "auto", top_f
 
 def fragility(run: FineTunedRun, *, region_images_per_class: int = 20, whole_images_per_class: int = 0,
               object_from: str = "auto", top_fraction: float = 0.2, steps: int = 20,
-              max_eps: float = 16 / 255, bf16: bool = True, seed: int = 0, batch_size: int = 64,
+              max_eps: float = 16 / 255, bf16: bool = False, seed: int = 0, batch_size: int = 64,
               images_per_class: int | None = None, pgd_steps: int | None = None) -> pd.DataFrame:
     """The smallest flipping L-inf epsilon of each test image by a minimum-norm attack
     (:func:`helpers.attacks.minimum_norm_epsilon`: foolbox's FMN with ``steps`` iterations, then
