@@ -238,11 +238,11 @@ def strong(args) -> None:
     model, x, y, what = load_inputs(argparse.Namespace(**{**vars(args), "n": len_all(args)}))
     x, y = correct_subset(model.eval(), x, y, args.n)
     n = len(x)
-    print(f"{what}; {n} correctly classified images; ours: FMN {args.steps} steps, bf16 {not args.fp32}; "
+    print(f"{what}; {n} correctly classified images; ours: FMN {args.steps} steps, bf16 {args.bf16}; "
           f"per-image PGD {args.pgd_steps} steps, tol {args.tol * 255:.3f}/255 up to {args.max_eps * 255:.0f}/255; "
           f"{torch.get_num_threads()} threads")
     t = time.perf_counter()
-    df = attacks.minimum_norm_epsilon(model, x, y, steps=args.steps, bf16=not args.fp32,
+    df = attacks.minimum_norm_epsilon(model, x, y, steps=args.steps, bf16=args.bf16,
                                       batch_size=args.batch_size)
     t_ours = time.perf_counter() - t
     t = time.perf_counter()
@@ -281,7 +281,7 @@ def main() -> None:
     parser.add_argument("--toy", action="store_true", help="random small CNN on random images")
     parser.add_argument("--n", type=int, default=0, help="images (default: 44 strong, 256 fgsm)")
     parser.add_argument("--steps", type=int, default=20, help="strong: our FMN steps")
-    parser.add_argument("--fp32", action="store_true", help="strong: no bf16 autocast in ours")
+    parser.add_argument("--bf16", action="store_true", help="strong: bf16 autocast in ours (fp32 checked)")
     parser.add_argument("--pgd-steps", type=int, default=5, help="strong: PGD steps of the per-image bisection")
     parser.add_argument("--baseline-n", type=int, default=0,
                         help="time the per-image peers on the first K images only (default: all)")
