@@ -149,10 +149,27 @@ def interval(table: pd.DataFrame, cls, column: str, *, max_eps: float | None = N
 
 
 # ----------------------------------------------------------------------------- images
+def _compact(value, column: str, max_eps: float | None) -> str:
+    """A number in the unit of its column, short enough for a table cell."""
+    v, kind = float(value), LABELS.get(column, ("", "number"))[1]
+    if math.isinf(v):
+        if kind == "eps" and max_eps is not None:
+            return f">{max_eps * 255:.3g}"
+        return "inf" if v > 0 else "-inf"
+    if kind == "share":
+        return f"{v:.0%}"
+    if kind == "count":
+        return str(int(v))
+    if kind == "eps":
+        v *= 255
+    return f"{v:.2g}" if abs(v) < 0.1 else f"{v:.2f}"
+
+
 def interval_table(table: pd.DataFrame, columns, *, max_eps: float | None = None) -> pd.DataFrame:
     """The per-class ``columns`` of ``table`` as short text for a notebook: "92% [81%, 97%]"
-    (value, then its 95 % interval) in the column's unit, one extra column ``n <source>`` per
-    image count the values rest on, and "n/d" where a value is not defined."""
+    (value, then its 95 % interval) in the column's unit (epsilons in grey levels of 255,
+    ">16" beyond the largest change searched), one extra column ``n_<source>`` per image count
+    the values rest on, and "n/d" where a value is not defined."""
     out = {}
     for column in columns:
         if column not in table.columns:
@@ -164,11 +181,10 @@ def interval_table(table: pd.DataFrame, columns, *, max_eps: float | None = None
             if trust._is_missing(value):
                 cells.append("n/d")
                 continue
-            text = display(value, column, max_eps=max_eps)
+            text = _compact(value, column, max_eps)
             if low_col in table.columns and not trust._is_missing(table.at[cls, low_col]):
-                lo, hi = (display(table.at[cls, c], column, max_eps=max_eps).split(" (")[0]
-                          for c in (low_col, high_col))
-                text = f"{text.split(' (')[0]} [{lo}, {hi}]"
+                lo, hi = (_compact(table.at[cls, c], column, max_eps) for c in (low_col, high_col))
+                text = f"{text} [{lo}, {hi}]"
             cells.append(text)
         out[column] = cells
         n_col = trust.N_COLUMN.get(column)

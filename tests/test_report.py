@@ -16,6 +16,10 @@ def test_interval_table_writes_value_interval_and_n_in_the_column_unit():
     assert list(out.columns) == ["accuracy", "n_test", "median_eps_whole", "n_attacked"]
     assert out.at["sea", "accuracy"] == "50% [30%, 70%]"
     assert out.at["street", "accuracy"] == "n/d"
-    assert out.at["sea", "median_eps_whole"] == "2 [1, 3]"
-    assert out.at["street", "median_eps_whole"] == "more than 16 [3, more than 16]"
+    assert out.at["sea", "median_eps_whole"] == "2.00 [1.00, 3.00]"
+    assert out.at["street", "median_eps_whole"] == ">16 [3.00, >16]"
     assert out["n_attacked"].tolist() == ["9", "4"]
+    ratio = pd.DataFrame({"object_background_ratio": [0.0123, np.inf], "object_background_ratio_ci_low": [0.01, 0],
+                          "object_background_ratio_ci_high": [0.5, np.inf]}, index=["sea", "street"])
+    out = report.interval_table(ratio, ["object_background_ratio"])
+    assert out["object_background_ratio"].tolist() == ["0.012 [0.01, 0.50]", "inf [0, inf]"]
