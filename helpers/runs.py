@@ -300,10 +300,15 @@ def region_masks(run: FineTunedRun, indices, *, object_from: str = "auto", top_f
     return {"object": obj, "background": ~obj}
 
 
+# Bumped whenever helpers.attacks.minimum_norm_epsilon changes its answers, so that a cached
+# frame of an older search is not read back.
+SEARCH_VERSION = 2
+
+
 def fragility(run: FineTunedRun, *, region_images_per_class: int = 20, whole_images_per_class: int = 0,
               object_from: str = "auto", top_fraction: float = 0.2, steps: int = 20,
-              max_eps: float = 16 / 255, bf16: bool = False, seed: int = 0, batch_size: int = 64,
-              images_per_class: int | None = None, pgd_steps: int | None = None) -> pd.DataFrame:
+              max_eps: float = 16 / 255, bf16: bool = False, seed: int = 0,
+              batch_size: int = 64) -> pd.DataFrame:
     """The smallest flipping L-inf epsilon of each test image by a minimum-norm attack
     (:func:`helpers.attacks.minimum_norm_epsilon`: foolbox's FMN with ``steps`` iterations, then
     an fp32-checked line search), for the whole image on every test image (or the first
@@ -321,19 +326,12 @@ def fragility(run: FineTunedRun, *, region_images_per_class: int = 20, whole_ima
     Returns the long frame of :func:`helpers.attacks.fragility_by_region`, one row per image
     and region (``image`` is the index in the test set): ``image``, ``region``, ``label``,
     ``epsilon``, ``flipped``, ``already_wrong``, ``pixels``, ``confidence_before``,
-    ``flip_class`` and more. (``images_per_class`` and ``pgd_steps``: old names of
-    ``region_images_per_class`` and ``steps``.)"""
+    ``flip_class`` and more."""
     from . import attacks
 
-    if images_per_class is not None:
-        warnings.warn("fragility(images_per_class=) is now region_images_per_class=", DeprecationWarning, stacklevel=2)
-        region_images_per_class = images_per_class
-    if pgd_steps is not None:
-        warnings.warn("fragility(pgd_steps=) is now steps= (minimum-norm attack steps)", DeprecationWarning, stacklevel=2)
-        steps = pgd_steps
     params = dict(region_images_per_class=region_images_per_class, whole_images_per_class=whole_images_per_class,
                   object_from=object_from, top_fraction=top_fraction, steps=steps, max_eps=max_eps,
-                  bf16=bf16, seed=seed, attack="fmn", equal_area=True)
+                  bf16=bf16, seed=seed, attack="fmn", equal_area=True, search=SEARCH_VERSION)
 
     def compute():
         x, labels = run.test_set.tensors()

@@ -55,8 +55,9 @@ WORK = {
     "07": {"imagenet_classes": ["strawberry", "lemon"], "visual_size": 48, "steps": 3, "jitter": 4},
     "08": {"photo_names": ["chelsea"], "photo_targets": ["espresso"], "photo_size": 64,
            "max_steps": 5},
-    "09": {"sweep_epsilons": [0, 2, 8], "pgd_steps": 2, "pgd_images_per_class": 2},
-    "10": {"pgd_steps": 2, "pgd_images_per_class": 2, "explained_per_class": 2, "sanity_images": 2},
+    "09": {"sweep_epsilons": [0, 2, 8], "attack_steps": 2, "region_images_per_class": 2, "reference_images": 2},
+    "10": {"attack_steps": 2, "region_images_per_class": 2, "explained_per_class": 2, "sanity_images": 6,
+           "temperature_folds": 2},
     "11": {"photo_size": 64, "hash_size": 64, "sweep_levels": [2, 4], "max_steps": 5, "progress": False},
 }
 VARIANTS = {"imagenet": {"weights": "imagenet"}, "random": {"weights": "none", "learning_rate": 1e-9}}
