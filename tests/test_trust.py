@@ -160,6 +160,25 @@ def test_fragility_source_medians_by_hand():
         trust.per_class_from_fragility(per_class_fragility(_fragility_frame(), CLASSES), CLASSES, max_eps=0.1)
 
 
+def test_fragility_source_says_why_when_a_class_has_no_region_image_it_gets_right():
+    """A weak model: the class's whole-image sample holds images it gets right, but its region
+    sample (the first images of each class) only ones it gets wrong. The region medians are
+    "not defined" with that reason, not missing (build_table raises on a missing value)."""
+    frame = _fragility_frame()
+    extra = [{"image": 6, "region": "whole", "label": 1, "epsilon": .05, "flipped": True, "already_wrong": False,
+              "l2_norm": .5}]
+    frame = pd.concat([frame[~((frame["label"] == 1) & (frame["region"] == "whole"))], pd.DataFrame(extra)],
+                      ignore_index=True)
+    frame.loc[(frame["label"] == 1) & (frame["region"] != "whole"), "already_wrong"] = True
+    frame.attrs["max_eps"] = 0.1
+    src = trust.per_class_from_fragility(frame, CLASSES)
+    assert src.loc["sea", "n_attacked"] == 1 and np.isnan(src.loc["sea", "median_eps_object"])
+    why = trust.undefined(src)
+    assert "the model gets right" in why[("sea", "median_eps_object")]
+    assert "both regions" in why[("sea", "object_background_ratio")]
+    trust.build_table({"attacks": src})       # no missing value
+
+
 def _localisation_inputs():
     maps = np.zeros((3, 2, 2))
     masks = np.zeros((3, 2, 2), bool)

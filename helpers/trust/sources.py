@@ -311,8 +311,16 @@ def per_class_from_fragility(fragility: pd.DataFrame, classes, *, max_eps: float
         if rows["n_attacked"][k] == 0:
             none = "none of its images was in the attacked sample" if n_all[k] == 0 else NONE_ATTACKED
             reasons.update({(cls, c): none for c in out.columns if not c.startswith("n_") and c != "attack_max_eps"})
-        elif both and rows["n_object_background"][k] == 0:
-            why = ("on every attacked image the object alone and the background alone both withstand the "
+            continue
+        for region in ("object", "background"):
+            if region in eps and len(eps[region][k]) == 0:
+                why = (f"none of the images attacked in the {region} is one the model gets right "
+                       "(the region sample is the first images of each class)")
+                reasons.update({(cls, c): why for c in out.columns if c.startswith(f"median_eps_{region}")})
+        if both and rows["n_object_background"][k] == 0:
+            why = ("no image of this class the model gets right was attacked in both regions"
+                   if len(eps["object"][k]) == 0 or len(eps["background"][k]) == 0 else
+                   "on every attacked image the object alone and the background alone both withstand the "
                    "largest epsilon searched (or both flip at 0)")
             reasons.update({(cls, c): why for c in ("object_background_ratio", "object_background_p_value")})
     out = explain(out, reasons)
