@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.patches import Patch
@@ -554,18 +555,24 @@ def _eps_axis(ax, which="x"):
 def robust_accuracy_curves(sweeps: dict, ax=None):
     """Accuracy against epsilon, one line per attack (DataFrames of
     :func:`helpers.attacks.epsilon_sweep` or :func:`helpers.attacks.robust_accuracy_from_epsilons`:
-    columns ``epsilon`` and ``accuracy``, and ``low`` / ``high``, drawn as a band, when present)."""
+    columns ``epsilon`` and ``accuracy``, and ``low`` / ``high``, drawn as a band, when present).
+    Epsilon in grey levels on a scale that is linear up to a quarter of one and logarithmic above,
+    so that a curve falling within one grey level and one spread up to 16 are both readable."""
     fig, ax = _axes(ax, (5.2, 3.4))
+    top = 0.0
     for name, df in sweeps.items():
-        line, = ax.plot(df["epsilon"], df["accuracy"], "o-", ms=4, label=f"{name} (n={int(df['n'].iloc[0])})")
+        grey = df["epsilon"].to_numpy(dtype=float) * 255
+        top = max(top, float(np.nanmax(grey)) if len(grey) else 0.0)
+        line, = ax.plot(grey, df["accuracy"], "o-", ms=4, label=f"{name} (n={int(df['n'].iloc[0])})")
         if {"low", "high"} <= set(df.columns):    # a 95 % interval (Wilson) where there is one
-            ax.fill_between(df["epsilon"], df["low"].astype(float), df["high"].astype(float),
+            ax.fill_between(grey, df["low"].astype(float), df["high"].astype(float),
                             color=line.get_color(), alpha=0.15, lw=0)
+    ax.set_xscale("symlog", linthresh=0.25, linscale=0.6)
+    ax.set_xlim(0, max(top, 1.0) * 1.1)
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda g, _: f"{g:g}"))
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("accuracy under attack")
-    _eps_axis(ax)
-    top = ax.secondary_xaxis("top", functions=(lambda e: e * 255, lambda g: g / 255))
-    top.set_xlabel("grey levels of 255", fontsize=8)
+    ax.set_xlabel("epsilon in grey levels of 255 (L-inf; linear below 0.25, log above)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
@@ -630,7 +637,8 @@ def region_fragility(per_class, regions, *, columns=("median_eps", "median_l2"),
     classes = list(per_class.index)
     width = 0.8 / len(regions)
     for ax, column in zip(axes[0], columns):
-        values = per_class[[f"{column}_{r}" for r in regions]].to_numpy(dtype=float)
+        scale = 255.0 if column == "median_eps" else 1.0    # epsilons in grey levels, as in the tables
+        values = per_class[[f"{column}_{r}" for r in regions]].to_numpy(dtype=float) * scale
         finite = values[np.isfinite(values)]
         top = 1.15 * (finite.max() if finite.size else 1.0)
         for j, region in enumerate(regions):
@@ -640,8 +648,8 @@ def region_fragility(per_class, regions, *, columns=("median_eps", "median_l2"),
                           color=plt.get_cmap("Set2")(j))
             lo_col, hi_col = f"{column}_{region}_ci_low", f"{column}_{region}_ci_high"
             if lo_col in per_class.columns:          # 95 % interval where the table has one
-                lo = per_class[lo_col].to_numpy(dtype=float)
-                hi = np.minimum(per_class[hi_col].to_numpy(dtype=float), top)
+                lo = per_class[lo_col].to_numpy(dtype=float) * scale
+                hi = np.minimum(per_class[hi_col].to_numpy(dtype=float) * scale, top)
                 ok = np.isfinite(v) & np.isfinite(lo)
                 ax.errorbar(xs[ok], v[ok], yerr=[v[ok] - lo[ok], hi[ok] - v[ok]], fmt="none",
                             ecolor="black", lw=1, capsize=2)
@@ -652,6 +660,8 @@ def region_fragility(per_class, regions, *, columns=("median_eps", "median_l2"),
         ax.set_ylim(0, top * 1.02)
         ax.set_xticks(range(len(classes)), classes)
         ax.set_title(titles.get(column, column), fontsize=9)
+        if column == "median_eps":
+            ax.set_ylabel("grey levels of 255", fontsize=8)
         ax.grid(alpha=0.3, axis="y")
     axes[0][0].legend(fontsize=8, title="perturbation confined to", title_fontsize=8)
     return fig
