@@ -684,8 +684,12 @@ def _search(ev: _Evaluator, clean_logits, y, eps_grid, tol, method):
 @contextlib.contextmanager
 def _fast(model: nn.Module, channels_last: bool = True) -> Iterator[nn.Module]:
     """Eval mode, parameters frozen (gradients w.r.t. the input only) and channels_last weights
-    while attacking; everything restored afterwards (the values never change)."""
+    while attacking; everything restored afterwards, the weights as the very tensors they were
+    (converting back to contiguous_format gives other strides for some weights, and a model whose
+    strides changed computes slightly different results: later notebooks cells would depend on
+    whether an attack ran before them)."""
     grads = [(p, p.requires_grad) for p in model.parameters()]
+    tensors = [(t, t.data) for t in (*model.parameters(), *model.buffers())]
     with eval_mode(model):
         for p, _ in grads:
             p.requires_grad_(False)
@@ -694,8 +698,8 @@ def _fast(model: nn.Module, channels_last: bool = True) -> Iterator[nn.Module]:
         try:
             yield model
         finally:
-            if channels_last:
-                model.to(memory_format=torch.contiguous_format)
+            for t, data in tensors:
+                t.data = data
             for p, flag in grads:
                 p.requires_grad_(flag)
 

@@ -302,7 +302,7 @@ def region_masks(run: FineTunedRun, indices, *, object_from: str = "auto", top_f
 
 # Bumped whenever helpers.attacks.minimum_norm_epsilon changes its answers, so that a cached
 # frame of an older search is not read back.
-SEARCH_VERSION = 2
+SEARCH_VERSION = 3
 
 
 def fragility(run: FineTunedRun, *, region_images_per_class: int = 20, whole_images_per_class: int = 0,

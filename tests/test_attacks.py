@@ -577,3 +577,21 @@ def test_robust_accuracy_from_epsilons_counts_images_beyond_each_epsilon():
     out = A.robust_accuracy_from_epsilons(df, [0, 0.0015, 0.0025, 0.01], max_eps=0.005)
     assert out["accuracy"].tolist()[:3] == [4 / 5, 3 / 5, 2 / 5] and np.isnan(out["accuracy"].iloc[3])
     assert (out["low"][:3] <= out["accuracy"][:3]).all() and (out["high"][:3] >= out["accuracy"][:3]).all()
+
+
+def test_attacking_leaves_the_model_computing_exactly_as_before():
+    """The minimum-norm search runs the model in channels_last; afterwards the model must give
+    bit-identical outputs and input gradients (a round trip through contiguous_format changes
+    some weights' strides and with them the last bits of a convolution)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 1), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 3)).eval()
+    # weights as a checkpoint may hold them: in another memory layout than a fresh module's
+    model[0].weight.data = model[0].weight.data.contiguous(memory_format=torch.channels_last)
+    x = torch.rand(4, 3, 16, 16)
+    before = [p.stride() for p in model.parameters()]
+    out0 = model(x)
+    A.minimum_norm_epsilon(model, x, out0.argmax(1), steps=2)
+    assert [p.stride() for p in model.parameters()] == before
+    assert torch.equal(model(x), out0)
