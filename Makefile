@@ -29,7 +29,7 @@ else
   REPORT_CHECK = $(error unknown PROFILE=$(PROFILE); expected embedded or paper)
 endif
 
-.PHONY: install report test unit nbval browser lab clean
+.PHONY: install report test lint unit nbval browser lab clean
 
 # Unattended runs store no progress bars in the notebooks (helpers/progress.py reads this);
 # `make lab` keeps live bars. No matplotlib backend is forced: the notebooks' kernels use the
@@ -54,7 +54,12 @@ report: $(STAMP)
 	@echo "Notebooks written to $(REPORT_DIR)/, figures to $${TRUST_AUDIT_FIGURES:-figures}/"
 	@echo "Trust report: $${TRUST_AUDIT_REPORTS:-reports}/trust_report.html (open it in a browser; the CSV is beside it)"
 
-test: unit nbval browser
+test: lint unit nbval browser
+
+# ruff: lint (pyflakes, pycodestyle, import order, bugbear; lines up to 100) and formatting
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -19,6 +19,7 @@ ratio falls as the sample count grows.
     .venv/bin/python benchmarks/explain.py [--arch efficientnet_lite0] [--size 128] [--batch 8]
         [--methods gradcam,lime,...] [--weights imagenet|none] [--no-peers]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,11 +32,15 @@ import torch
 from helpers import explain as E
 from helpers import models
 
-
-WARM_UP = {"integrated_gradients": {"n_steps": 2}, "smoothgrad": {"n_samples": 2},
-           "smoothgrad_sq": {"n_samples": 2}, "vargrad": {"n_samples": 2},
-           "gradient_shap": {"n_samples": 2}, "occlusion": {"window": 64, "stride": 64},
-           "lime": {"num_samples": 8}}
+WARM_UP = {
+    "integrated_gradients": {"n_steps": 2},
+    "smoothgrad": {"n_samples": 2},
+    "smoothgrad_sq": {"n_samples": 2},
+    "vargrad": {"n_samples": 2},
+    "gradient_shap": {"n_samples": 2},
+    "occlusion": {"window": 64, "stride": 64},
+    "lime": {"num_samples": 8},
+}
 
 
 def median_time(fn, repeats: int) -> float:
@@ -63,7 +68,9 @@ class Passes:
         torch.autograd.grad(out.gather(1, self.t.view(-1, 1)).sum(), xg)
 
     def measure(self):
-        return median_time(self.forward, self.repeats), median_time(self.forward_backward, self.repeats)
+        return median_time(self.forward, self.repeats), median_time(
+            self.forward_backward, self.repeats
+        )
 
 
 def ours(args, n_images: int) -> dict:
@@ -84,7 +91,7 @@ def ours(args, n_images: int) -> dict:
         "gradcam": ({}, (1, "F+B")),
         "gradcam_pp": ({}, (1, "F+B")),
         "guided_backprop": ({}, (1, "F+B")),
-        "guided_gradcam": ({}, (2, "F+B")),      # captum runs Grad-CAM and guided backprop apart
+        "guided_gradcam": ({}, (2, "F+B")),  # captum runs Grad-CAM and guided backprop apart
         "lime": ({"num_samples": args.lime_samples}, (per_image * n_images, "F")),
     }
 
@@ -110,18 +117,30 @@ def peers(model, x, t, args):
         with E._lime_quiet():
             for i in range(len(x)):
                 lime_image.LimeImageExplainer(random_state=0).explain_instance(
-                    x[i].permute(1, 2, 0).double().numpy(), fn, num_samples=args.lime_peer_samples)
+                    x[i].permute(1, 2, 0).double().numpy(), fn, num_samples=args.lime_peer_samples
+                )
 
     return {
-        "integrated_gradients": (lambda: IntegratedGradients(model).attribute(x, target=t),
-                                 (50, "F+B")),
-        "smoothgrad": (lambda: NoiseTunnel(Saliency(model)).attribute(
-            x, nt_type="smoothgrad", nt_samples=25, stdevs=0.15, target=t), (25, "F+B")),
-        "gradient_shap": (lambda: GradientShap(model).attribute(x, baselines=dist, target=t),
-                          (5, "F+B")),      # captum's default n_samples=5
-        "occlusion": (lambda: Occlusion(model).attribute(
-            x, sliding_window_shapes=(3, window, window), strides=(3, stride, stride), target=t),
-            (n_windows, "F")),
+        "integrated_gradients": (
+            lambda: IntegratedGradients(model).attribute(x, target=t),
+            (50, "F+B"),
+        ),
+        "smoothgrad": (
+            lambda: NoiseTunnel(Saliency(model)).attribute(
+                x, nt_type="smoothgrad", nt_samples=25, stdevs=0.15, target=t
+            ),
+            (25, "F+B"),
+        ),
+        "gradient_shap": (
+            lambda: GradientShap(model).attribute(x, baselines=dist, target=t),
+            (5, "F+B"),
+        ),  # captum's default n_samples=5
+        "occlusion": (
+            lambda: Occlusion(model).attribute(
+                x, sliding_window_shapes=(3, window, window), strides=(3, stride, stride), target=t
+            ),
+            (n_windows, "F"),
+        ),
         "lime": (lime_default, (math.ceil(args.lime_peer_samples / args.batch) * len(x), "F")),
     }
 
@@ -131,11 +150,18 @@ def main() -> None:
     parser.add_argument("--arch", default="efficientnet_lite0", choices=models.ARCHS)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--methods", default=",".join(E.available_methods()),
-                        help="comma-separated subset of " + ", ".join(E.available_methods()))
+    parser.add_argument(
+        "--methods",
+        default=",".join(E.available_methods()),
+        help="comma-separated subset of " + ", ".join(E.available_methods()),
+    )
     parser.add_argument("--weights", default="imagenet", help="'imagenet' or 'none'")
-    parser.add_argument("--lime-samples", type=int, default=256,
-                        help="LIME samples per image (the method's default is 500)")
+    parser.add_argument(
+        "--lime-samples",
+        type=int,
+        default=256,
+        help="LIME samples per image (the method's default is 500)",
+    )
     parser.add_argument("--lime-peer-samples", type=int, default=1000)
     parser.add_argument("--peer-batch", type=int, default=2)
     parser.add_argument("--no-peers", action="store_true")
@@ -152,25 +178,27 @@ def main() -> None:
     x = torch.rand(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
     t = torch.arange(args.batch) % 6
     full = Passes(model, x, t, args.repeats)
-    full.measure()                                    # warm-up (allocator, oneDNN kernels)
-    print(f"{args.arch} ({args.weights}), batch {args.batch} x {args.size} px, "
-          f"torch threads {torch.get_num_threads()}; times are medians on a SHARED, noisy machine")
+    full.measure()  # warm-up (allocator, oneDNN kernels)
+    print(
+        f"{args.arch} ({args.weights}), batch {args.batch} x {args.size} px, "
+        f"torch threads {torch.get_num_threads()}; times are medians on a SHARED, noisy machine"
+    )
 
     rows = []
     plan = ours(args, args.batch)
     for method in methods:
         kw, (count, kind) = plan[method]
-        E.explain(model, x[:1], t[:1], method, **WARM_UP.get(method, {}))     # imports, kernels
+        E.explain(model, x[:1], t[:1], method, **WARM_UP.get(method, {}))  # imports, kernels
         before = full.measure()
         repeats = 3 if count * before[kind == "F+B"] < 5 else 1
         took = median_time(lambda: E.explain(model, x, t, method, **kw), repeats)
-        after = full.measure()                  # the load drifts: average the two measurements
+        after = full.measure()  # the load drifts: average the two measurements
         unit = (before[kind == "F+B"] + after[kind == "F+B"]) / 2
         rows.append((method, f"{count} x {kind}", count * unit, took))
 
     peer_rows = []
     if not args.no_peers:
-        xp, tp = x[:args.peer_batch], t[:args.peer_batch]
+        xp, tp = x[: args.peer_batch], t[: args.peer_batch]
         small = Passes(model, xp, tp, args.repeats)
         for name, (fn, (count, kind)) in peers(model, xp, tp, args).items():
             if name not in methods and not (name == "smoothgrad" and "smoothgrad" in methods):
@@ -181,8 +209,14 @@ def main() -> None:
             took = median_time(fn, 1)
             after = timer.measure()
             unit = (before[kind == "F+B"] + after[kind == "F+B"]) / 2
-            peer_rows.append((f"{name} [captum/lime defaults, {len(xp)} img]", f"{count} x {kind}",
-                              count * unit, took))
+            peer_rows.append(
+                (
+                    f"{name} [captum/lime defaults, {len(xp)} img]",
+                    f"{count} x {kind}",
+                    count * unit,
+                    took,
+                )
+            )
 
     print(f"{'method':<48} {'passes':>12} {'limit s':>9} {'ours s':>9} {'ratio':>7}")
     for name, passes, limit, took in rows + peer_rows:

@@ -56,6 +56,7 @@ forward+backward are timed in the same run, and our time is compared with the li
 image to N (they cost the same per image); on a loaded 2-core machine the full peers take half
 an hour. Timings are noisy on shared machines: compare ratios from one run, not across runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,8 +73,15 @@ from helpers import attacks
 def load_inputs(args):
     if args.toy:
         torch.manual_seed(0)
-        model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
-                              nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(256, 6)).eval()
+        model = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(256, 6),
+        ).eval()
         x = torch.rand(args.n, 3, 32, 32)
         with torch.no_grad():
             y = model(x).argmax(1)
@@ -87,8 +95,12 @@ def load_inputs(args):
         raise SystemExit(f"only {len(x)} test images, asked for {args.n}")
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(len(x), generator=g)[: args.n]
-    return run.model.eval(), x[idx], y[idx].long(), (
-        f"fine-tuned {run.config.arch} on the embedded scenes, test images {tuple(x.shape[1:])}")
+    return (
+        run.model.eval(),
+        x[idx],
+        y[idx].long(),
+        (f"fine-tuned {run.config.arch} on the embedded scenes, test images {tuple(x.shape[1:])}"),
+    )
 
 
 def time_passes(model, x, y, batch_size, repeats=3):
@@ -137,14 +149,16 @@ def captum_one_by_one(model, x, y, *, max_eps, tol):
     counting = Counting(model)
     out = np.full(len(x), np.nan)
     for i in range(len(x)):
-        xi, yi = x[i:i + 1], y[i:i + 1]
+        xi, yi = x[i : i + 1], y[i : i + 1]
         d = attacks.fgsm_direction(model, xi, yi)
 
         def perturb(inp, eps, d=d):
             return (inp + eps * d).clamp(0, 1)
 
         # arg_max is excluded from captum's range: extend it by one step so max_eps is reachable
-        search = MinParamPerturbation(counting, perturb, "eps", 0.0, max_eps + tol, tol, mode="binary")
+        search = MinParamPerturbation(
+            counting, perturb, "eps", 0.0, max_eps + tol, tol, mode="binary"
+        )
         with torch.no_grad():
             _, eps = search.evaluate(xi, target=int(yi))
         if eps is not None:
@@ -156,7 +170,7 @@ def bisection_one_by_one(model, x, y, *, max_eps, tol):
     out = np.full(len(x), np.nan)
     forwards = 0
     for i in range(len(x)):
-        xi, yi = x[i:i + 1], y[i:i + 1]
+        xi, yi = x[i : i + 1], y[i : i + 1]
         xg = xi.clone().requires_grad_(True)
         logits = model(xg)
         (g,) = torch.autograd.grad(F.cross_entropy(logits, yi), xg)
@@ -190,14 +204,18 @@ def agreement(name, ours, other, tol, already_wrong):
     close = diff <= 2 * tol
     only_ours = (~np.isnan(ours) & np.isnan(other) & ~already_wrong).sum()
     only_other = (np.isnan(ours) & ~np.isnan(other) & ~already_wrong).sum()
-    print(f"  vs {name}: {both.sum()} images flipped by both; within 2*tol: {close.mean():.1%}"
-          f" ({close.sum()}), max |diff| over those {diff[close].max() if close.any() else float('nan'):.2e}")
+    print(
+        f"  vs {name}: {both.sum()} images flipped by both; within 2*tol: {close.mean():.1%}"
+        f" ({close.sum()}), max |diff| over those {diff[close].max() if close.any() else float('nan'):.2e}"
+    )
     far = np.nonzero(both)[0][~close]
     if len(far):
         later = (other[far] > ours[far]).sum()
-        print(f"    disagreements: {len(far)} ({later} where {name} is LATER: a flip below its value "
-              f"that a monotone search skips; {len(far) - later} where it is EARLIER: a flip "
-              f"narrower than our grid step); max |diff| {diff[~close].max():.3f}")
+        print(
+            f"    disagreements: {len(far)} ({later} where {name} is LATER: a flip below its value "
+            f"that a monotone search skips; {len(far) - later} where it is EARLIER: a flip "
+            f"narrower than our grid step); max |diff| {diff[~close].max():.3f}"
+        )
     print(f"    flip found only by ours: {only_ours}, only by {name}: {only_other}")
 
 
@@ -206,7 +224,7 @@ def pgd_bisection_one_by_one(model, x, y, *, max_eps, tol, steps):
     it, by bisection over [0, max_eps] after checking max_eps (NaN: no flip up to max_eps)."""
     out = np.full(len(x), np.nan)
     for i in range(len(x)):
-        xi, yi = x[i:i + 1], y[i:i + 1]
+        xi, yi = x[i : i + 1], y[i : i + 1]
 
         def wrong(e):
             xa = attacks.pgd(model, xi, yi, eps=e, steps=steps, random_start=False)
@@ -231,7 +249,9 @@ def foolbox_fmn(model, x, y, steps=100, batch_size=64):
     with attacks._fast(model, channels_last=False):
         fmodel = fb.PyTorchModel(model, bounds=(0, 1))
         for xs, ys in zip(x.split(batch_size), y.split(batch_size)):
-            adv = fb.attacks.LInfFMNAttack(steps=steps).run(fmodel, xs, fb.criteria.Misclassification(ys))
+            adv = fb.attacks.LInfFMNAttack(steps=steps).run(
+                fmodel, xs, fb.criteria.Misclassification(ys)
+            )
             with torch.no_grad():
                 ok = model(adv).argmax(1) != ys
             e = (adv - xs).flatten(1).abs().amax(1).double()
@@ -252,34 +272,47 @@ def strong(args) -> None:
     model, x, y, what = load_inputs(argparse.Namespace(**{**vars(args), "n": len_all(args)}))
     x, y = correct_subset(model.eval(), x, y, args.n)
     n = len(x)
-    print(f"{what}; {n} correctly classified images; ours: FMN {args.steps} steps, bf16 {args.bf16}; "
-          f"per-image PGD {args.pgd_steps} steps, tol {args.tol * 255:.3f}/255 up to {args.max_eps * 255:.0f}/255; "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{what}; {n} correctly classified images; ours: FMN {args.steps} steps, bf16 {args.bf16}; "
+        f"per-image PGD {args.pgd_steps} steps, tol {args.tol * 255:.3f}/255 up to {args.max_eps * 255:.0f}/255; "
+        f"{torch.get_num_threads()} threads"
+    )
     t = time.perf_counter()
-    df = attacks.minimum_norm_epsilon(model, x, y, steps=args.steps, bf16=args.bf16,
-                                      batch_size=args.batch_size)
+    df = attacks.minimum_norm_epsilon(
+        model, x, y, steps=args.steps, bf16=args.bf16, batch_size=args.batch_size
+    )
     t_ours = time.perf_counter() - t
     t = time.perf_counter()
     ref = foolbox_fmn(model, x, y, steps=100, batch_size=args.batch_size)
     t_ref = time.perf_counter() - t
     k = args.baseline_n or n
     t = time.perf_counter()
-    bis = pgd_bisection_one_by_one(model, x[:k], y[:k], max_eps=args.max_eps, tol=args.tol, steps=args.pgd_steps)
+    bis = pgd_bisection_one_by_one(
+        model, x[:k], y[:k], max_eps=args.max_eps, tol=args.tol, steps=args.pgd_steps
+    )
     t_bis = (time.perf_counter() - t) * n / k
     ours = df["epsilon"].to_numpy()
     scaled = f" (timed on {k} images, scaled to {n})" if k < n else ""
-    print(f"(a) ours, FMN-{args.steps} + line search:   {t_ours:8.1f} s  ({t_ours / n * 1e3:.0f} ms/image)")
+    print(
+        f"(a) ours, FMN-{args.steps} + line search:   {t_ours:8.1f} s  ({t_ours / n * 1e3:.0f} ms/image)"
+    )
     print(f"(b) foolbox FMN-100, fp32:           {t_ref:8.1f} s  ({t_ref / n * 1e3:.0f} ms/image)")
     print(f"(c) per-image PGD-{args.pgd_steps} bisection:      {t_bis:8.1f} s{scaled}")
-    print(f"speed-up of ours: {t_ref / t_ours:.2f}x over FMN-100 (target >= 2), {t_bis / t_ours:.2f}x over "
-          f"the per-image PGD bisection")
-    print(f"median epsilon x255: ours {np.nanmedian(ours) * 255:.3f}, FMN-100 {np.nanmedian(ref) * 255:.3f}, "
-          f"PGD bisection {np.nanmedian(bis) * 255:.3f}")
+    print(
+        f"speed-up of ours: {t_ref / t_ours:.2f}x over FMN-100 (target >= 2), {t_bis / t_ours:.2f}x over "
+        f"the per-image PGD bisection"
+    )
+    print(
+        f"median epsilon x255: ours {np.nanmedian(ours) * 255:.3f}, FMN-100 {np.nanmedian(ref) * 255:.3f}, "
+        f"PGD bisection {np.nanmedian(bis) * 255:.3f}"
+    )
     for name, eps in (("ours", ours), (f"PGD-{args.pgd_steps} bisection", bis)):
-        r = np.where(np.isnan(eps), np.inf, eps) / ref[:len(eps)]
-        print(f"  {name}: within 10 % of FMN-100 (eps <= 1.1 x) on {np.mean(r <= 1.1):.0%} of "
-              f"{len(r)} images (target >= 90 %); median ratio {np.median(r):.3f}; "
-              f"below FMN-100 on {np.mean(r < 1):.0%}; not flipped {np.isnan(eps).sum()}")
+        r = np.where(np.isnan(eps), np.inf, eps) / ref[: len(eps)]
+        print(
+            f"  {name}: within 10 % of FMN-100 (eps <= 1.1 x) on {np.mean(r <= 1.1):.0%} of "
+            f"{len(r)} images (target >= 90 %); median ratio {np.median(r):.3f}; "
+            f"below FMN-100 on {np.mean(r < 1):.0%}; not flipped {np.isnan(eps).sum()}"
+        )
     print("timings from one run on a shared machine: noisy; compare the ratios only")
 
 
@@ -289,18 +322,34 @@ def len_all(args):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("strong", "fgsm"), default="strong",
-                        help="strong: FMN-based search vs foolbox FMN-100 and per-image PGD bisection; "
-                             "fgsm: the FGSM-direction search vs captum and per-image bisection")
+    parser.add_argument(
+        "--mode",
+        choices=("strong", "fgsm"),
+        default="strong",
+        help="strong: FMN-based search vs foolbox FMN-100 and per-image PGD bisection; "
+        "fgsm: the FGSM-direction search vs captum and per-image bisection",
+    )
     parser.add_argument("--toy", action="store_true", help="random small CNN on random images")
     parser.add_argument("--n", type=int, default=0, help="images (default: 44 strong, 256 fgsm)")
     parser.add_argument("--steps", type=int, default=20, help="strong: our FMN steps")
-    parser.add_argument("--bf16", action="store_true", help="strong: bf16 autocast in ours (fp32 checked)")
-    parser.add_argument("--pgd-steps", type=int, default=5, help="strong: PGD steps of the per-image bisection")
-    parser.add_argument("--baseline-n", type=int, default=0,
-                        help="time the per-image peers on the first K images only (default: all)")
-    parser.add_argument("--max-eps", type=float, default=None, help="default 0.25 (fgsm), 16/255 (strong)")
-    parser.add_argument("--tol", type=float, default=None, help="default 1e-4 (fgsm), 0.02/255 (strong)")
+    parser.add_argument(
+        "--bf16", action="store_true", help="strong: bf16 autocast in ours (fp32 checked)"
+    )
+    parser.add_argument(
+        "--pgd-steps", type=int, default=5, help="strong: PGD steps of the per-image bisection"
+    )
+    parser.add_argument(
+        "--baseline-n",
+        type=int,
+        default=0,
+        help="time the per-image peers on the first K images only (default: all)",
+    )
+    parser.add_argument(
+        "--max-eps", type=float, default=None, help="default 0.25 (fgsm), 16/255 (strong)"
+    )
+    parser.add_argument(
+        "--tol", type=float, default=None, help="default 1e-4 (fgsm), 0.02/255 (strong)"
+    )
     parser.add_argument("--grid", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
@@ -313,16 +362,28 @@ def main() -> None:
     args.n = args.n or 256
     model, x, y, what = load_inputs(args)
     n, k = len(x), args.baseline_n or len(x)
-    print(f"{what}; max_eps {args.max_eps}, tol {args.tol}, grid {args.grid}, batch {args.batch_size}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{what}; max_eps {args.max_eps}, tol {args.tol}, grid {args.grid}, batch {args.batch_size}, "
+        f"{torch.get_num_threads()} threads"
+    )
 
     t_f, t_fb = time_passes(model, x, y, args.batch_size)
-    print(f"one batched forward: {t_f * 1e3:.1f} ms/image, forward+backward: {t_fb * 1e3:.1f} ms/image "
-          f"(= {t_fb / t_f:.2f} F)")
+    print(
+        f"one batched forward: {t_f * 1e3:.1f} ms/image, forward+backward: {t_fb * 1e3:.1f} ms/image "
+        f"(= {t_fb / t_f:.2f} F)"
+    )
 
     t = time.perf_counter()
-    df = attacks.minimal_epsilon(model, x, y, max_eps=args.max_eps, grid=args.grid, tol=args.tol,
-                                 method="illinois", batch_size=args.batch_size)
+    df = attacks.minimal_epsilon(
+        model,
+        x,
+        y,
+        max_eps=args.max_eps,
+        grid=args.grid,
+        tol=args.tol,
+        method="illinois",
+        batch_size=args.batch_size,
+    )
     t_ours = time.perf_counter() - t
     t_bare = replay_passes(model, x, y, args.batch_size, df.attrs["forward_batch_sizes"])
     t_f2, t_fb2 = time_passes(model, x, y, args.batch_size)  # again after, for the drift
@@ -339,28 +400,46 @@ def main() -> None:
 
     fwd = df.attrs["forwards_per_image"]
     limit_f = t_fb / t_f + fwd
-    print(f"\nflipped up to {args.max_eps}: {df['flipped'].mean():.1%} (already wrong {wrong0.mean():.1%});"
-          f" median epsilon of the flipped, correct ones {np.nanmedian(ours[~wrong0]):.4f}")
+    print(
+        f"\nflipped up to {args.max_eps}: {df['flipped'].mean():.1%} (already wrong {wrong0.mean():.1%});"
+        f" median epsilon of the flipped, correct ones {np.nanmedian(ours[~wrong0]):.4f}"
+    )
     scaled = f" (timed on {k} images, scaled to {n})" if k < n else ""
     print(f"(a) ours, batched Illinois:        {t_ours:8.1f} s")
-    print(f"(b) captum binary, one by one:     {t_cap:8.1f} s{scaled}; {cap_fwd:.1f} forwards/image "
-          f"+ 1 F+B at batch 1")
-    print(f"(c) per-image bisection:           {t_bis:8.1f} s{scaled}; {bis_fwd:.1f} forwards/image "
-          f"+ 1 F+B at batch 1")
-    print(f"speed-up of ours: {t_cap / t_ours:.1f}x over (b), {t_bis / t_ours:.1f}x over (c)  (target >= 3x)")
-    print(f"ours per image: 1 F+B + {fwd:.2f} forwards (grid {df.attrs['grid_forwards_per_image']:.2f},"
-          f" root {df.attrs['root_forwards_per_image']:.2f}) = {limit_f:.2f} forward-equivalents by count;")
+    print(
+        f"(b) captum binary, one by one:     {t_cap:8.1f} s{scaled}; {cap_fwd:.1f} forwards/image "
+        f"+ 1 F+B at batch 1"
+    )
+    print(
+        f"(c) per-image bisection:           {t_bis:8.1f} s{scaled}; {bis_fwd:.1f} forwards/image "
+        f"+ 1 F+B at batch 1"
+    )
+    print(
+        f"speed-up of ours: {t_cap / t_ours:.1f}x over (b), {t_bis / t_ours:.1f}x over (c)  (target >= 3x)"
+    )
+    print(
+        f"ours per image: 1 F+B + {fwd:.2f} forwards (grid {df.attrs['grid_forwards_per_image']:.2f},"
+        f" root {df.attrs['root_forwards_per_image']:.2f}) = {limit_f:.2f} forward-equivalents by count;"
+    )
     measured = t_ours / n / t_f
-    print(f"measured: {measured:.2f} forward-equivalents per image (target <= 16; one F = a forward "
-          f"at batch {args.batch_size}); ratio to the pass-count limit {measured / limit_f:.2f} "
-          f"(1.0 = at the limit, target <= 1.5)")
-    print(f"the same passes replayed bare (same chunk sizes, no search logic): {t_bare:.1f} s = "
-          f"{t_bare / n / t_f:.2f} F/image; ours / replay = {t_ours / t_bare:.2f} (bookkeeping "
-          f"overhead); replay / count = {t_bare / n / t_f / limit_f:.2f} (small final batches, load)")
-    print(f"batched forwards: {df.attrs['batched_forwards']}, root iterations: {df.attrs['root_iterations']}")
+    print(
+        f"measured: {measured:.2f} forward-equivalents per image (target <= 16; one F = a forward "
+        f"at batch {args.batch_size}); ratio to the pass-count limit {measured / limit_f:.2f} "
+        f"(1.0 = at the limit, target <= 1.5)"
+    )
+    print(
+        f"the same passes replayed bare (same chunk sizes, no search logic): {t_bare:.1f} s = "
+        f"{t_bare / n / t_f:.2f} F/image; ours / replay = {t_ours / t_bare:.2f} (bookkeeping "
+        f"overhead); replay / count = {t_bare / n / t_f / limit_f:.2f} (small final batches, load)"
+    )
+    print(
+        f"batched forwards: {df.attrs['batched_forwards']}, root iterations: {df.attrs['root_iterations']}"
+    )
     unflipped = (~df["flipped"]).to_numpy()
-    print(f"cost by outcome (forwards/image): not flipped {df['n_forward'][unflipped].mean():.1f} "
-          f"({unflipped.mean():.0%} of images), flipped {df['n_forward'][~unflipped & ~wrong0].mean():.1f}")
+    print(
+        f"cost by outcome (forwards/image): not flipped {df['n_forward'][unflipped].mean():.1f} "
+        f"({unflipped.mean():.0%} of images), flipped {df['n_forward'][~unflipped & ~wrong0].mean():.1f}"
+    )
 
     print("\nagreement (images that both flip, not already wrong):")
     agreement("captum binary", ours[:k], cap, args.tol, wrong0[:k])

@@ -7,6 +7,7 @@ model, same batch size, same data, in this run) and the real epoch, and prints t
 
     .venv/bin/python benchmarks/train_epoch.py [--arch efficientnet_lite0] [--image-size 128]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,13 +28,17 @@ def bare_passes(cfg: TrainConfig, train_set, test_set) -> float:
     torch.manual_seed(0)
     model = models.build_model(cfg.arch, len(train_set.classes), cfg.weights)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
-    train_idx, val_idx = split_train_val(len(train_set), val_fraction=cfg.val_fraction, seed=cfg.seed,
-                                         labels=np.asarray(train_set.labels))
+    train_idx, val_idx = split_train_val(
+        len(train_set),
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        labels=np.asarray(train_set.labels),
+    )
     images, labels = train_set.tensors()
     start = time.perf_counter()
     model.train()
     for i in range(0, len(train_idx), cfg.batch_size):
-        idx = train_idx[i:i + cfg.batch_size]
+        idx = train_idx[i : i + cfg.batch_size]
         loss = F.cross_entropy(model(images[idx]), labels[idx])
         optimizer.zero_grad()
         loss.backward()
@@ -53,10 +58,22 @@ def main() -> None:
     args = parser.parse_args()
     source = runs.load_data(progress=False)
     classes = source.classes
-    train_set = data.ImageDataset(source.root, source.manifest, "train", image_size=args.image_size,
-                                  classes=classes, progress=False)
-    test_set = data.ImageDataset(source.root, source.manifest, "test", image_size=args.image_size,
-                                 classes=classes, progress=False)
+    train_set = data.ImageDataset(
+        source.root,
+        source.manifest,
+        "train",
+        image_size=args.image_size,
+        classes=classes,
+        progress=False,
+    )
+    test_set = data.ImageDataset(
+        source.root,
+        source.manifest,
+        "test",
+        image_size=args.image_size,
+        classes=classes,
+        progress=False,
+    )
     cfg = TrainConfig(arch=args.arch, image_size=args.image_size, epochs=1, device="cpu")
     bare_passes(cfg, train_set, test_set)  # warm-up
     limit = bare_passes(cfg, train_set, test_set)
@@ -64,10 +81,14 @@ def main() -> None:
         start = time.perf_counter()
         fine_tune(cfg, train_set, test_set, run_dir, progress=False)
         ours = time.perf_counter() - start
-    print(f"{args.arch} at {args.image_size} px, {len(train_set)} train + {len(test_set)} test images, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{args.arch} at {args.image_size} px, {len(train_set)} train + {len(test_set)} test images, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"bare passes of one epoch: {limit:6.2f} s")
-    print(f"fine_tune, one epoch:     {ours:6.2f} s   ratio to the pass-count limit: {ours / limit:.2f}")
+    print(
+        f"fine_tune, one epoch:     {ours:6.2f} s   ratio to the pass-count limit: {ours / limit:.2f}"
+    )
 
 
 if __name__ == "__main__":

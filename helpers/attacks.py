@@ -18,6 +18,7 @@ bracket (Illinois regula falsi on the logit margin, or bisection) to ``tol``.
 ``fragility_by_region`` runs it with the perturbation confined to regions (whole image,
 object, background) and ``per_class_fragility`` summarises that per class.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -72,8 +73,10 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 def _check_eps(eps, name: str = "eps") -> None:
     values = eps.detach().cpu().numpy() if torch.is_tensor(eps) else np.asarray(eps, dtype=float)
     if not np.all(np.isfinite(values)) or np.any(values < 0):
-        raise ValueError(f"{name} must be a finite number >= 0 (a perturbation budget in [0, 1] "
-                         f"pixel units), got {eps!r}")
+        raise ValueError(
+            f"{name} must be a finite number >= 0 (a perturbation budget in [0, 1] "
+            f"pixel units), got {eps!r}"
+        )
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -95,12 +98,16 @@ def _as_labels(y, n: int, device) -> torch.Tensor:
 
 def _check_images(x: torch.Tensor) -> None:
     if not torch.is_tensor(x) or x.ndim != 4 or not x.is_floating_point():
-        raise ValueError("x must be a float tensor [N, C, H, W] of images in [0, 1], got "
-                         f"{type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
+        raise ValueError(
+            "x must be a float tensor [N, C, H, W] of images in [0, 1], got "
+            f"{type(x).__name__} {tuple(getattr(x, 'shape', ()))}"
+        )
     bad = ~torch.isfinite(x.detach()).flatten(1).all(1)
     if bool(bad.any()):
-        raise ValueError(f"{int(bad.sum())} of {len(x)} images hold NaN or inf values (first: image "
-                         f"{int(bad.nonzero()[0, 0])}); images must be finite floats in [0, 1]")
+        raise ValueError(
+            f"{int(bad.sum())} of {len(x)} images hold NaN or inf values (first: image "
+            f"{int(bad.nonzero()[0, 0])}); images must be finite floats in [0, 1]"
+        )
 
 
 def _as_mask(mask, x: torch.Tensor) -> torch.Tensor | None:
@@ -112,14 +119,22 @@ def _as_mask(mask, x: torch.Tensor) -> torch.Tensor | None:
         m = m[None, None]
     elif m.ndim == 3:
         m = m[:, None]
-    if m.ndim != 4 or m.shape[1] not in (1, x.shape[1]) or m.shape[-2:] != x.shape[-2:] or (
-            m.shape[0] not in (1, x.shape[0])):
-        raise ValueError(f"mask of shape {tuple(m.shape)} does not fit images {tuple(x.shape)}; "
-                         "expected [N, 1, H, W], [N, H, W] or [H, W]")
+    if (
+        m.ndim != 4
+        or m.shape[1] not in (1, x.shape[1])
+        or m.shape[-2:] != x.shape[-2:]
+        or (m.shape[0] not in (1, x.shape[0]))
+    ):
+        raise ValueError(
+            f"mask of shape {tuple(m.shape)} does not fit images {tuple(x.shape)}; "
+            "expected [N, 1, H, W], [N, H, W] or [H, W]"
+        )
     m = m.to(x.dtype)
     if not torch.all((m == 0) | (m == 1)):
-        raise ValueError("mask values must be 0/1 (bool or float); threshold soft maps first, "
-                         "e.g. with top_fraction_mask")
+        raise ValueError(
+            "mask values must be 0/1 (bool or float); threshold soft maps first, "
+            "e.g. with top_fraction_mask"
+        )
     return m
 
 
@@ -157,14 +172,20 @@ def _on_model_device(model, x, y, mask):
 
 
 def _per_sample(eps, n: int, x: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(eps, dtype=x.dtype, device=x.device).reshape(-1).expand(n).reshape(n, 1, 1, 1)
+    return (
+        torch.as_tensor(eps, dtype=x.dtype, device=x.device)
+        .reshape(-1)
+        .expand(n)
+        .reshape(n, 1, 1, 1)
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # attacks
 # --------------------------------------------------------------------------------------------
-def fgsm(model: nn.Module, x: torch.Tensor, y, *, eps: float, targeted: bool = False,
-         mask=None) -> torch.Tensor:
+def fgsm(
+    model: nn.Module, x: torch.Tensor, y, *, eps: float, targeted: bool = False, mask=None
+) -> torch.Tensor:
     """Fast gradient sign method: ``clip(x + eps * sign(grad CE), 0, 1)`` (minus for targeted).
 
     ``y``: true labels (or target labels when ``targeted``). ``eps`` may be a float or a
@@ -184,9 +205,21 @@ def fgsm(model: nn.Module, x: torch.Tensor, y, *, eps: float, targeted: bool = F
     return x_adv.detach().to(x.device)
 
 
-def pgd(model: nn.Module, x: torch.Tensor, y, *, eps: float, norm: str = "linf", steps: int = 10,
-        step_size: float | None = None, random_start: bool = True, seed: int | None = None,
-        targeted: bool = False, mask=None, loss: str = "ce") -> torch.Tensor:
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y,
+    *,
+    eps: float,
+    norm: str = "linf",
+    steps: int = 10,
+    step_size: float | None = None,
+    random_start: bool = True,
+    seed: int | None = None,
+    targeted: bool = False,
+    mask=None,
+    loss: str = "ce",
+) -> torch.Tensor:
     """Projected gradient descent in an ``eps`` ball (``norm="linf"`` or ``"l2"``).
 
     ``step_size`` defaults to ``2.5 * eps / steps``. ``random_start`` starts from a uniform
@@ -210,13 +243,39 @@ def pgd(model: nn.Module, x: torch.Tensor, y, *, eps: float, norm: str = "linf",
         return x.clone()
     xd, y, m = _on_model_device(model, x, y, mask)
     with eval_mode(model):
-        x_adv = _pgd(model, xd, y, eps=eps, norm=norm, steps=int(steps), step_size=step_size,
-                     random_start=random_start, seed=seed, targeted=targeted, mask=m, loss=loss)
+        x_adv = _pgd(
+            model,
+            xd,
+            y,
+            eps=eps,
+            norm=norm,
+            steps=int(steps),
+            step_size=step_size,
+            random_start=random_start,
+            seed=seed,
+            targeted=targeted,
+            mask=m,
+            loss=loss,
+        )
     return x_adv.to(x.device)
 
 
-def _pgd(model, x, y, *, eps, norm, steps, step_size, random_start, seed, targeted, mask, loss,
-         unit_start=None):
+def _pgd(
+    model,
+    x,
+    y,
+    *,
+    eps,
+    norm,
+    steps,
+    step_size,
+    random_start,
+    seed,
+    targeted,
+    mask,
+    loss,
+    unit_start=None,
+):
     n = len(x)
     eps_t = _per_sample(eps, n, x)
     alpha = 2.5 * eps_t / steps if step_size is None else _per_sample(step_size, n, x)
@@ -225,7 +284,7 @@ def _pgd(model, x, y, *, eps, norm, steps, step_size, random_start, seed, target
     def l2(t):
         return t.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
 
-    if unit_start is not None:          # a fixed start in the unit ball, scaled by eps
+    if unit_start is not None:  # a fixed start in the unit ball, scaled by eps
         delta = unit_start * eps_t * ones
     elif random_start:
         gen = None
@@ -266,8 +325,9 @@ def _pgd(model, x, y, *, eps, norm, steps, step_size, random_start, seed, target
 ATTACKS = {"fgsm": fgsm, "pgd": pgd}
 
 
-def fgsm_direction(model: nn.Module, x: torch.Tensor, y, *, mask=None,
-                   batch_size: int = 64) -> torch.Tensor:
+def fgsm_direction(
+    model: nn.Module, x: torch.Tensor, y, *, mask=None, batch_size: int = 64
+) -> torch.Tensor:
     """``sign(grad CE)`` (times the mask): ``clip(x + eps * d, 0, 1)`` is FGSM at any eps."""
     _check_images(x)
     device = _model_device(model)
@@ -291,15 +351,26 @@ def _directions(model, x, y, batch_size):
 
 def _forward(model, x, batch_size):
     with torch.no_grad():
-        return torch.cat([model(c) for c in x.split(batch_size)]) if len(x) else \
-            torch.empty(0, device=x.device)
+        return (
+            torch.cat([model(c) for c in x.split(batch_size)])
+            if len(x)
+            else torch.empty(0, device=x.device)
+        )
 
 
 # --------------------------------------------------------------------------------------------
 # robust accuracy per epsilon
 # --------------------------------------------------------------------------------------------
-def epsilon_sweep(model: nn.Module, x: torch.Tensor, y, epsilons, *, attack: str = "fgsm",
-                  batch_size: int = 64, **attack_kw) -> pd.DataFrame:
+def epsilon_sweep(
+    model: nn.Module,
+    x: torch.Tensor,
+    y,
+    epsilons,
+    *,
+    attack: str = "fgsm",
+    batch_size: int = 64,
+    **attack_kw,
+) -> pd.DataFrame:
     """Robust accuracy of ``model`` under ``attack`` for every epsilon in ``epsilons``.
 
     FGSM computes one gradient sign per image once (one forward+backward per chunk of
@@ -345,8 +416,9 @@ def epsilon_sweep(model: nn.Module, x: torch.Tensor, y, epsilons, *, attack: str
                     n_ok += int((_forward(model, xa, batch_size).argmax(1) == ys).sum())
                 correct.append(n_ok)
     n = len(xd)
-    return pd.DataFrame({"epsilon": epsilons, "accuracy": [c / n for c in correct],
-                         "n_correct": correct, "n": n})
+    return pd.DataFrame(
+        {"epsilon": epsilons, "accuracy": [c / n for c in correct], "n_correct": correct, "n": n}
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,16 +435,20 @@ def epsilon_grid(max_eps: float, grid: int, spacing: str = "linear") -> np.ndarr
     if spacing == "linear":
         return max_eps * np.arange(1, grid + 1) / grid
     if spacing == "geometric":
-        return max_eps * np.geomspace(2.0 ** (-grid / 2), 1.0, int(grid)) if grid > 1 else \
-            np.array([max_eps])
+        return (
+            max_eps * np.geomspace(2.0 ** (-grid / 2), 1.0, int(grid))
+            if grid > 1
+            else np.array([max_eps])
+        )
     raise ValueError(f"unknown spacing {spacing!r}; expected 'geometric' or 'linear'")
 
 
 class _Evaluator:
     """Evaluates (image, epsilon) pairs in forwards of ``batch_size`` and counts the passes."""
 
-    def __init__(self, model, x, y, batch_size, *, direction, d=None, mask=None, pgd_kw=None,
-                 unit_start=None):
+    def __init__(
+        self, model, x, y, batch_size, *, direction, d=None, mask=None, pgd_kw=None, unit_start=None
+    ):
         self.model, self.x, self.y, self.batch_size = model, x, y, batch_size
         self.direction, self.d, self.mask = direction, d, mask
         self.pgd_kw, self.unit_start = pgd_kw or {}, unit_start
@@ -389,9 +465,18 @@ class _Evaluator:
         kw = dict(self.pgd_kw)
         steps = int(kw.pop("steps", 10))
         self.n_backward.index_add_(0, i.cpu(), torch.full((len(i),), steps))
-        return _pgd(self.model, self.x[i], self.y[i], eps=e, steps=steps,
-                    mask=None if self.mask is None else self.mask.expand(len(self.x), *self.mask.shape[1:])[i],
-                    unit_start=None if self.unit_start is None else self.unit_start[i], **kw)
+        return _pgd(
+            self.model,
+            self.x[i],
+            self.y[i],
+            eps=e,
+            steps=steps,
+            mask=None
+            if self.mask is None
+            else self.mask.expand(len(self.x), *self.mask.shape[1:])[i],
+            unit_start=None if self.unit_start is None else self.unit_start[i],
+            **kw,
+        )
 
     def adversarials(self, eps: np.ndarray) -> torch.Tensor:
         """Every image attacked at its ``eps`` (NaN: left clean), in chunks of batch_size."""
@@ -423,11 +508,23 @@ class _Evaluator:
         return torch.cat(margins).double(), torch.cat(preds), torch.cat(confs).double()
 
 
-def minimal_epsilon(model: nn.Module, x: torch.Tensor, y, *, max_eps: float = 0.25, grid: int = 8,
-                    tol: float = 1e-4, method: str = "illinois", direction: str = "fgsm",
-                    mask=None, batch_size: int = 64, pgd_kw: dict | None = None,
-                    spacing: str = "linear", return_adversarial: bool = False,
-                    _precomputed=None):
+def minimal_epsilon(
+    model: nn.Module,
+    x: torch.Tensor,
+    y,
+    *,
+    max_eps: float = 0.25,
+    grid: int = 8,
+    tol: float = 1e-4,
+    method: str = "illinois",
+    direction: str = "fgsm",
+    mask=None,
+    batch_size: int = 64,
+    pgd_kw: dict | None = None,
+    spacing: str = "linear",
+    return_adversarial: bool = False,
+    _precomputed=None,
+):
     """The smallest L-inf epsilon that flips each image's prediction, for the batch at once.
 
     ``direction="fgsm"``: one forward+backward gives ``d = sign(grad CE)`` (times ``mask``);
@@ -506,41 +603,52 @@ def minimal_epsilon(model: nn.Module, x: torch.Tensor, y, *, max_eps: float = 0.
             kw.pop("seed", None)
             kw.setdefault("norm", "linf")
             if kw["norm"] != "linf":
-                raise ValueError("minimal_epsilon searches an L-inf radius; pgd_kw norm must be 'linf'")
+                raise ValueError(
+                    "minimal_epsilon searches an L-inf radius; pgd_kw norm must be 'linf'"
+                )
             kw.update(random_start=False, seed=None, targeted=False)
             kw.setdefault("step_size", None)
             kw.setdefault("loss", "ce")
-            ev = _Evaluator(model, xd, y, batch_size, direction="pgd", mask=m, pgd_kw=kw,
-                            unit_start=unit)
-            ev.n_forward += 1            # the clean forward
+            ev = _Evaluator(
+                model, xd, y, batch_size, direction="pgd", mask=m, pgd_kw=kw, unit_start=unit
+            )
+            ev.n_forward += 1  # the clean forward
             method = "bisection"
         result = _search(ev, clean_logits, y, eps_grid, tol, method)
     res = result
     prob = clean_logits.softmax(1)
     conf0, pred0 = prob.max(1)
-    df = pd.DataFrame({
-        "epsilon": res["eps"],
-        "flipped": res["flipped"],
-        "already_wrong": (pred0 != y).cpu().numpy(),
-        "label": y.cpu().numpy(),
-        "pred_clean": pred0.cpu().numpy(),
-        "flip_class": pd.array(np.where(res["flipped"], res["flip_class"], 0), dtype="Int64"),
-        "confidence_before": conf0.double().cpu().numpy(),
-        "confidence_at_flip": res["conf"],
-        "n_forward": ev.n_forward.numpy(),
-        "n_backward": ev.n_backward.numpy() + n_backward0,
-    })
+    df = pd.DataFrame(
+        {
+            "epsilon": res["eps"],
+            "flipped": res["flipped"],
+            "already_wrong": (pred0 != y).cpu().numpy(),
+            "label": y.cpu().numpy(),
+            "pred_clean": pred0.cpu().numpy(),
+            "flip_class": pd.array(np.where(res["flipped"], res["flip_class"], 0), dtype="Int64"),
+            "confidence_before": conf0.double().cpu().numpy(),
+            "confidence_at_flip": res["conf"],
+            "n_forward": ev.n_forward.numpy(),
+            "n_backward": ev.n_backward.numpy() + n_backward0,
+        }
+    )
     df.loc[~df["flipped"], "flip_class"] = pd.NA
-    df.attrs.update({
-        "grid": eps_grid.numpy().tolist(), "spacing": spacing, "method": method,
-        "direction": direction, "tol": tol, "max_eps": max_eps,
-        "batched_forwards": ev.batched_forwards,
-        "forward_batch_sizes": list(ev.chunk_sizes),
-        "forwards_per_image": float(ev.n_forward.double().mean()) if n else 0.0,
-        "grid_forwards_per_image": res["grid_forwards"] / max(n, 1),
-        "root_forwards_per_image": res["root_forwards"] / max(n, 1),
-        "root_iterations": res["root_iterations"],
-    })
+    df.attrs.update(
+        {
+            "grid": eps_grid.numpy().tolist(),
+            "spacing": spacing,
+            "method": method,
+            "direction": direction,
+            "tol": tol,
+            "max_eps": max_eps,
+            "batched_forwards": ev.batched_forwards,
+            "forward_batch_sizes": list(ev.chunk_sizes),
+            "forwards_per_image": float(ev.n_forward.double().mean()) if n else 0.0,
+            "grid_forwards_per_image": res["grid_forwards"] / max(n, 1),
+            "root_forwards_per_image": res["root_forwards"] / max(n, 1),
+            "root_iterations": res["root_iterations"],
+        }
+    )
     if return_adversarial:
         with eval_mode(model):
             x_adv = ev.adversarials(np.where(df["flipped"], df["epsilon"], np.nan))
@@ -577,13 +685,15 @@ def _search(ev: _Evaluator, clean_logits, y, eps_grid, tol, method):
     start = int(ev.n_forward.sum())
     while len(active) and level < n_grid:
         k = min(n_grid - level, max(1, math.ceil(_MIN_GRID_BATCH / len(active))))
-        levels = eps_grid[level:level + k]
+        levels = eps_grid[level : level + k]
         idx = active.repeat_interleave(k)
         margin, pred, conf = ev(idx.to(ev.x.device), levels.repeat(len(active)))
         margin, pred, conf = (t.cpu().view(len(active), k) for t in (margin, pred, conf))
         wrong = pred != y.cpu()[active][:, None]
         has = wrong.any(1)
-        first = torch.where(has, wrong.int().argmax(1), torch.full_like(has, k - 1, dtype=torch.long))
+        first = torch.where(
+            has, wrong.int().argmax(1), torch.full_like(has, k - 1, dtype=torch.long)
+        )
         rows = torch.arange(len(active))
         # lo: the last right grid point before the first wrong one (or the last evaluated)
         prev = first - 1
@@ -605,7 +715,7 @@ def _search(ev: _Evaluator, clean_logits, y, eps_grid, tol, method):
     # ---- root search inside [lo, hi] for all bracketed images at once
     start = int(ev.n_forward.sum())
     idx_b = torch.nonzero(bracketed).flatten()
-    moved = torch.zeros(n, dtype=torch.long)          # 1: hi moved last, -1: lo moved, 0: both
+    moved = torch.zeros(n, dtype=torch.long)  # 1: hi moved last, -1: lo moved, 0: both
     force_bisect = torch.zeros(n, dtype=torch.bool)
     iterations = 0
     yc = y.cpu()
@@ -673,9 +783,15 @@ def _search(ev: _Evaluator, clean_logits, y, eps_grid, tol, method):
     flipped[b] = True
     flip_class[b] = hi_pred[bracketed].numpy()
     conf_out[b] = hi_conf[bracketed].numpy()
-    return {"eps": eps_out, "flipped": flipped, "flip_class": flip_class, "conf": conf_out,
-            "grid_forwards": grid_forwards, "root_forwards": root_forwards,
-            "root_iterations": iterations}
+    return {
+        "eps": eps_out,
+        "flipped": flipped,
+        "flip_class": flip_class,
+        "conf": conf_out,
+        "grid_forwards": grid_forwards,
+        "root_forwards": root_forwards,
+        "root_iterations": iterations,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -712,7 +828,7 @@ class _Confined(nn.Module):
     def __init__(self, model, x0=None, mask=None, bf16: bool = False):
         super().__init__()
         self.model, self.x0, self.mask, self.bf16 = model, x0, mask, bf16
-        self.train(False)           # foolbox warns about modules in training mode
+        self.train(False)  # foolbox warns about modules in training mode
 
     def forward(self, z):
         if self.mask is not None:
@@ -723,20 +839,27 @@ class _Confined(nn.Module):
         return out.float()
 
 
-def _fmn_deltas(model, x, y, mask, *, steps, bf16, batch_size, gamma=0.05, max_stepsize=1.0,
-                start=None):
+def _fmn_deltas(
+    model, x, y, mask, *, steps, bf16, batch_size, gamma=0.05, max_stepsize=1.0, start=None
+):
     """foolbox ``LInfFMNAttack(steps)`` per chunk; the perturbation it returns (zero where it
     found none), confined to the mask. ``start``: adversarial starting points (FMN first
     bisects between x and them to the boundary, then refines from there)."""
     import foolbox as fb
 
     out = torch.zeros_like(x)
-    attack = fb.attacks.LInfFMNAttack(steps=int(steps), gamma=float(gamma), max_stepsize=float(max_stepsize))
+    attack = fb.attacks.LInfFMNAttack(
+        steps=int(steps), gamma=float(gamma), max_stepsize=float(max_stepsize)
+    )
     for i in torch.arange(len(x), device=x.device).split(batch_size):
         xs, m = x[i], None if mask is None else mask[i]
         fmodel = fb.PyTorchModel(_Confined(model, xs, m, bf16), bounds=(0, 1), device=x.device)
-        adv = attack.run(fmodel, xs, fb.criteria.Misclassification(y[i]),
-                         starting_points=None if start is None else start[i])
+        adv = attack.run(
+            fmodel,
+            xs,
+            fb.criteria.Misclassification(y[i]),
+            starting_points=None if start is None else start[i],
+        )
         d = adv.detach() - xs
         out[i] = d if m is None else d * m
     return out
@@ -755,8 +878,16 @@ def _shrink_along(model, x, y, delta, *, probes: int, batch_size: int):
     def wrong(idx, t):
         xs = (x[idx] + t.to(x.dtype).view(-1, 1, 1, 1).to(x.device) * delta[idx]).clamp(0, 1)
         forwards[idx] += 1
-        pred = torch.cat([model(c.contiguous(memory_format=torch.channels_last)).argmax(1)
-                          for c in xs.split(batch_size)]) if len(xs) else y[:0]
+        pred = (
+            torch.cat(
+                [
+                    model(c.contiguous(memory_format=torch.channels_last)).argmax(1)
+                    for c in xs.split(batch_size)
+                ]
+            )
+            if len(xs)
+            else y[:0]
+        )
         return (pred != y[idx]).cpu()
 
     todo = torch.arange(n)
@@ -777,11 +908,22 @@ def _shrink_along(model, x, y, delta, *, probes: int, batch_size: int):
     return hi, forwards
 
 
-def minimum_norm_epsilon(model: nn.Module, x: torch.Tensor, y, *, steps: int = 20,
-                         mask=None, max_eps: float | None = None, bf16: bool = False,
-                         probes: int = 8, gamma: float = 0.15, max_stepsize: float = 0.1,
-                         refine_steps: int = 0, batch_size: int = 64,
-                         return_adversarial: bool = False):
+def minimum_norm_epsilon(
+    model: nn.Module,
+    x: torch.Tensor,
+    y,
+    *,
+    steps: int = 20,
+    mask=None,
+    max_eps: float | None = None,
+    bf16: bool = False,
+    probes: int = 8,
+    gamma: float = 0.15,
+    max_stepsize: float = 0.1,
+    refine_steps: int = 0,
+    batch_size: int = 64,
+    return_adversarial: bool = False,
+):
     """The smallest flipping L-inf epsilon of each image by a minimum-norm attack: foolbox's
     ``LInfFMNAttack`` (Pintor et al., 2021) with ``steps`` iterations, then a line search.
 
@@ -836,8 +978,11 @@ def minimum_norm_epsilon(model: nn.Module, x: torch.Tensor, y, *, steps: int = 2
     n_bwd = np.zeros(n, dtype=np.int64)
     with _fast(model):
         with torch.no_grad():
-            clean = torch.cat([_Confined(model)(c) for c in xd.split(batch_size)]) if n else \
-                torch.empty(0, 1, device=device)
+            clean = (
+                torch.cat([_Confined(model)(c) for c in xd.split(batch_size)])
+                if n
+                else torch.empty(0, 1, device=device)
+            )
         conf0, pred0 = clean.softmax(1).max(1) if n else (clean[:, 0], clean[:, 0].long())
         wrong0 = (pred0 != y).cpu().numpy()
         eps[wrong0] = 0.0
@@ -848,27 +993,49 @@ def minimum_norm_epsilon(model: nn.Module, x: torch.Tensor, y, *, steps: int = 2
             xs, ys, ms = xd[todo], y[todo], None if m is None else m[todo]
             sizes = [float(v) for v in np.atleast_1d(max_stepsize)]
             max_stepsize = sizes[0]
-            delta = _fmn_deltas(model, xs, ys, ms, steps=steps, bf16=bf16, batch_size=batch_size,
-                                gamma=gamma, max_stepsize=max_stepsize)
+            delta = _fmn_deltas(
+                model,
+                xs,
+                ys,
+                ms,
+                steps=steps,
+                bf16=bf16,
+                batch_size=batch_size,
+                gamma=gamma,
+                max_stepsize=max_stepsize,
+            )
             with torch.no_grad():
                 t, fwd = _shrink_along(model, xs, ys, delta, probes=probes, batch_size=batch_size)
                 ok = ~torch.isnan(t)
-                if bf16 and bool((~ok).any()):     # bf16 led nowhere: the same in fp32
+                if bf16 and bool((~ok).any()):  # bf16 led nowhere: the same in fp32
                     redo = torch.nonzero(~ok).flatten().to(device)
                     with torch.enable_grad():
-                        d2 = _fmn_deltas(model, xs[redo], ys[redo], None if ms is None else ms[redo],
-                                         steps=steps, bf16=False, batch_size=batch_size, gamma=gamma,
-                                         max_stepsize=max_stepsize)
-                    t2, fwd2 = _shrink_along(model, xs[redo], ys[redo], d2, probes=probes,
-                                             batch_size=batch_size)
+                        d2 = _fmn_deltas(
+                            model,
+                            xs[redo],
+                            ys[redo],
+                            None if ms is None else ms[redo],
+                            steps=steps,
+                            bf16=False,
+                            batch_size=batch_size,
+                            gamma=gamma,
+                            max_stepsize=max_stepsize,
+                        )
+                    t2, fwd2 = _shrink_along(
+                        model, xs[redo], ys[redo], d2, probes=probes, batch_size=batch_size
+                    )
                     delta[redo], t[redo.cpu()] = d2, t2
                     fwd[redo.cpu()] += fwd2
                     n_bwd[todo[redo].cpu().numpy()] += int(steps)
+
                 def keep_better(sel, d_new, t_new):
                     """Where the new run's verified change is smaller, take it."""
                     sc = sel.cpu()
-                    old_norm = torch.where(torch.isnan(t[sc]), torch.full_like(t[sc], np.inf),
-                                           t[sc] * delta[sel].flatten(1).abs().amax(1).double().cpu())
+                    old_norm = torch.where(
+                        torch.isnan(t[sc]),
+                        torch.full_like(t[sc], np.inf),
+                        t[sc] * delta[sel].flatten(1).abs().amax(1).double().cpu(),
+                    )
                     new_norm = t_new * d_new.flatten(1).abs().amax(1).double().cpu()
                     better = ~torch.isnan(t_new) & (new_norm < old_norm)
                     b = sel[better.to(device)]
@@ -879,14 +1046,27 @@ def minimum_norm_epsilon(model: nn.Module, x: torch.Tensor, y, *, steps: int = 2
                 # often still adversarial at a smaller epsilon: the same fp32 line search on it,
                 # forwards only; the smaller verified change counts.
                 corner = delta.sign() * delta.flatten(1).abs().amax(1).view(-1, 1, 1, 1)
-                t_c, fwd_c = _shrink_along(model, xs, ys, corner, probes=probes, batch_size=batch_size)
+                t_c, fwd_c = _shrink_along(
+                    model, xs, ys, corner, probes=probes, batch_size=batch_size
+                )
                 fwd += fwd_c
                 keep_better(everyone, corner, t_c)
-                for size in sizes[1:]:          # more runs with other step sizes: the best one counts
+                for size in sizes[1:]:  # more runs with other step sizes: the best one counts
                     with torch.enable_grad():
-                        d4 = _fmn_deltas(model, xs, ys, ms, steps=steps, bf16=bf16, batch_size=batch_size,
-                                         gamma=gamma, max_stepsize=size)
-                    t4, fwd4 = _shrink_along(model, xs, ys, d4, probes=probes, batch_size=batch_size)
+                        d4 = _fmn_deltas(
+                            model,
+                            xs,
+                            ys,
+                            ms,
+                            steps=steps,
+                            bf16=bf16,
+                            batch_size=batch_size,
+                            gamma=gamma,
+                            max_stepsize=size,
+                        )
+                    t4, fwd4 = _shrink_along(
+                        model, xs, ys, d4, probes=probes, batch_size=batch_size
+                    )
                     fwd += fwd4
                     n_bwd[todo.cpu().numpy()] += int(steps)
                     keep_better(everyone, d4, t4)
@@ -894,22 +1074,38 @@ def minimum_norm_epsilon(model: nn.Module, x: torch.Tensor, y, *, steps: int = 2
                 if refine_steps and bool(ok.any()):
                     # a second, warm-started FMN (fp32) from the point found: refines near the boundary
                     sel = torch.nonzero(ok).flatten().to(device)
-                    x1 = (xs[sel] + t[sel.cpu()].to(xs.dtype).view(-1, 1, 1, 1).to(device) * delta[sel]).clamp(0, 1)
+                    x1 = (
+                        xs[sel]
+                        + t[sel.cpu()].to(xs.dtype).view(-1, 1, 1, 1).to(device) * delta[sel]
+                    ).clamp(0, 1)
                     with torch.enable_grad():
-                        d3 = _fmn_deltas(model, xs[sel], ys[sel], None if ms is None else ms[sel],
-                                         steps=refine_steps, bf16=False, batch_size=batch_size,
-                                         gamma=gamma, max_stepsize=max_stepsize, start=x1)
-                    t3, fwd3 = _shrink_along(model, xs[sel], ys[sel], d3, probes=probes, batch_size=batch_size)
-                    fwd[sel.cpu()] += fwd3 + 10          # foolbox's bisection to the boundary
+                        d3 = _fmn_deltas(
+                            model,
+                            xs[sel],
+                            ys[sel],
+                            None if ms is None else ms[sel],
+                            steps=refine_steps,
+                            bf16=False,
+                            batch_size=batch_size,
+                            gamma=gamma,
+                            max_stepsize=max_stepsize,
+                            start=x1,
+                        )
+                    t3, fwd3 = _shrink_along(
+                        model, xs[sel], ys[sel], d3, probes=probes, batch_size=batch_size
+                    )
+                    fwd[sel.cpu()] += fwd3 + 10  # foolbox's bisection to the boundary
                     n_bwd[todo[sel].cpu().numpy()] += int(refine_steps)
                     keep_better(sel, d3, t3)
-                adv = (xs + torch.nan_to_num(t).to(xs.dtype).view(-1, 1, 1, 1).to(device) * delta).clamp(0, 1)
+                adv = (
+                    xs + torch.nan_to_num(t).to(xs.dtype).view(-1, 1, 1, 1).to(device) * delta
+                ).clamp(0, 1)
                 if ms is not None:
                     adv = torch.where(ms > 0, adv, xs)
                 applied = (adv - xs).flatten(1).abs().amax(1).double().cpu()
                 logits = torch.cat([_Confined(model)(c) for c in adv.split(batch_size)])
                 conf, pred = logits.softmax(1).max(1)
-                ok &= (pred != ys).cpu()          # the final fp32 check of the reported image
+                ok &= (pred != ys).cpu()  # the final fp32 check of the reported image
                 if max_eps is not None:
                     ok &= applied <= max_eps
             sel = todo.cpu().numpy()
@@ -921,28 +1117,39 @@ def minimum_norm_epsilon(model: nn.Module, x: torch.Tensor, y, *, steps: int = 2
             conf_flip[sel[okn]] = conf.double().cpu().numpy()[okn]
             x_adv[todo[ok.to(device)]] = adv[ok.to(device)]
     flipped = ~np.isnan(eps)
-    df = pd.DataFrame({
-        "epsilon": eps,
-        "flipped": flipped,
-        "already_wrong": wrong0,
-        "label": y.cpu().numpy(),
-        "pred_clean": pred0.cpu().numpy(),
-        "flip_class": pd.array(np.where(flipped, flip_class, 0), dtype="Int64"),
-        "confidence_before": conf0.double().cpu().numpy(),
-        "confidence_at_flip": conf_flip,
-        "n_forward": n_fwd,
-        "n_backward": n_bwd,
-    })
+    df = pd.DataFrame(
+        {
+            "epsilon": eps,
+            "flipped": flipped,
+            "already_wrong": wrong0,
+            "label": y.cpu().numpy(),
+            "pred_clean": pred0.cpu().numpy(),
+            "flip_class": pd.array(np.where(flipped, flip_class, 0), dtype="Int64"),
+            "confidence_before": conf0.double().cpu().numpy(),
+            "confidence_at_flip": conf_flip,
+            "n_forward": n_fwd,
+            "n_backward": n_bwd,
+        }
+    )
     df.loc[~df["flipped"], "flip_class"] = pd.NA
-    df.attrs.update({"method": "fmn", "direction": "fmn", "steps": int(steps), "bf16": bool(bf16),
-                     "probes": int(probes), "max_eps": max_eps})
+    df.attrs.update(
+        {
+            "method": "fmn",
+            "direction": "fmn",
+            "steps": int(steps),
+            "bf16": bool(bf16),
+            "probes": int(probes),
+            "max_eps": max_eps,
+        }
+    )
     if return_adversarial:
         return df, x_adv.detach().to(x.device)
     return df
 
 
-def fmn_reference(model: nn.Module, x: torch.Tensor, y, epsilons, *, steps: int = 100,
-                  batch_size: int = 64) -> pd.DataFrame:
+def fmn_reference(
+    model: nn.Module, x: torch.Tensor, y, epsilons, *, steps: int = 100, batch_size: int = 64
+) -> pd.DataFrame:
     """Check minimal epsilons against foolbox's ``LInfFMNAttack(steps)`` on the plain fp32 model:
     one row per image with ``epsilon`` (the one checked), ``reference`` (FMN's L-inf norm; NaN
     where it found no flip), ``ratio`` (epsilon / reference) and ``within_10pct`` (ratio <= 1.1).
@@ -957,7 +1164,9 @@ def fmn_reference(model: nn.Module, x: torch.Tensor, y, epsilons, *, steps: int 
     with _fast(model, channels_last=False):
         fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=device)
         for xs, ys in zip(xd.split(batch_size), y.split(batch_size)):
-            adv = fb.attacks.LInfFMNAttack(steps=int(steps)).run(fmodel, xs, fb.criteria.Misclassification(ys))
+            adv = fb.attacks.LInfFMNAttack(steps=int(steps)).run(
+                fmodel, xs, fb.criteria.Misclassification(ys)
+            )
             with torch.no_grad():
                 ok = model(adv).argmax(1) != ys
             e = (adv - xs).flatten(1).abs().amax(1).double()
@@ -966,8 +1175,9 @@ def fmn_reference(model: nn.Module, x: torch.Tensor, y, epsilons, *, steps: int 
     eps = np.asarray(epsilons, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(eps > 0, np.nan_to_num(eps, nan=np.inf) / ref, np.nan)
-    return pd.DataFrame({"epsilon": eps, "reference": ref, "ratio": ratio,
-                         "within_10pct": ratio <= 1.1})
+    return pd.DataFrame(
+        {"epsilon": eps, "reference": ref, "ratio": ratio, "within_10pct": ratio <= 1.1}
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1013,13 +1223,19 @@ def equal_area(object_mask, background_mask, *, seed: int = 0, image_ids=None):
     Returns two bool tensors [N, H, W].
 
     The subsampled region is a scattered subset of its pixels, not a contiguous area."""
-    obj = torch.as_tensor(np.asarray(object_mask) if not torch.is_tensor(object_mask) else object_mask).bool()
-    bg = torch.as_tensor(np.asarray(background_mask) if not torch.is_tensor(background_mask) else background_mask).bool()
+    obj = torch.as_tensor(
+        np.asarray(object_mask) if not torch.is_tensor(object_mask) else object_mask
+    ).bool()
+    bg = torch.as_tensor(
+        np.asarray(background_mask) if not torch.is_tensor(background_mask) else background_mask
+    ).bool()
     if obj.ndim == 4:
         obj, bg = obj[:, 0], bg[:, 0]
     if obj.shape != bg.shape or obj.ndim != 3:
-        raise ValueError(f"object and background masks must both be [N, H, W], got {tuple(obj.shape)} "
-                         f"and {tuple(bg.shape)}")
+        raise ValueError(
+            f"object and background masks must both be [N, H, W], got {tuple(obj.shape)} "
+            f"and {tuple(bg.shape)}"
+        )
     ids = np.arange(len(obj)) if image_ids is None else np.asarray(image_ids)
     obj_out, bg_out = obj.clone(), bg.clone()
     for i in range(len(obj)):
@@ -1034,9 +1250,16 @@ def equal_area(object_mask, background_mask, *, seed: int = 0, image_ids=None):
     return obj_out, bg_out
 
 
-def fragility_by_region(model: nn.Module, x: torch.Tensor, y, masks: dict, *,
-                        batch_size: int = 64, direction: str = "fgsm",
-                        **minimal_epsilon_kw) -> pd.DataFrame:
+def fragility_by_region(
+    model: nn.Module,
+    x: torch.Tensor,
+    y,
+    masks: dict,
+    *,
+    batch_size: int = 64,
+    direction: str = "fgsm",
+    **minimal_epsilon_kw,
+) -> pd.DataFrame:
     """The smallest flipping epsilon with the perturbation confined to each region of ``masks``.
 
     ``masks``: ``{name: mask}`` (``[N, H, W]`` or ``[N, 1, H, W]``, bool or 0/1); ``"whole"``
@@ -1067,12 +1290,27 @@ def fragility_by_region(model: nn.Module, x: torch.Tensor, y, masks: dict, *,
     for name, mask in regions.items():
         m = _as_mask(mask, xd).expand(n, 1, h, w)
         if direction == "fmn":
-            df, x_adv = minimum_norm_epsilon(model, xd, y, mask=m, batch_size=batch_size,
-                                             return_adversarial=True, **minimal_epsilon_kw)
+            df, x_adv = minimum_norm_epsilon(
+                model,
+                xd,
+                y,
+                mask=m,
+                batch_size=batch_size,
+                return_adversarial=True,
+                **minimal_epsilon_kw,
+            )
         else:
-            df, x_adv = minimal_epsilon(model, xd, y, mask=m, batch_size=batch_size, _precomputed=pre,
-                                        return_adversarial=True, direction=direction,
-                                        **minimal_epsilon_kw)
+            df, x_adv = minimal_epsilon(
+                model,
+                xd,
+                y,
+                mask=m,
+                batch_size=batch_size,
+                _precomputed=pre,
+                return_adversarial=True,
+                direction=direction,
+                **minimal_epsilon_kw,
+            )
         pixels = m.flatten(1).sum(1).cpu().numpy().astype(int)
         l2 = (x_adv - xd).flatten(1).norm(dim=1).double().cpu().numpy()
         l2[~df["flipped"].to_numpy()] = np.nan
@@ -1083,8 +1321,11 @@ def fragility_by_region(model: nn.Module, x: torch.Tensor, y, masks: dict, *,
         df["l2_nominal"] = df["epsilon"] * np.sqrt(pixels * c)
         frames.append(df)
     out = pd.concat(frames, ignore_index=True)
-    out.attrs = {k: v for k, v in frames[0].attrs.items()
-                 if k in ("grid", "tol", "max_eps", "method", "steps", "bf16", "probes")}
+    out.attrs = {
+        k: v
+        for k, v in frames[0].attrs.items()
+        if k in ("grid", "tol", "max_eps", "method", "steps", "bf16", "probes")
+    }
     return out
 
 
@@ -1100,8 +1341,9 @@ def _median_ci(values, seed):
     return e.estimate, e.low, (np.inf if np.isinf(e.estimate) else e.high)
 
 
-def per_class_fragility(df: pd.DataFrame, classes: list[str], *, budget: float | None = None,
-                        seed: int = 0) -> pd.DataFrame:
+def per_class_fragility(
+    df: pd.DataFrame, classes: list[str], *, budget: float | None = None, seed: int = 0
+) -> pd.DataFrame:
     """Per class (rows) and region: median minimal epsilon with its 95 % interval, share not
     flipped, median L2, and with ``budget`` the share that withstands it (Wilson interval).
 
@@ -1128,7 +1370,7 @@ def per_class_fragility(df: pd.DataFrame, classes: list[str], *, budget: float |
 
     ok = df[~df["already_wrong"]].copy()
     ok["eps_c"] = ok["epsilon"].where(ok["flipped"], np.inf)
-    has_l2 = "l2_norm" in ok.columns          # minimal_epsilon's own frame has no L2 column
+    has_l2 = "l2_norm" in ok.columns  # minimal_epsilon's own frame has no L2 column
     ok["l2_c"] = ok["l2_norm"].where(ok["flipped"], np.inf) if has_l2 else np.nan
     if "region" not in df.columns:
         df, ok = df.assign(region="whole"), ok.assign(region="whole")
@@ -1138,8 +1380,11 @@ def per_class_fragility(df: pd.DataFrame, classes: list[str], *, budget: float |
     regions = list(dict.fromkeys(df["region"]))
     first = "whole" if "whole" in regions else regions[0]
     for k, name in enumerate(classes):
-        row = {"class": name, "n": int(((df["label"] == k) & (df["region"] == first)).sum()),
-               "n_correct": int(((ok["label"] == k) & (ok["region"] == first)).sum())}
+        row = {
+            "class": name,
+            "n": int(((df["label"] == k) & (df["region"] == first)).sum()),
+            "n_correct": int(((ok["label"] == k) & (ok["region"] == first)).sum()),
+        }
         for j, region in enumerate(regions):
             sel = ok[(ok["label"] == k) & (ok["region"] == region)]
             est, low, high = _median_ci(sel["eps_c"], seed + 101 * k + j)
@@ -1148,25 +1393,35 @@ def per_class_fragility(df: pd.DataFrame, classes: list[str], *, budget: float |
             row[f"n_{region}"] = len(sel)
             if has_l2:
                 row[f"median_l2_{region}"] = float(np.median(sel["l2_c"])) if len(sel) else np.nan
-            row[f"share_not_flipped_{region}"] = float((~sel["flipped"]).mean()) if len(sel) else np.nan
+            row[f"share_not_flipped_{region}"] = (
+                float((~sel["flipped"]).mean()) if len(sel) else np.nan
+            )
             if budget is not None:
                 kk = int((sel["eps_c"] > budget).sum())
                 row[f"share_withstanding_{region}"] = kk / len(sel) if len(sel) else np.nan
                 lo, hi = wilson(kk, len(sel)) if len(sel) else (np.nan, np.nan)
-                row[f"share_withstanding_{region}_ci_low"], row[f"share_withstanding_{region}_ci_high"] = lo, hi
+                (
+                    row[f"share_withstanding_{region}_ci_low"],
+                    row[f"share_withstanding_{region}_ci_high"],
+                ) = lo, hi
         if "object" in regions and "background" in regions:
             o = ok[(ok["label"] == k) & (ok["region"] == "object")].set_index("image")["eps_c"]
             b = ok[(ok["label"] == k) & (ok["region"] == "background")].set_index("image")["eps_c"]
             o, b = o.align(b, join="inner")
             with np.errstate(divide="ignore", invalid="ignore"):
-                r = (o / b).to_numpy(dtype=float)        # inf/inf -> nan: left out
+                r = (o / b).to_numpy(dtype=float)  # inf/inf -> nan: left out
             est, low, high = _median_ci(r, seed + 101 * k + 50)
             row["object_background_ratio"] = est
-            row["object_background_ratio_ci_low"], row["object_background_ratio_ci_high"] = low, high
+            row["object_background_ratio_ci_low"], row["object_background_ratio_ci_high"] = (
+                low,
+                high,
+            )
             row["n_object_background"] = int(np.sum(~np.isnan(r)))
             if has_l2:
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    row["object_background_l2_ratio"] = row["median_l2_object"] / row["median_l2_background"]
+                    row["object_background_l2_ratio"] = (
+                        row["median_l2_object"] / row["median_l2_background"]
+                    )
         rows.append(row)
     out = pd.DataFrame(rows).set_index("class")
     if budget is not None:
@@ -1174,7 +1429,9 @@ def per_class_fragility(df: pd.DataFrame, classes: list[str], *, budget: float |
     return out
 
 
-def robust_accuracy_from_epsilons(df: pd.DataFrame, epsilons, *, max_eps: float | None = None) -> pd.DataFrame:
+def robust_accuracy_from_epsilons(
+    df: pd.DataFrame, epsilons, *, max_eps: float | None = None
+) -> pd.DataFrame:
     """Robust accuracy per epsilon read off the minimal epsilons of every image (the frame of
     :func:`minimum_norm_epsilon` / :func:`minimal_epsilon`, one row per image): the share of
     ALL images whose minimal flipping epsilon exceeds ``e`` (already misclassified images have
@@ -1196,9 +1453,16 @@ def robust_accuracy_from_epsilons(df: pd.DataFrame, epsilons, *, max_eps: float 
         k = int((eps > e).sum())
         known = max_eps is None or e < max_eps
         low, high = wilson(k, n) if n else (np.nan, np.nan)
-        rows.append({"epsilon": float(e), "accuracy": k / n if n and known else np.nan,
-                     "low": low if known else np.nan, "high": high if known else np.nan,
-                     "n_correct": k if known else pd.NA, "n": n})
+        rows.append(
+            {
+                "epsilon": float(e),
+                "accuracy": k / n if n and known else np.nan,
+                "low": low if known else np.nan,
+                "high": high if known else np.nan,
+                "n_correct": k if known else pd.NA,
+                "n": n,
+            }
+        )
     out = pd.DataFrame(rows)
     out["n_correct"] = out["n_correct"].astype("Int64")
     return out

@@ -50,6 +50,7 @@ calibrated model would show on the same confidences ("consistency resampling", B
 Smith 2007; Vaicenavicius et al. 2019): draw ``correct ~ Bernoulli(confidence)`` many times
 (seeded) and ask how often that null ECE reaches the observed one.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,12 +64,27 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
 __all__ = [
-    "reliability_bins", "expected_calibration_error", "maximum_calibration_error",
-    "negative_log_likelihood", "brier_score", "per_class_calibration_error", "per_class_undefined",
-    "summary", "NEVER_PREDICTED",
-    "TemperatureFit", "fit_temperature", "apply_temperature", "validation_indices",
-    "validation_predictions", "CrossFit", "cross_fit_temperature", "stratified_folds", "ece_interval",
-    "Consistency", "ece_consistency", "per_class_consistency",
+    "reliability_bins",
+    "expected_calibration_error",
+    "maximum_calibration_error",
+    "negative_log_likelihood",
+    "brier_score",
+    "per_class_calibration_error",
+    "per_class_undefined",
+    "summary",
+    "NEVER_PREDICTED",
+    "TemperatureFit",
+    "fit_temperature",
+    "apply_temperature",
+    "validation_indices",
+    "validation_predictions",
+    "CrossFit",
+    "cross_fit_temperature",
+    "stratified_folds",
+    "ece_interval",
+    "Consistency",
+    "ece_consistency",
+    "per_class_consistency",
 ]
 
 N_BINS = 15
@@ -91,7 +107,9 @@ def _numpy(a, name: str) -> np.ndarray:
 def _scores(scores, name: str = "logits") -> np.ndarray:
     s = _numpy(scores, name)
     if s.ndim != 2 or s.shape[1] < 2 or s.shape[0] < 1:
-        raise ValueError(f"{name} must be [N, C] with N >= 1 and C >= 2 classes, got shape {s.shape}")
+        raise ValueError(
+            f"{name} must be [N, C] with N >= 1 and C >= 2 classes, got shape {s.shape}"
+        )
     if not np.issubdtype(s.dtype, np.number) or np.issubdtype(s.dtype, np.complexfloating):
         raise ValueError(f"{name} must be real numbers, got dtype {s.dtype}")
     s = s.astype(np.float64)
@@ -103,25 +121,33 @@ def _scores(scores, name: str = "logits") -> np.ndarray:
 def _probs(probs, name: str = "probs") -> np.ndarray:
     p = _scores(probs, name)
     if p.min() < -1e-6 or p.max() > 1 + 1e-6:
-        raise ValueError(f"{name} must lie in [0, 1] (softmax outputs), got values in "
-                         f"[{p.min():.3g}, {p.max():.3g}]; pass logits to the *_temperature functions")
+        raise ValueError(
+            f"{name} must lie in [0, 1] (softmax outputs), got values in "
+            f"[{p.min():.3g}, {p.max():.3g}]; pass logits to the *_temperature functions"
+        )
     sums = p.sum(1)
     if np.abs(sums - 1).max() > 1e-3:
-        raise ValueError(f"each row of {name} must sum to 1 (softmax outputs), got sums in "
-                         f"[{sums.min():.4g}, {sums.max():.4g}]")
+        raise ValueError(
+            f"each row of {name} must sum to 1 (softmax outputs), got sums in "
+            f"[{sums.min():.4g}, {sums.max():.4g}]"
+        )
     return p.clip(0, 1)
 
 
 def _labels(labels, n: int, num_classes: int) -> np.ndarray:
     y = _numpy(labels, "labels")
     if y.ndim != 1 or len(y) != n:
-        raise ValueError(f"labels must be [N] with N={n} (one per row of probs), got shape {y.shape}")
+        raise ValueError(
+            f"labels must be [N] with N={n} (one per row of probs), got shape {y.shape}"
+        )
     if not np.issubdtype(y.dtype, np.integer):
         if not np.issubdtype(y.dtype, np.number) or not np.all(np.mod(y, 1) == 0):
             raise ValueError(f"labels must be integer class indices, got dtype {y.dtype}")
     y = y.astype(np.int64)
     if len(y) and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"labels must be class indices in [0, {num_classes}), got [{y.min()}, {y.max()}]")
+        raise ValueError(
+            f"labels must be class indices in [0, {num_classes}), got [{y.min()}, {y.max()}]"
+        )
     return y
 
 
@@ -154,9 +180,17 @@ def _bins_table(confidence: np.ndarray, correct: np.ndarray, n_bins: int) -> pd.
         acc = np.where(count > 0, hit_sum / count, np.nan)
     total = max(len(confidence), 1)
     edges = np.arange(n_bins + 1) / n_bins
-    return pd.DataFrame({"lower": edges[:-1], "upper": edges[1:], "count": count,
-                         "share": count / total, "confidence": conf, "accuracy": acc,
-                         "gap": conf - acc}).rename_axis("bin")
+    return pd.DataFrame(
+        {
+            "lower": edges[:-1],
+            "upper": edges[1:],
+            "count": count,
+            "share": count / total,
+            "confidence": conf,
+            "accuracy": acc,
+            "gap": conf - acc,
+        }
+    ).rename_axis("bin")
 
 
 def _ece(confidence, correct, n_bins) -> float:
@@ -202,7 +236,9 @@ def brier_score(probs, labels) -> float:
     return float(((p - onehot) ** 2).sum(1).mean())
 
 
-def per_class_calibration_error(probs, labels, *, n_bins: int = N_BINS, by: str = "predicted") -> np.ndarray:
+def per_class_calibration_error(
+    probs, labels, *, n_bins: int = N_BINS, by: str = "predicted"
+) -> np.ndarray:
     """Calibration error per class, ``[C]`` (NaN for a class with no image to measure).
 
     ``by="predicted"`` (default, the one the trust report uses): the ECE restricted to the images
@@ -259,10 +295,14 @@ def summary(probs_by_name: dict, labels, *, n_bins: int = N_BINS) -> pd.DataFram
     rows = {}
     for name, probs in probs_by_name.items():
         p, y = _checked(probs, labels)
-        rows[name] = {"accuracy": float((p.argmax(1) == y).mean()), "mean_confidence": float(p.max(1).mean()),
-                      "ece": expected_calibration_error(p, y, n_bins=n_bins),
-                      "mce": maximum_calibration_error(p, y, n_bins=n_bins),
-                      "nll": negative_log_likelihood(p, y), "brier": brier_score(p, y)}
+        rows[name] = {
+            "accuracy": float((p.argmax(1) == y).mean()),
+            "mean_confidence": float(p.max(1).mean()),
+            "ece": expected_calibration_error(p, y, n_bins=n_bins),
+            "mce": maximum_calibration_error(p, y, n_bins=n_bins),
+            "nll": negative_log_likelihood(p, y),
+            "brier": brier_score(p, y),
+        }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -276,8 +316,11 @@ def _as_logits(scores, kind: str) -> np.ndarray:
         if np.isneginf(z).any():
             raise ValueError("logits contain -inf")
         if z.min() >= 0 and z.max() <= 1 and np.abs(z.sum(1) - 1).max() < 1e-4:
-            warnings.warn("these logits look like probabilities (rows in [0, 1] summing to 1); "
-                          "pass kind='probs' if they are", stacklevel=3)
+            warnings.warn(
+                "these logits look like probabilities (rows in [0, 1] summing to 1); "
+                "pass kind='probs' if they are",
+                stacklevel=3,
+            )
         return z
     if kind == "probs":
         return np.log(np.maximum(_probs(scores), PROB_FLOOR))
@@ -291,8 +334,11 @@ def _nll_at(z: np.ndarray, y: np.ndarray, temperature: float) -> float:
 def apply_temperature(scores, temperature: float, *, kind: str = "logits") -> np.ndarray:
     """``softmax(logits / temperature)`` as float64 ``[N, C]``; ``kind="probs"`` takes softmax
     outputs and uses ``log p`` as the logits (same result, see the module docstring)."""
-    if not (isinstance(temperature, (int, float, np.floating, np.integer)) and math.isfinite(temperature)
-            and temperature > 0):
+    if not (
+        isinstance(temperature, (int, float, np.floating, np.integer))
+        and math.isfinite(temperature)
+        and temperature > 0
+    ):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     return softmax(_as_logits(scores, kind) / float(temperature), axis=1)
 
@@ -301,19 +347,25 @@ def apply_temperature(scores, temperature: float, *, kind: str = "logits") -> np
 class TemperatureFit:
     """The result of :func:`fit_temperature`; ``apply(scores)`` scales new scores of the same kind."""
 
-    temperature: float   # > 1 softens (the model was over-confident), < 1 sharpens
-    nll_before: float    # mean NLL at T = 1 on the fitting data
-    nll_after: float     # mean NLL at the fitted T on the fitting data
-    kind: str            # "logits" or "probs": what apply() expects
-    n: int               # images it was fitted on
+    temperature: float  # > 1 softens (the model was over-confident), < 1 sharpens
+    nll_before: float  # mean NLL at T = 1 on the fitting data
+    nll_after: float  # mean NLL at the fitted T on the fitting data
+    kind: str  # "logits" or "probs": what apply() expects
+    n: int  # images it was fitted on
 
     def apply(self, scores) -> np.ndarray:
         """Calibrated probabilities ``[N, C]`` for ``scores`` of this fit's ``kind``."""
         return apply_temperature(scores, self.temperature, kind=self.kind)
 
 
-def fit_temperature(scores, labels, *, kind: str = "logits",
-                    bounds: tuple[float, float] = TEMPERATURE_BOUNDS, xatol: float = 1e-7) -> TemperatureFit:
+def fit_temperature(
+    scores,
+    labels,
+    *,
+    kind: str = "logits",
+    bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
+    xatol: float = 1e-7,
+) -> TemperatureFit:
     """Temperature scaling (Guo et al. 2017): the ``T > 0`` that minimises the mean NLL of
     ``softmax(logits / T)`` against ``labels``. Fit it on images that neither trained nor
     selected the model; on the images it will be judged on only through
@@ -330,12 +382,19 @@ def fit_temperature(scores, labels, *, kind: str = "logits",
     lo, hi = bounds
     if not 0 < lo < 1 < hi:
         raise ValueError(f"bounds must satisfy 0 < low < 1 < high, got {bounds}")
-    res = minimize_scalar(lambda log_t: _nll_at(z, y, math.exp(log_t)), bounds=(math.log(lo), math.log(hi)),
-                          method="bounded", options={"xatol": xatol})
+    res = minimize_scalar(
+        lambda log_t: _nll_at(z, y, math.exp(log_t)),
+        bounds=(math.log(lo), math.log(hi)),
+        method="bounded",
+        options={"xatol": xatol},
+    )
     t = float(math.exp(res.x))
     if min(abs(res.x - math.log(lo)), abs(res.x - math.log(hi))) < 1e-3:
-        warnings.warn(f"the fitted temperature {t:.4g} lies on the search bound {bounds}; "
-                      "the validation NLL may have no interior minimum", stacklevel=2)
+        warnings.warn(
+            f"the fitted temperature {t:.4g} lies on the search bound {bounds}; "
+            "the validation NLL may have no interior minimum",
+            stacklevel=2,
+        )
     before, after = _nll_at(z, y, 1.0), _nll_at(z, y, t)
     if after > before:  # never worse than doing nothing (cannot happen for a converged search)
         t, after = 1.0, before
@@ -353,12 +412,15 @@ def validation_indices(run) -> np.ndarray:
     from .data import split_train_val
 
     labels = _numpy(run.train_set.labels, "train_set.labels")
-    _, val = split_train_val(len(labels), val_fraction=run.config.val_fraction, seed=run.config.seed,
-                             labels=labels)
+    _, val = split_train_val(
+        len(labels), val_fraction=run.config.val_fraction, seed=run.config.seed, labels=labels
+    )
     return val
 
 
-def validation_predictions(run, *, batch_size: int = 64, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+def validation_predictions(
+    run, *, batch_size: int = 64, device: str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
     """``(probs [V, C], labels [V])`` of ``run.model`` (the best checkpoint) on the validation
     split of :func:`validation_indices`. Early stopping chose the kept epoch on these images, so
     a temperature fitted on them is biased (towards T < 1); use :func:`cross_fit_temperature`."""
@@ -367,10 +429,11 @@ def validation_predictions(run, *, batch_size: int = 64, device: str = "auto") -
     idx = validation_indices(run)
     if len(idx) == 0:
         raise ValueError("the run has no validation images (val_fraction too small for the data)")
-    probs, _ = predict_proba(run.model, run.train_set, indices=idx, batch_size=batch_size, device=device)
+    probs, _ = predict_proba(
+        run.model, run.train_set, indices=idx, batch_size=batch_size, device=device
+    )
     labels = _numpy(run.train_set.labels, "train_set.labels")[idx].astype(np.int64)
     return probs, labels
-
 
 
 # ----------------------------------------------------------------------------- cross-fitting
@@ -391,7 +454,7 @@ def stratified_folds(labels, folds: int = 5, *, seed: int = 0) -> np.ndarray:
     start = 0
     for k in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == k))
-        out[idx] = (start + np.arange(len(idx))) % folds   # continue the deal: folds stay balanced
+        out[idx] = (start + np.arange(len(idx))) % folds  # continue the deal: folds stay balanced
         start += len(idx)
     return out
 
@@ -400,13 +463,13 @@ def stratified_folds(labels, folds: int = 5, *, seed: int = 0) -> np.ndarray:
 class CrossFit:
     """The result of :func:`cross_fit_temperature`."""
 
-    probs: np.ndarray          # [N, C] calibrated probabilities, each from a T fitted without its fold
-    temperatures: np.ndarray   # [folds] T applied to fold f (fitted on the other folds)
-    fold: np.ndarray           # [N] fold index of each image
-    nll_before: float          # mean NLL of all N images at T = 1
-    nll_after: float           # mean NLL of all N images, cross-fitted
-    ece_before: float          # ECE of all N images at T = 1 (n_bins bins)
-    ece_after: float           # ECE of all N images, cross-fitted
+    probs: np.ndarray  # [N, C] calibrated probabilities, each from a T fitted without its fold
+    temperatures: np.ndarray  # [folds] T applied to fold f (fitted on the other folds)
+    fold: np.ndarray  # [N] fold index of each image
+    nll_before: float  # mean NLL of all N images at T = 1
+    nll_after: float  # mean NLL of all N images, cross-fitted
+    ece_before: float  # ECE of all N images at T = 1 (n_bins bins)
+    ece_after: float  # ECE of all N images, cross-fitted
     n_bins: int
     seed: int
     kind: str
@@ -422,8 +485,16 @@ class CrossFit:
         return len(self.fold)
 
 
-def cross_fit_temperature(scores, labels, *, kind: str = "probs", folds=5, seed: int = 0,
-                          n_bins: int = N_BINS, bounds: tuple[float, float] = TEMPERATURE_BOUNDS) -> CrossFit:
+def cross_fit_temperature(
+    scores,
+    labels,
+    *,
+    kind: str = "probs",
+    folds=5,
+    seed: int = 0,
+    n_bins: int = N_BINS,
+    bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
+) -> CrossFit:
     """Temperature scaling fitted by cross-fitting on images that neither trained nor selected
     the model (the test images, when there is no third split): ``folds`` seeded folds
     stratified by class (:func:`stratified_folds`, or pass your own ``[N]`` array of fold
@@ -442,8 +513,10 @@ def cross_fit_temperature(scores, labels, *, kind: str = "probs", folds=5, seed:
     else:
         fold = _numpy(folds, "folds")
         if fold.shape != y.shape or not np.issubdtype(fold.dtype, np.integer):
-            raise ValueError(f"folds must be an integer >= 2 or [N={len(y)}] integer fold indices, "
-                             f"got {fold.dtype} {fold.shape}")
+            raise ValueError(
+                f"folds must be an integer >= 2 or [N={len(y)}] integer fold indices, "
+                f"got {fold.dtype} {fold.shape}"
+            )
     ids = np.unique(fold)
     if len(ids) < 2:
         raise ValueError("cross-fitting needs at least two folds")
@@ -452,21 +525,36 @@ def cross_fit_temperature(scores, labels, *, kind: str = "probs", folds=5, seed:
     for f in ids:
         held = fold == f
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)   # a bound is reported via the temperatures
+            warnings.simplefilter("ignore", UserWarning)  # a bound is reported via the temperatures
             fit = fit_temperature(z[~held], y[~held], kind="logits", bounds=bounds)
         temperatures.append(fit.temperature)
         out[held] = softmax(z[held] / fit.temperature, axis=1)
     before = softmax(z, axis=1)
-    return CrossFit(probs=out, temperatures=np.asarray(temperatures), fold=fold.astype(np.int64),
-                    nll_before=negative_log_likelihood(before, y), nll_after=negative_log_likelihood(out, y),
-                    ece_before=expected_calibration_error(before, y, n_bins=n_bins),
-                    ece_after=expected_calibration_error(out, y, n_bins=n_bins),
-                    n_bins=n_bins, seed=seed, kind=kind)
+    return CrossFit(
+        probs=out,
+        temperatures=np.asarray(temperatures),
+        fold=fold.astype(np.int64),
+        nll_before=negative_log_likelihood(before, y),
+        nll_after=negative_log_likelihood(out, y),
+        ece_before=expected_calibration_error(before, y, n_bins=n_bins),
+        ece_after=expected_calibration_error(out, y, n_bins=n_bins),
+        n_bins=n_bins,
+        seed=seed,
+        kind=kind,
+    )
 
 
 # ----------------------------------------------------------------------------- intervals and tests
-def ece_interval(probs, labels, *, n_bins: int = N_BINS, n_boot: int = 2000, seed: int = 0,
-                 level: float = 0.95, classes=None) -> pd.DataFrame:
+def ece_interval(
+    probs,
+    labels,
+    *,
+    n_bins: int = N_BINS,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    classes=None,
+) -> pd.DataFrame:
     """The ECE of all images and of each class (the images PREDICTED as it, as in
     :func:`per_class_calibration_error`) with a seeded percentile bootstrap interval over the
     images (:func:`helpers.stats.bootstrap`). One row per ``"all"`` and class (names from
@@ -503,9 +591,11 @@ def ece_interval(probs, labels, *, n_bins: int = N_BINS, n_boot: int = 2000, see
 class Consistency(NamedTuple):
     """The result of :func:`ece_consistency`; unpacks as ``(ece, p_value, null_quantile_95)``."""
 
-    ece: float               # observed ECE of the images
-    p_value: float           # share of perfectly calibrated draws with an ECE at least as large
-    null_quantile_95: float  # 95th percentile of the ECE under perfect calibration (same confidences)
+    ece: float  # observed ECE of the images
+    p_value: float  # share of perfectly calibrated draws with an ECE at least as large
+    null_quantile_95: (
+        float  # 95th percentile of the ECE under perfect calibration (same confidences)
+    )
 
 
 def _ece_of_draws(confidence: np.ndarray, correct: np.ndarray, n_bins: int) -> np.ndarray:
@@ -513,13 +603,14 @@ def _ece_of_draws(confidence: np.ndarray, correct: np.ndarray, n_bins: int) -> n
     index = _bin_index(confidence, n_bins)
     onehot = np.zeros((len(confidence), n_bins))
     onehot[np.arange(len(confidence)), index] = 1.0
-    conf_sum = confidence @ onehot                      # [B]
-    hit_sum = correct.astype(np.float64) @ onehot       # [D, B]
+    conf_sum = confidence @ onehot  # [B]
+    hit_sum = correct.astype(np.float64) @ onehot  # [D, B]
     return np.abs(conf_sum[None] - hit_sum).sum(1) / len(confidence)
 
 
-def ece_consistency(confidence, correct, *, n_bins: int = N_BINS, n_draws: int = 1000,
-                    seed: int = 0) -> Consistency:
+def ece_consistency(
+    confidence, correct, *, n_bins: int = N_BINS, n_draws: int = 1000, seed: int = 0
+) -> Consistency:
     """Is the ECE of these predictions larger than a perfectly calibrated model's would be on
     the same confidences? Consistency resampling: ``n_draws`` times (seeded) draw
     ``correct ~ Bernoulli(confidence)`` and compute the ECE; the p-value is
@@ -533,7 +624,9 @@ def ece_consistency(confidence, correct, *, n_bins: int = N_BINS, n_draws: int =
     conf = _numpy(confidence, "confidence").astype(np.float64).reshape(-1)
     hit = _numpy(correct, "correct").reshape(-1)
     if len(conf) != len(hit):
-        raise ValueError(f"confidence ({len(conf)}) and correct ({len(hit)}) must have one entry per image")
+        raise ValueError(
+            f"confidence ({len(conf)}) and correct ({len(hit)}) must have one entry per image"
+        )
     if np.isnan(conf).any() or (len(conf) and (conf.min() < 0 or conf.max() > 1)):
         raise ValueError("confidence must lie in [0, 1]")
     if isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer)) or n_draws < 1:
@@ -549,8 +642,9 @@ def ece_consistency(confidence, correct, *, n_bins: int = N_BINS, n_draws: int =
     return Consistency(observed, p_value, float(np.quantile(null, 0.95)))
 
 
-def per_class_consistency(probs, labels, *, n_bins: int = N_BINS, n_draws: int = 1000, seed: int = 0,
-                          classes=None) -> pd.DataFrame:
+def per_class_consistency(
+    probs, labels, *, n_bins: int = N_BINS, n_draws: int = 1000, seed: int = 0, classes=None
+) -> pd.DataFrame:
     """:func:`ece_consistency` for the images predicted as each class (the population of
     :func:`per_class_calibration_error`): one row per class, ``ece``, ``p_value``,
     ``null_quantile_95``, ``n``; NaN for a class never predicted. Class k uses seed

@@ -12,6 +12,7 @@ Accepted layouts under a data folder ``root`` (other top-level folders such as `
 included with a reason); ``ImageDataset`` serves the usable rows of one split as float tensors
 in [0, 1]. Nothing here ever renames, moves, rewrites or deletes a file in the data folder.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
+
 from helpers.progress import tqdm
 
 __all__ = [
@@ -128,17 +130,13 @@ def find_splits(root) -> dict[str, Path]:
 
 
 def _class_dirs(split: str, folder: Path) -> dict[str, Path]:
-    dirs = {
-        p.name: p for p in _visible_dirs(folder) if p.name not in _IGNORED_CLASS_DIRS
-    }
+    dirs = {p.name: p for p in _visible_dirs(folder) if p.name not in _IGNORED_CLASS_DIRS}
     if not dirs:
         raise DataError(
             f"no class folders in the {split} split folder {folder}: expected one folder per "
             f"class (e.g. {folder}/forest/*.jpg); {_LAYOUTS_TEXT}"
         )
-    stray = sorted(
-        p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-    )
+    stray = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     if stray:
         shown = ", ".join(stray[:5]) + (" ..." if len(stray) > 5 else "")
         warnings.warn(
@@ -389,13 +387,18 @@ def class_counts(manifest: pd.DataFrame) -> pd.DataFrame:
     return counts
 
 
-def sample_per_class(manifest: pd.DataFrame, *, split: str = "train", per_class: int = 6,
-                     seed: int = 0) -> pd.DataFrame:
+def sample_per_class(
+    manifest: pd.DataFrame, *, split: str = "train", per_class: int = 6, seed: int = 0
+) -> pd.DataFrame:
     """``per_class`` usable images of each class of ``split``, drawn with ``seed``, class by class."""
     _check_manifest(manifest)
     ok = manifest[(manifest["status"] == "ok") & (manifest["split"] == split)]
-    picks = [ok[ok["label"] == c].sample(n=min(per_class, int((ok["label"] == c).sum())), random_state=seed)
-             .sort_values("path") for c in classes_of(manifest)]
+    picks = [
+        ok[ok["label"] == c]
+        .sample(n=min(per_class, int((ok["label"] == c).sum())), random_state=seed)
+        .sort_values("path")
+        for c in classes_of(manifest)
+    ]
     return pd.concat(picks)
 
 
@@ -404,9 +407,7 @@ def sample_per_class(manifest: pd.DataFrame, *, split: str = "train", per_class:
 # --------------------------------------------------------------------------------------------
 def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode not in SUPPORTED_MODES:
-        raise DataError(
-            f"unsupported image mode {im.mode!r}; supported: {sorted(SUPPORTED_MODES)}"
-        )
+        raise DataError(f"unsupported image mode {im.mode!r}; supported: {sorted(SUPPORTED_MODES)}")
     has_alpha = im.mode in ("RGBA", "RGBa", "LA", "La", "PA") or (
         im.mode in ("P", "L", "RGB", "1") and "transparency" in im.info
     )
@@ -462,8 +463,10 @@ class ImageDataset(torch.utils.data.Dataset):
         progress: bool = True,
     ):
         _check_manifest(manifest)
-        if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or (
-            image_size < 1
+        if (
+            isinstance(image_size, bool)
+            or not isinstance(image_size, (int, np.integer))
+            or (image_size < 1)
         ):
             raise DataError(f"image_size must be a positive integer, got {image_size!r}")
         present = sorted(manifest["split"].unique())

@@ -5,6 +5,7 @@ Inputs are the per-epoch predictions a :class:`helpers.train.TrainHistory` recor
 A *forgetting event* is an epoch where an image goes from correct to wrong (Toneva et al.,
 2019, "An Empirical Study of Example Forgetting during Deep Neural Network Learning").
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,9 +35,15 @@ def audited(history) -> np.ndarray:
 def _upto(preds: np.ndarray, upto) -> np.ndarray:
     if upto is None:
         return preds
-    if isinstance(upto, bool) or not isinstance(upto, (int, np.integer)) or not 0 <= upto < preds.shape[0]:
-        raise ValueError(f"upto must be an epoch index in [0, {preds.shape[0]}) (e.g. history.best_epoch), "
-                         f"got {upto!r}")
+    if (
+        isinstance(upto, bool)
+        or not isinstance(upto, (int, np.integer))
+        or not 0 <= upto < preds.shape[0]
+    ):
+        raise ValueError(
+            f"upto must be an epoch index in [0, {preds.shape[0]}) (e.g. history.best_epoch), "
+            f"got {upto!r}"
+        )
     return preds[: int(upto) + 1]
 
 
@@ -48,8 +55,15 @@ def _learned_epoch(correct: np.ndarray) -> np.ndarray:
     return np.where(correct[-1], last_wrong + 1, -1)
 
 
-def image_stats(preds: np.ndarray, labels: np.ndarray, *, paths=None, classes=None,
-                late_fraction: float = 0.5, upto: int | None = None) -> pd.DataFrame:
+def image_stats(
+    preds: np.ndarray,
+    labels: np.ndarray,
+    *,
+    paths=None,
+    classes=None,
+    late_fraction: float = 0.5,
+    upto: int | None = None,
+) -> pd.DataFrame:
     """One row per image: how often its prediction changed, how many classes it visited, etc.
 
     ``upto``: the index of the last epoch to use (inclusive), normally ``history.best_epoch``
@@ -64,7 +78,9 @@ def image_stats(preds: np.ndarray, labels: np.ndarray, *, paths=None, classes=No
     """
     preds, labels = np.asarray(preds), np.asarray(labels)
     if preds.ndim != 2 or preds.shape[1] != labels.shape[0]:
-        raise ValueError(f"preds must be [epochs, images] matching {labels.shape[0]} labels, got {preds.shape}")
+        raise ValueError(
+            f"preds must be [epochs, images] matching {labels.shape[0]} labels, got {preds.shape}"
+        )
     preds = _upto(preds, upto)
     epochs = preds.shape[0]
     correct = preds == labels[None]
@@ -74,20 +90,24 @@ def image_stats(preds: np.ndarray, labels: np.ndarray, *, paths=None, classes=No
     late_from = int(np.ceil(epochs * (1 - late_fraction)))
     category = np.select(
         [learned < 0, forgetting > 0, learned >= max(late_from, 1)],
-        ["never learned", "forgotten", "learned late"], default="learned early")
-    stats = pd.DataFrame({
-        "label": labels,
-        "final_pred": preds[-1],
-        "changes": changes,
-        "change_frequency": changes / max(1, epochs - 1),
-        "classes_visited": [len(np.unique(preds[:, i])) for i in range(preds.shape[1])],
-        "misclassification_rate": 1 - correct.mean(0),
-        "learned_epoch": learned,
-        "forgetting_events": forgetting,
-        "correct_at_end": correct[-1],
-        "ever_correct": correct.any(0),
-        "category": category,
-    })
+        ["never learned", "forgotten", "learned late"],
+        default="learned early",
+    )
+    stats = pd.DataFrame(
+        {
+            "label": labels,
+            "final_pred": preds[-1],
+            "changes": changes,
+            "change_frequency": changes / max(1, epochs - 1),
+            "classes_visited": [len(np.unique(preds[:, i])) for i in range(preds.shape[1])],
+            "misclassification_rate": 1 - correct.mean(0),
+            "learned_epoch": learned,
+            "forgetting_events": forgetting,
+            "correct_at_end": correct[-1],
+            "ever_correct": correct.any(0),
+            "category": category,
+        }
+    )
     if classes is not None:
         names = np.asarray(classes)
         stats.insert(1, "label_name", names[labels])
@@ -99,8 +119,11 @@ def image_stats(preds: np.ndarray, labels: np.ndarray, *, paths=None, classes=No
 
 def flow_order(stats: pd.DataFrame) -> np.ndarray:
     """Row order for the images x epochs heatmap: by true class, then hardest first."""
-    keys = (-stats["learned_epoch"].where(stats["learned_epoch"] >= 0, 10**6),
-            -stats["misclassification_rate"], stats["label"])
+    keys = (
+        -stats["learned_epoch"].where(stats["learned_epoch"] >= 0, 10**6),
+        -stats["misclassification_rate"],
+        stats["label"],
+    )
     return np.lexsort([np.asarray(k) for k in keys])
 
 
@@ -111,10 +134,13 @@ def confusion_matrix(labels, preds, num_classes: int) -> np.ndarray:
     return cm
 
 
-def confusion_per_epoch(preds: np.ndarray, labels: np.ndarray, num_classes: int, *,
-                        upto: int | None = None) -> np.ndarray:
+def confusion_per_epoch(
+    preds: np.ndarray, labels: np.ndarray, num_classes: int, *, upto: int | None = None
+) -> np.ndarray:
     """[epochs, true, predicted] confusion counts (epochs up to ``upto`` inclusive when given)."""
-    return np.stack([confusion_matrix(labels, p, num_classes) for p in _upto(np.asarray(preds), upto)])
+    return np.stack(
+        [confusion_matrix(labels, p, num_classes) for p in _upto(np.asarray(preds), upto)]
+    )
 
 
 def class_summary(stats: pd.DataFrame, classes, *, level: float = 0.95) -> pd.DataFrame:
@@ -130,13 +156,17 @@ def class_summary(stats: pd.DataFrame, classes, *, level: float = 0.95) -> pd.Da
         n = len(own)
         row = {"class": name, "images": n}
         counts = {"final_accuracy": int((own["final_pred"] == index).sum())}
-        counts.update({category: int((own["category"] == category).sum()) for category in CATEGORIES})
+        counts.update(
+            {category: int((own["category"] == category).sum()) for category in CATEGORIES}
+        )
         row["final_accuracy"] = counts["final_accuracy"] / n if n else np.nan
         row["mean_changes"] = float(own["changes"].mean()) if n else np.nan
         for category in CATEGORIES:
             row[category] = counts[category] / n if n else np.nan
         for column, k in counts.items():
-            row[f"{column} low"], row[f"{column} high"] = wilson(k, n, level=level) if n else (np.nan, np.nan)
+            row[f"{column} low"], row[f"{column} high"] = (
+                wilson(k, n, level=level) if n else (np.nan, np.nan)
+            )
         rows.append(row)
     return pd.DataFrame(rows).set_index("class")
 
@@ -147,8 +177,11 @@ def top_confusions(cm: np.ndarray, classes, k: int = 5) -> pd.DataFrame:
     np.fill_diagonal(off, 0)
     flat = np.argsort(off, axis=None)[::-1][:k]
     total = max(1, off.sum())
-    rows = [(classes[t], classes[p], int(off[t, p]), off[t, p] / total)
-            for t, p in zip(*np.unravel_index(flat, off.shape)) if off[t, p] > 0]
+    rows = [
+        (classes[t], classes[p], int(off[t, p]), off[t, p] / total)
+        for t, p in zip(*np.unravel_index(flat, off.shape))
+        if off[t, p] > 0
+    ]
     return pd.DataFrame(rows, columns=["true", "predicted", "count", "share_of_errors"])
 
 
@@ -162,6 +195,10 @@ def share_within_pairs(cm: np.ndarray, classes, pairs) -> float:
 
 def hard_images(stats: pd.DataFrame, *, per_category: int = 8) -> pd.DataFrame:
     """Up to ``per_category`` images learned late, forgotten and never learned (most changes first)."""
-    picked = [stats[stats["category"] == c].sort_values("changes", ascending=False, kind="stable").head(per_category)
-              for c in ("learned late", "forgotten", "never learned")]
+    picked = [
+        stats[stats["category"] == c]
+        .sort_values("changes", ascending=False, kind="stable")
+        .head(per_category)
+        for c in ("learned late", "forgotten", "never learned")
+    ]
     return pd.concat(picked)

@@ -30,6 +30,7 @@ Stochastic methods take ``seed`` (default 0): the same call with the same seed, 
 ``batch_size`` gives the same result; they run inside a forked torch RNG and a saved numpy RNG
 state, so the caller's random streams are left untouched.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,8 +47,18 @@ from torch import nn
 
 from helpers import models
 
-__all__ = ["Explanation", "METHODS", "grad_methods", "available_methods", "attribute", "explain",
-           "model_state", "capture_layer", "blur", "make_baseline"]
+__all__ = [
+    "Explanation",
+    "METHODS",
+    "grad_methods",
+    "available_methods",
+    "attribute",
+    "explain",
+    "model_state",
+    "capture_layer",
+    "blur",
+    "make_baseline",
+]
 
 
 @dataclass
@@ -63,9 +74,15 @@ class Explanation:
 
 
 # --------------------------------------------------------------------------- context managers
-_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-               "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
-               "_forward_pre_hooks_with_kwargs")
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks_with_kwargs",
+)
 
 
 @contextlib.contextmanager
@@ -108,14 +125,18 @@ def capture_layer(model: nn.Module, layer: nn.Module, name: str = "layer"):
         for h in handles:
             h.remove()
     if store["forwards"] and store["calls"] != store["forwards"]:
-        raise ValueError(f"layer {name!r} ran {store['calls']} times in {store['forwards']} forward "
-                         f"passes; Grad-CAM needs a layer used once per pass (a reused module such as "
-                         f"ResNet's shared relu is ambiguous): pick its parent block or a conv")
+        raise ValueError(
+            f"layer {name!r} ran {store['calls']} times in {store['forwards']} forward "
+            f"passes; Grad-CAM needs a layer used once per pass (a reused module such as "
+            f"ResNet's shared relu is ambiguous): pick its parent block or a conv"
+        )
     for out in store["outputs"]:
         if not (isinstance(out, torch.Tensor) and out.dim() == 4):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"layer {name!r} gives {shape}; Grad-CAM needs a 4-D feature map "
-                             f"[N, C, h, w] (a layer between the first conv and the last)")
+            raise ValueError(
+                f"layer {name!r} gives {shape}; Grad-CAM needs a 4-D feature map "
+                f"[N, C, h, w] (a layer between the first conv and the last)"
+            )
 
 
 @contextlib.contextmanager
@@ -175,8 +196,10 @@ def make_baseline(x: torch.Tensor, baseline="black") -> torch.Tensor:
         try:
             return baseline.to(x.device, x.dtype).expand_as(x).clone()
         except RuntimeError as err:
-            raise ValueError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to "
-                             f"the input {tuple(x.shape)}") from err
+            raise ValueError(
+                f"baseline of shape {tuple(baseline.shape)} does not broadcast to "
+                f"the input {tuple(x.shape)}"
+            ) from err
     if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
         return torch.full_like(x, float(baseline))
     if baseline == "black":
@@ -187,8 +210,10 @@ def make_baseline(x: torch.Tensor, baseline="black") -> torch.Tensor:
         return blur(x, min(x.shape[-2:]) / 20)
     if baseline == "uniform":
         return torch.rand(x.shape, device=x.device, dtype=x.dtype)
-    raise ValueError(f"unknown baseline {baseline!r}; expected one of {', '.join(_BASELINES)}, "
-                     f"a number or a tensor")
+    raise ValueError(
+        f"unknown baseline {baseline!r}; expected one of {', '.join(_BASELINES)}, "
+        f"a number or a tensor"
+    )
 
 
 def _leaf(x: torch.Tensor) -> torch.Tensor:
@@ -220,8 +245,9 @@ def _positive_int(name: str, value) -> int:
 def _layer(model: nn.Module, layer: str | None) -> tuple[str, nn.Module]:
     if layer is None:
         if getattr(model, "arch", None) is None:
-            raise ValueError("this model has no .arch, so pass layer=<name> (see "
-                             "models.conv_layer_names(model))")
+            raise ValueError(
+                "this model has no .arch, so pass layer=<name> (see models.conv_layer_names(model))"
+            )
         layer = models.cam_layer_name(model)
     if not isinstance(layer, str):
         raise TypeError(f"layer must be a layer name (str), got {type(layer).__name__}")
@@ -246,14 +272,22 @@ def _grad_base(name: str, model, x, *, batch_size, n_steps=50, baseline="black")
     if name == "guided_backprop":
         return GuidedBackprop(model), {}, _max_abs
     if name == "integrated_gradients":
-        kw = {"baselines": make_baseline(x, baseline), "n_steps": _positive_int("n_steps", n_steps),
-              "internal_batch_size": batch_size}
+        kw = {
+            "baselines": make_baseline(x, baseline),
+            "n_steps": _positive_int("n_steps", n_steps),
+            "internal_batch_size": batch_size,
+        }
         return IntegratedGradients(model), kw, _channel_sum
-    raise ValueError(f"unknown base {name!r}; SmoothGrad can wrap {', '.join(sorted(grad_methods))}")
+    raise ValueError(
+        f"unknown base {name!r}; SmoothGrad can wrap {', '.join(sorted(grad_methods))}"
+    )
 
 
-_BASE_PARAMS = {"saliency": set(), "guided_backprop": set(),
-                "integrated_gradients": {"n_steps", "baseline"}}
+_BASE_PARAMS = {
+    "saliency": set(),
+    "guided_backprop": set(),
+    "integrated_gradients": {"n_steps", "baseline"},
+}
 grad_methods = frozenset(_BASE_PARAMS)
 
 
@@ -275,24 +309,38 @@ def _guided_backprop(model, x, t, *, batch_size):
 def _integrated_gradients(model, x, t, *, batch_size, n_steps=50, baseline="black", seed=0):
     """Sundararajan et al. 2017. ``extras["delta"]`` = sum(attr) - (F(x) - F(baseline)) on the
     target logit, per image (the completeness gap). ``seed`` only matters for ``"uniform"``."""
-    attr, kw, reduce = _grad_base("integrated_gradients", model, x, batch_size=batch_size,
-                                  n_steps=n_steps, baseline=baseline)
+    attr, kw, reduce = _grad_base(
+        "integrated_gradients", model, x, batch_size=batch_size, n_steps=n_steps, baseline=baseline
+    )
     a, delta = attr.attribute(x, target=t, return_convergence_delta=True, **kw)
     return reduce(a), a, {"delta": delta.detach()}
 
 
 def _noise_tunnel(nt_type: str) -> Callable:
-    def method(model, x, t, *, batch_size, base="saliency", noise_level=0.15, n_samples=25,
-               seed=0, **base_kw):
+    def method(
+        model,
+        x,
+        t,
+        *,
+        batch_size,
+        base="saliency",
+        noise_level=0.15,
+        n_samples=25,
+        seed=0,
+        **base_kw,
+    ):
         from captum.attr import NoiseTunnel
 
         if base not in grad_methods:
-            raise ValueError(f"unknown base {base!r}; {nt_type} can wrap "
-                             f"{', '.join(sorted(grad_methods))}")
+            raise ValueError(
+                f"unknown base {base!r}; {nt_type} can wrap {', '.join(sorted(grad_methods))}"
+            )
         unknown = set(base_kw) - _BASE_PARAMS[base]
         if unknown:
-            raise TypeError(f"{nt_type} with base={base!r} got unexpected hyperparameter(s) "
-                            f"{sorted(unknown)}; the base accepts {sorted(_BASE_PARAMS[base]) or 'none'}")
+            raise TypeError(
+                f"{nt_type} with base={base!r} got unexpected hyperparameter(s) "
+                f"{sorted(unknown)}; the base accepts {sorted(_BASE_PARAMS[base]) or 'none'}"
+            )
         if not isinstance(noise_level, (int, float)) or noise_level < 0:
             raise ValueError(f"noise_level must be a number >= 0, got {noise_level!r}")
         n_samples = _positive_int("n_samples", n_samples)
@@ -300,20 +348,37 @@ def _noise_tunnel(nt_type: str) -> Callable:
         # images are in [0, 1], so sigma = noise_level * (x_max - x_min) = noise_level
         with _no_relu_hook_warning():
             a = NoiseTunnel(inner).attribute(
-                x, nt_type=nt_type, nt_samples=n_samples, stdevs=float(noise_level),
-                nt_samples_batch_size=max(1, batch_size // x.shape[0]), target=t, **kw)
+                x,
+                nt_type=nt_type,
+                nt_samples=n_samples,
+                stdevs=float(noise_level),
+                nt_samples_batch_size=max(1, batch_size // x.shape[0]),
+                target=t,
+                **kw,
+            )
         return reduce(a), a, {"base": base}
 
     method.__name__ = nt_type
-    method.__doc__ = (f"Captum ``NoiseTunnel(nt_type={nt_type!r})`` over a gradient ``base`` "
-                      f"({', '.join(sorted(grad_methods))}): ``n_samples`` noisy copies with "
-                      f"sigma = noise_level (a fraction of the [0, 1] range; Smilkov et al. 2017 "
-                      f"use 0.15), averaged signed (raw), then the base's reduction.")
+    method.__doc__ = (
+        f"Captum ``NoiseTunnel(nt_type={nt_type!r})`` over a gradient ``base`` "
+        f"({', '.join(sorted(grad_methods))}): ``n_samples`` noisy copies with "
+        f"sigma = noise_level (a fraction of the [0, 1] range; Smilkov et al. 2017 "
+        f"use 0.15), averaged signed (raw), then the base's reduction."
+    )
     return method
 
 
-def _gradient_shap(model, x, t, *, batch_size, baselines=("black", "white", "blurred"),
-                   n_samples=25, stdevs=0.0, seed=0):
+def _gradient_shap(
+    model,
+    x,
+    t,
+    *,
+    batch_size,
+    baselines=("black", "white", "blurred"),
+    n_samples=25,
+    stdevs=0.0,
+    seed=0,
+):
     """Captum ``GradientShap`` with a baseline distribution per image (default black, white and
     the image blurred). Captum evaluates all ``n_samples`` at once, so the samples go in groups
     of ``batch_size`` (one image at a time) and the groups are averaged, weighted by size."""
@@ -321,7 +386,8 @@ def _gradient_shap(model, x, t, *, batch_size, baselines=("black", "white", "blu
 
     n_samples = _positive_int("n_samples", n_samples)
     if isinstance(baselines, (str, torch.Tensor)) and not (
-            isinstance(baselines, torch.Tensor) and baselines.dim() == 4):
+        isinstance(baselines, torch.Tensor) and baselines.dim() == 4
+    ):
         baselines = (baselines,)
     if not isinstance(stdevs, (int, float)) or stdevs < 0:
         raise ValueError(f"stdevs must be a number >= 0, got {stdevs!r}")
@@ -330,15 +396,19 @@ def _gradient_shap(model, x, t, *, batch_size, baselines=("black", "white", "blu
     shap = GradientShap(model)
     out = []
     for i in range(x.shape[0]):
-        xi = x[i:i + 1]
-        if isinstance(baselines, torch.Tensor):        # a distribution [R, C, H, W] given as is
+        xi = x[i : i + 1]
+        if isinstance(baselines, torch.Tensor):  # a distribution [R, C, H, W] given as is
             dist = baselines.to(x.device, x.dtype)
         else:
             dist = torch.cat([make_baseline(xi, b) for b in baselines])
         total = torch.zeros_like(xi)
         for k in sizes:
-            total += k * shap.attribute(xi, baselines=dist, n_samples=k, stdevs=float(stdevs),
-                                        target=t[i:i + 1]).detach()
+            total += (
+                k
+                * shap.attribute(
+                    xi, baselines=dist, n_samples=k, stdevs=float(stdevs), target=t[i : i + 1]
+                ).detach()
+            )
         out.append(total / n_samples)
     a = torch.cat(out)
     return _channel_sum(a), a, {}
@@ -360,8 +430,13 @@ def _occlusion(model, x, t, *, batch_size, window=None, stride=None, baseline=0.
     c = x.shape[1]
     base = make_baseline(x, baseline)
     a = Occlusion(model).attribute(
-        x, sliding_window_shapes=(c, window, window), strides=(c, stride, stride), baselines=base,
-        target=t, perturbations_per_eval=max(1, batch_size // x.shape[0]))
+        x,
+        sliding_window_shapes=(c, window, window),
+        strides=(c, stride, stride),
+        baselines=base,
+        target=t,
+        perturbations_per_eval=max(1, batch_size // x.shape[0]),
+    )
     n_windows = math.prod(math.ceil((s - window) / stride) + 1 for s in x.shape[-2:])
     return _channel_sum(a), None, {"window": window, "stride": stride, "n_windows": n_windows}
 
@@ -391,7 +466,7 @@ def _gradcam_pp(model, x, t, *, batch_size, layer=None):
     (as in pytorch-grad-cam), so the map is the paper's up to a positive scale per image.
     """
     name, module = _layer(model, layer)
-    xg = x.detach().clone().requires_grad_(True)   # keeps A in the graph for a frozen model
+    xg = x.detach().clone().requires_grad_(True)  # keeps A in the graph for a frozen model
     with capture_layer(model, module, name) as store:
         scores = model(xg)
     acts = store["outputs"][0]
@@ -400,8 +475,11 @@ def _gradcam_pp(model, x, t, *, batch_size, layer=None):
     acts = acts.detach()
     g2, g3 = g.pow(2), g.pow(3)
     denom = 2 * g2 + acts.sum(dim=(2, 3), keepdim=True) * g3
-    alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)),
-                        torch.zeros_like(denom))
+    alpha = torch.where(
+        denom != 0,
+        g2 / torch.where(denom != 0, denom, torch.ones_like(denom)),
+        torch.zeros_like(denom),
+    )
     weights = (alpha * F.relu(g)).sum(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * acts).sum(dim=1, keepdim=True))
     return _upsample(cam, x.shape[-2:])[:, 0], None, {"cam": cam[:, 0], "layer": name}
@@ -428,8 +506,9 @@ def _segmenter(segmentation: str, side: int, seed: int, params: dict | None):
     from lime.wrappers.scikit_image import SegmentationAlgorithm
 
     if segmentation not in _SEGMENTATIONS:
-        raise ValueError(f"unknown segmentation {segmentation!r}; expected one of "
-                         f"{', '.join(_SEGMENTATIONS)}")
+        raise ValueError(
+            f"unknown segmentation {segmentation!r}; expected one of {', '.join(_SEGMENTATIONS)}"
+        )
     if segmentation == "quickshift":
         ks = max(1.0, side / 40)
         defaults = {"kernel_size": ks, "max_dist": 6 * ks, "ratio": 0.5, "rng": seed}
@@ -445,8 +524,19 @@ def _segmenter(segmentation: str, side: int, seed: int, params: dict | None):
     return segment
 
 
-def _lime(model, x, t, *, batch_size, num_samples=500, segmentation="quickshift", seed=0,
-          hide_color=None, kernel_width=0.25, segmentation_params=None):
+def _lime(
+    model,
+    x,
+    t,
+    *,
+    batch_size,
+    num_samples=500,
+    segmentation="quickshift",
+    seed=0,
+    hide_color=None,
+    kernel_width=0.25,
+    segmentation_params=None,
+):
     """Ribeiro et al. 2016 through ``lime_image.LimeImageExplainer(random_state=seed)``, one
     image at a time; ``classifier_fn`` runs the model on lime's batches of ``batch_size``
     (numpy HWC in [0, 1] in, softmax probabilities out). map = each superpixel's weight for the
@@ -472,9 +562,16 @@ def _lime(model, x, t, *, batch_size, num_samples=500, segmentation="quickshift"
             image = x[i].detach().permute(1, 2, 0).double().cpu().numpy()
             label = int(t[i])
             explainer = lime_image.LimeImageExplainer(kernel_width=kernel_width, random_state=seed)
-            e = explainer.explain_instance(image, classifier_fn, labels=(label,), top_labels=None,
-                                           hide_color=hide_color, num_samples=num_samples,
-                                           batch_size=batch_size, segmentation_fn=segment)
+            e = explainer.explain_instance(
+                image,
+                classifier_fn,
+                labels=(label,),
+                top_labels=None,
+                hide_color=hide_color,
+                num_samples=num_samples,
+                batch_size=batch_size,
+                segmentation_fn=segment,
+            )
             w = dict(e.local_exp[label])
             table = np.zeros(int(e.segments.max()) + 1)
             for s, v in w.items():
@@ -484,8 +581,12 @@ def _lime(model, x, t, *, batch_size, num_samples=500, segmentation="quickshift"
             scores.append(float(e.score))
             intercepts.append(float(e.intercept[label]))
             weights.append({int(s): float(v) for s, v in w.items()})
-    extras = {"segments": torch.stack(segs).to(device), "score": torch.tensor(scores, device=device),
-              "intercept": torch.tensor(intercepts, device=device), "weights": weights}
+    extras = {
+        "segments": torch.stack(segs).to(device),
+        "score": torch.tensor(scores, device=device),
+        "intercept": torch.tensor(intercepts, device=device),
+        "weights": weights,
+    }
     return torch.stack(maps).to(device), None, extras
 
 
@@ -515,8 +616,11 @@ def available_methods() -> list[str]:
 def hyperparameters(method: str) -> dict:
     """The keyword-only hyperparameters of ``method`` and their defaults."""
     fn = _method(method)
-    return {p.name: p.default for p in inspect.signature(fn).parameters.values()
-            if p.kind is p.KEYWORD_ONLY and p.name != "batch_size"}
+    return {
+        p.name: p.default
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind is p.KEYWORD_ONLY and p.name != "batch_size"
+    }
 
 
 def _method(method: str) -> Callable:
@@ -528,12 +632,13 @@ def _method(method: str) -> Callable:
 def _check_kwargs(method: str, fn: Callable, kw: dict) -> None:
     params = inspect.signature(fn).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return                                         # noise tunnels check against their base
+        return  # noise tunnels check against their base
     allowed = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n != "batch_size"]
     unknown = sorted(set(kw) - set(allowed))
     if unknown:
-        raise TypeError(f"{method} got unexpected hyperparameter(s) {unknown}; it accepts "
-                        f"{allowed or 'none'}")
+        raise TypeError(
+            f"{method} got unexpected hyperparameter(s) {unknown}; it accepts {allowed or 'none'}"
+        )
 
 
 def _targets(target, n: int, device, model) -> torch.Tensor:
@@ -544,8 +649,10 @@ def _targets(target, n: int, device, model) -> torch.Tensor:
         if t.dim() == 0:
             t = t.expand(n)
         if t.dtype.is_floating_point or t.dtype == torch.bool or t.dim() != 1 or len(t) != n:
-            raise ValueError(f"target must be an int or integer tensor of shape [{n}], got "
-                             f"{t.dtype} of shape {tuple(t.shape)}")
+            raise ValueError(
+                f"target must be an int or integer tensor of shape [{n}], got "
+                f"{t.dtype} of shape {tuple(t.shape)}"
+            )
         t = t.long()
     n_classes = len(getattr(model, "class_names", ()) or ())
     if len(t) and (int(t.min()) < 0 or (n_classes and int(t.max()) >= n_classes)):
@@ -573,8 +680,9 @@ def _merge(parts: list[dict]) -> dict:
     return out
 
 
-def attribute(model: nn.Module, x: torch.Tensor, target, method: str = "gradcam", *,
-              batch_size: int = 8, **kw) -> Explanation:
+def attribute(
+    model: nn.Module, x: torch.Tensor, target, method: str = "gradcam", *, batch_size: int = 8, **kw
+) -> Explanation:
     """Attribution of ``target`` for each image of ``x`` ([N,C,H,W] in [0,1]) by ``method``.
 
     ``batch_size`` bounds the images per forward pass (inputs, noisy copies, occluded copies,
@@ -585,8 +693,10 @@ def attribute(model: nn.Module, x: torch.Tensor, target, method: str = "gradcam"
     _check_kwargs(method, fn, kw)
     batch_size = _positive_int("batch_size", batch_size)
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
-        raise ValueError(f"x must be a float tensor [N, C, H, W], got "
-                         f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}")
+        raise ValueError(
+            f"x must be a float tensor [N, C, H, W], got "
+            f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}"
+        )
     if x.numel() and (not torch.isfinite(x).all() or x.min() < -1e-6 or x.max() > 1 + 1e-6):
         raise ValueError("x must hold finite pixel values in [0, 1] (the model normalises them)")
     device, dtype = _model_device_dtype(model, x)
@@ -597,19 +707,27 @@ def attribute(model: nn.Module, x: torch.Tensor, target, method: str = "gradcam"
     grad = torch.enable_grad() if method in _NEEDS_GRAD else torch.no_grad()
     with model_state(model), _seeded(seed, device), grad:
         for start in range(0, x.shape[0], batch_size):
-            m, r, e = fn(model, xs[start:start + batch_size], t[start:start + batch_size],
-                         batch_size=batch_size, **kw)
+            m, r, e = fn(
+                model,
+                xs[start : start + batch_size],
+                t[start : start + batch_size],
+                batch_size=batch_size,
+                **kw,
+            )
             maps.append(m.detach().float())
             raws.append(None if r is None else r.detach().float())
             extras.append(e)
     if not maps:
         raise ValueError("x holds no images")
     raw = None if raws[0] is None else torch.cat(raws).to(x.device)
-    ex = {k: (v.to(x.device) if isinstance(v, torch.Tensor) else v) for k, v in _merge(extras).items()}
+    ex = {
+        k: (v.to(x.device) if isinstance(v, torch.Tensor) else v) for k, v in _merge(extras).items()
+    }
     return Explanation(map=torch.cat(maps).to(x.device), raw=raw, extras=ex, method=method)
 
 
-def explain(model: nn.Module, x: torch.Tensor, target, method: str = "gradcam", *,
-            batch_size: int = 8, **kw) -> torch.Tensor:
+def explain(
+    model: nn.Module, x: torch.Tensor, target, method: str = "gradcam", *, batch_size: int = 8, **kw
+) -> torch.Tensor:
     """``attribute(model, x, target, method, batch_size=..., **kw).map``: a float32 [N,H,W]."""
     return attribute(model, x, target, method, batch_size=batch_size, **kw).map

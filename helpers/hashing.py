@@ -39,6 +39,7 @@ and that of a transformed copy (JPEG, resizing, crops, brightness, random sign n
 distance between unrelated photos as the reference row. ``survival_table``: the same question
 for a found collision (does it keep the target's hash after JPEG, resizing ...?).
 """
+
 from __future__ import annotations
 
 import io
@@ -53,19 +54,42 @@ from torch import nn
 
 from helpers.attacks import eval_mode
 
-__all__ = ["NeuralHash", "Embedding", "neural_hasher", "projection_matrix", "reference_images",
-           "phash", "dct_matrix", "hamming", "hamming_matrix", "to_hex", "quantize",
-           "CollisionResult", "find_collision", "total_variation", "TRANSFORMS", "transform",
-           "robustness_table", "survival_table"]
+__all__ = [
+    "NeuralHash",
+    "Embedding",
+    "neural_hasher",
+    "projection_matrix",
+    "reference_images",
+    "phash",
+    "dct_matrix",
+    "hamming",
+    "hamming_matrix",
+    "to_hex",
+    "quantize",
+    "CollisionResult",
+    "find_collision",
+    "total_variation",
+    "TRANSFORMS",
+    "transform",
+    "robustness_table",
+    "survival_table",
+]
 
-BITS = 96                     # NeuralHash's hash length
+BITS = 96  # NeuralHash's hash length
 PHASH_SIZE, PHASH_LOW = 32, 8  # pHash: resize side, low-frequency block side
 
 
 def _check_images(x, name: str = "x") -> None:
-    if not torch.is_tensor(x) or x.ndim != 4 or not x.is_floating_point() or x.shape[1] not in (1, 3):
-        raise ValueError(f"{name} must be a float tensor [N, 3, H, W] (or [N, 1, H, W]) of images in "
-                         f"[0, 1], got {type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
+    if (
+        not torch.is_tensor(x)
+        or x.ndim != 4
+        or not x.is_floating_point()
+        or x.shape[1] not in (1, 3)
+    ):
+        raise ValueError(
+            f"{name} must be a float tensor [N, 3, H, W] (or [N, 1, H, W]) of images in "
+            f"[0, 1], got {type(x).__name__} {tuple(getattr(x, 'shape', ()))}"
+        )
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -86,9 +110,11 @@ class Embedding(nn.Module):
         super().__init__()
         net = getattr(model, "net", None)
         if not (hasattr(net, "forward_features") and hasattr(net, "forward_head")):
-            raise ValueError("Embedding needs a model from helpers.models whose .net is a timm network "
-                             "(forward_features/forward_head), e.g. build_model('efficientnet_lite0'); "
-                             "for other networks pass any module mapping images to [N, D] as features")
+            raise ValueError(
+                "Embedding needs a model from helpers.models whose .net is a timm network "
+                "(forward_features/forward_head), e.g. build_model('efficientnet_lite0'); "
+                "for other networks pass any module mapping images to [N, D] as features"
+            )
         self.normalize = model.normalize
         self.net = net
 
@@ -114,8 +140,16 @@ class NeuralHash(nn.Module):
     differentiable; calling the module returns the hash (``projections(x) > 0``).
     """
 
-    def __init__(self, features: nn.Module, dim: int, *, bits: int = BITS, size: int = 160,
-                 seed: int = 0, center: torch.Tensor | None = None):
+    def __init__(
+        self,
+        features: nn.Module,
+        dim: int,
+        *,
+        bits: int = BITS,
+        size: int = 160,
+        seed: int = 0,
+        center: torch.Tensor | None = None,
+    ):
         super().__init__()
         if int(size) != size or size < 8:
             raise ValueError(f"size must be an integer >= 8 (pixels), got {size!r}")
@@ -123,7 +157,11 @@ class NeuralHash(nn.Module):
         self.size = int(size)
         self.seed = int(seed)
         self.register_buffer("projection", projection_matrix(bits, dim, seed))
-        center = torch.zeros(int(dim)) if center is None else torch.as_tensor(center, dtype=torch.float32)
+        center = (
+            torch.zeros(int(dim))
+            if center is None
+            else torch.as_tensor(center, dtype=torch.float32)
+        )
         if center.shape != (int(dim),):
             raise ValueError(f"center must have shape ({dim},), got {tuple(center.shape)}")
         self.register_buffer("center", center.clone())
@@ -160,13 +198,28 @@ class NeuralHash(nn.Module):
     def set_center(self, images: torch.Tensor, *, batch_size: int = 8) -> "NeuralHash":
         """Set ``center`` to the mean embedding of ``images`` (then fixed)."""
         with eval_mode(self):
-            e = torch.cat([self.embed(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+            e = torch.cat(
+                [self.embed(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+            )
         self.center.copy_(e.mean(0))
         return self
 
 
-REFERENCE_PICTURES = ("hubble_deep_field", "immunohistochemistry", "retina", "colorwheel", "camera",
-                      "coins", "moon", "page", "text", "clock", "brick", "grass", "gravel")
+REFERENCE_PICTURES = (
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "colorwheel",
+    "camera",
+    "coins",
+    "moon",
+    "page",
+    "text",
+    "clock",
+    "brick",
+    "grass",
+    "gravel",
+)
 
 
 def reference_images(*, size: int = 224) -> torch.Tensor:
@@ -183,13 +236,25 @@ def reference_images(*, size: int = 224) -> torch.Tensor:
         h, w = a.shape[:2]
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
-        square = torch.from_numpy(a[top:top + side, left:left + side].copy()).permute(2, 0, 1).float() / 255
+        square = (
+            torch.from_numpy(a[top : top + side, left : left + side].copy())
+            .permute(2, 0, 1)
+            .float()
+            / 255
+        )
         images.append(_resize(square[None], size)[0])
     return torch.stack(images).clamp(0, 1)
 
 
-def neural_hasher(arch: str = "efficientnet_lite0", *, weights="imagenet", size: int = 160,
-                  bits: int = BITS, seed: int = 0, center="reference") -> NeuralHash:
+def neural_hasher(
+    arch: str = "efficientnet_lite0",
+    *,
+    weights="imagenet",
+    size: int = 160,
+    bits: int = BITS,
+    seed: int = 0,
+    center="reference",
+) -> NeuralHash:
     """The NeuralHash-style hash on the pooled features of ``arch`` (a timm model of
     :mod:`helpers.models`, by default the shipped ImageNet EfficientNet-Lite0), in eval mode.
 
@@ -202,8 +267,14 @@ def neural_hasher(arch: str = "efficientnet_lite0", *, weights="imagenet", size:
     features = Embedding(model)
     with torch.no_grad():
         dim = features(torch.zeros(1, 3, size, size)).shape[1]
-    hasher = NeuralHash(features, dim, bits=bits, size=size, seed=seed,
-                        center=None if isinstance(center, str) else center).eval()
+    hasher = NeuralHash(
+        features,
+        dim,
+        bits=bits,
+        size=size,
+        seed=seed,
+        center=None if isinstance(center, str) else center,
+    ).eval()
     if isinstance(center, str):
         if center != "reference":
             raise ValueError(f"center must be 'reference', None or a tensor, got {center!r}")
@@ -232,7 +303,7 @@ def phash(x: torch.Tensor, *, include_dc: bool = False) -> torch.Tensor:
     d = dct_matrix(PHASH_SIZE)
     coeffs = d @ small @ d.T
     first = 0 if include_dc else 1
-    low = coeffs[:, first:first + PHASH_LOW, first:first + PHASH_LOW].flatten(1)
+    low = coeffs[:, first : first + PHASH_LOW, first : first + PHASH_LOW].flatten(1)
     # the median of an even count is the mean of the two middle values (numpy's, pHash.org's)
     return low > torch.quantile(low, 0.5, dim=1, keepdim=True)
 
@@ -272,8 +343,12 @@ def to_hex(h) -> list[str]:
     for row in h.cpu().numpy():
         pad = (-len(row)) % 4
         row = np.concatenate([np.zeros(pad, bool), row])
-        out.append("".join("0123456789abcdef"[int("".join("1" if b else "0" for b in row[i:i + 4]), 2)]
-                           for i in range(0, len(row), 4)))
+        out.append(
+            "".join(
+                "0123456789abcdef"[int("".join("1" if b else "0" for b in row[i : i + 4]), 2)]
+                for i in range(0, len(row), 4)
+            )
+        )
     return out
 
 
@@ -329,7 +404,7 @@ def _apply_change(x0, delta, bound, quantize_: bool):
         delta = torch.maximum(torch.minimum(delta, bound), -bound)
     if quantize_:
         rounded = (delta * 255).round()
-        if bound is not None:   # whole levels inside the ball (eps need not be a multiple of 1/255)
+        if bound is not None:  # whole levels inside the ball (eps need not be a multiple of 1/255)
             top = torch.floor(bound * 255 + 1e-6)
             rounded = torch.maximum(torch.minimum(rounded, top), -top)
         delta = delta + (rounded / 255 - delta).detach()
@@ -344,19 +419,35 @@ def _as_bound(eps, n: int, quantize_: bool, device):
     if values.numel() == 1:
         values = values.expand(n)
     if values.numel() != n:
-        raise ValueError(f"got {values.numel()} eps values for {n} images; expected one or one per image")
+        raise ValueError(
+            f"got {values.numel()} eps values for {n} images; expected one or one per image"
+        )
     if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
-        raise ValueError(f"eps must be None or numbers >= 0 (L-inf bound in [0, 1] pixel units), got {eps!r}")
+        raise ValueError(
+            f"eps must be None or numbers >= 0 (L-inf bound in [0, 1] pixel units), got {eps!r}"
+        )
     if quantize_ and bool(((values > 0) & (values < 1 / 255 - 1e-6)).any()):
-        raise ValueError(f"with quantize=True, eps must be 0 or at least 1/255 (one 8-bit level), "
-                         f"got {eps!r}")
+        raise ValueError(
+            f"with quantize=True, eps must be 0 or at least 1/255 (one 8-bit level), got {eps!r}"
+        )
     return values.float().to(device).view(-1, 1, 1, 1)
 
 
-def find_collision(hasher: NeuralHash, x: torch.Tensor, target_hash, *, margin: float = 0.5,
-                   stop_margin: float = 0.1, eps: float | None = None, tv_weight: float = 0.0,
-                   step_size: float = 1 / 255, optimizer: str = "adam", max_steps: int = 300,
-                   quantize: bool = True, progress: bool = False) -> CollisionResult:
+def find_collision(
+    hasher: NeuralHash,
+    x: torch.Tensor,
+    target_hash,
+    *,
+    margin: float = 0.5,
+    stop_margin: float = 0.1,
+    eps: float | None = None,
+    tv_weight: float = 0.0,
+    step_size: float = 1 / 255,
+    optimizer: str = "adam",
+    max_steps: int = 300,
+    quantize: bool = True,
+    progress: bool = False,
+) -> CollisionResult:
     """Change ``x`` as little as it takes to give it the hash ``target_hash`` ([N, bits] or
     [bits], bool).
 
@@ -382,8 +473,10 @@ def find_collision(hasher: NeuralHash, x: torch.Tensor, target_hash, *, margin: 
     if int(max_steps) != max_steps or max_steps < 0:
         raise ValueError(f"max_steps must be an integer >= 0, got {max_steps!r}")
     if not (margin >= 0 and stop_margin >= 0 and step_size > 0 and tv_weight >= 0):
-        raise ValueError("margin, stop_margin and tv_weight must be >= 0 and step_size > 0, got "
-                         f"{margin!r}, {stop_margin!r}, {tv_weight!r}, {step_size!r}")
+        raise ValueError(
+            "margin, stop_margin and tv_weight must be >= 0 and step_size > 0, got "
+            f"{margin!r}, {stop_margin!r}, {tv_weight!r}, {step_size!r}"
+        )
     device = hasher.projection.device
     x0 = x.detach().to(device)
     x0 = _round8(x0) if quantize else x0.clamp(0, 1)
@@ -391,8 +484,10 @@ def find_collision(hasher: NeuralHash, x: torch.Tensor, target_hash, *, margin: 
     target = _as_bits(target_hash).to(device)
     target = target[None].expand(n, -1) if target.ndim == 1 else target
     if target.shape != (n, hasher.bits):
-        raise ValueError(f"target_hash must be [{hasher.bits}] or [{n}, {hasher.bits}] bits, got "
-                         f"{tuple(target.shape)}")
+        raise ValueError(
+            f"target_hash must be [{hasher.bits}] or [{n}, {hasher.bits}] bits, got "
+            f"{tuple(target.shape)}"
+        )
     sign = target.float() * 2 - 1
     bound = _as_bound(eps, n, quantize, device)
     max_steps = int(max_steps)
@@ -405,6 +500,7 @@ def find_collision(hasher: NeuralHash, x: torch.Tensor, target_hash, *, margin: 
     active = torch.ones(n, dtype=torch.bool)
     if progress:
         from helpers.progress import tqdm
+
         bar = tqdm(total=max_steps, desc="collision search", leave=False)
     with eval_mode(hasher):
         for t in range(max_steps + 1):
@@ -446,10 +542,17 @@ def find_collision(hasher: NeuralHash, x: torch.Tensor, target_hash, *, margin: 
     with torch.no_grad():
         x_adv = _apply_change(x0, delta, bound, quantize).detach()
     change = (x_adv - x0).flatten(1)
-    return CollisionResult(x_adv=x_adv.to(x.device), x_start=x0.to(x.device), target_hash=target.cpu(),
-                           distances=distances, reached=reached, steps=steps,
-                           linf=change.abs().amax(1).cpu(), l2=change.norm(dim=1).cpu(),
-                           margin=final_margin)
+    return CollisionResult(
+        x_adv=x_adv.to(x.device),
+        x_start=x0.to(x.device),
+        target_hash=target.cpu(),
+        distances=distances,
+        reached=reached,
+        steps=steps,
+        linf=change.abs().amax(1).cpu(),
+        l2=change.norm(dim=1).cpu(),
+        margin=final_margin,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -462,8 +565,9 @@ def _jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
     for image in x:
         arr = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
         buf = io.BytesIO()
-        Image.fromarray(arr.squeeze(-1) if arr.shape[-1] == 1 else arr).save(buf, format="JPEG",
-                                                                              quality=int(quality))
+        Image.fromarray(arr.squeeze(-1) if arr.shape[-1] == 1 else arr).save(
+            buf, format="JPEG", quality=int(quality)
+        )
         buf.seek(0)
         back = np.asarray(Image.open(buf).convert("RGB" if arr.shape[-1] == 3 else "L"))
         back = back[..., None] if back.ndim == 2 else back
@@ -473,17 +577,26 @@ def _jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
 
 def _rescale(x: torch.Tensor, factor: float) -> torch.Tensor:
     h, w = x.shape[-2:]
-    small = F.interpolate(x, size=(max(1, round(h * factor)), max(1, round(w * factor))), mode="bilinear",
-                          antialias=True, align_corners=False)
-    return F.interpolate(small, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    small = F.interpolate(
+        x,
+        size=(max(1, round(h * factor)), max(1, round(w * factor))),
+        mode="bilinear",
+        antialias=True,
+        align_corners=False,
+    )
+    return F.interpolate(
+        small, size=(h, w), mode="bilinear", antialias=True, align_corners=False
+    ).clamp(0, 1)
 
 
 def _crop(x: torch.Tensor, share: float) -> torch.Tensor:
     """Cut ``share`` of each side's length off (half on each edge), resize back."""
     h, w = x.shape[-2:]
     dh, dw = round(h * share / 2), round(w * share / 2)
-    inner = x[..., dh:h - dh, dw:w - dw]
-    return F.interpolate(inner, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    inner = x[..., dh : h - dh, dw : w - dw]
+    return F.interpolate(
+        inner, size=(h, w), mode="bilinear", antialias=True, align_corners=False
+    ).clamp(0, 1)
 
 
 def _sign_noise(x: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
@@ -522,11 +635,14 @@ def transform(x: torch.Tensor, kind: str, value, *, seed: int = 0) -> torch.Tens
         return (x * value).clamp(0, 1)
     if kind == "noise":
         return _sign_noise(x, value, seed)
-    raise ValueError(f"unknown transform kind {kind!r}; expected jpeg, resize, crop, brightness or noise")
+    raise ValueError(
+        f"unknown transform kind {kind!r}; expected jpeg, resize, crop, brightness or noise"
+    )
 
 
-def robustness_table(hashers: dict, images: torch.Tensor, *, transforms: dict | None = None,
-                     seed: int = 0) -> pd.DataFrame:
+def robustness_table(
+    hashers: dict, images: torch.Tensor, *, transforms: dict | None = None, seed: int = 0
+) -> pd.DataFrame:
     """Mean Hamming distance between the hash of each image and that of its transformed copy.
 
     ``hashers``: name -> function from images to hashes (e.g. ``{"neural": hasher, "pHash":
@@ -537,25 +653,32 @@ def robustness_table(hashers: dict, images: torch.Tensor, *, transforms: dict | 
     """
     _check_images(images, "images")
     if len(images) < 2:
-        raise ValueError("robustness_table needs at least 2 images (the unrelated-pairs reference row)")
+        raise ValueError(
+            "robustness_table needs at least 2 images (the unrelated-pairs reference row)"
+        )
     transforms = TRANSFORMS if transforms is None else transforms
     originals = {name: h(images) for name, h in hashers.items()}
     rows = {}
     for label, (kind, value) in transforms.items():
         changed = transform(images, kind, value, seed=seed)
-        rows[label] = {name: hamming(h(changed), originals[name]).float().mean().item()
-                       for name, h in hashers.items()}
+        rows[label] = {
+            name: hamming(h(changed), originals[name]).float().mean().item()
+            for name, h in hashers.items()
+        }
     pairs = torch.triu_indices(len(images), len(images), offset=1)
-    rows["unrelated photos"] = {name: hamming_matrix(hs)[pairs[0], pairs[1]].float().mean().item()
-                                for name, hs in originals.items()}
+    rows["unrelated photos"] = {
+        name: hamming_matrix(hs)[pairs[0], pairs[1]].float().mean().item()
+        for name, hs in originals.items()
+    }
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "transformation"
     df.attrs["bits"] = {name: int(hs.shape[-1]) for name, hs in originals.items()}
     return df
 
 
-def survival_table(hasher, x: torch.Tensor, references: dict, *, transforms: dict | None = None,
-                   seed: int = 0) -> pd.DataFrame:
+def survival_table(
+    hasher, x: torch.Tensor, references: dict, *, transforms: dict | None = None, seed: int = 0
+) -> pd.DataFrame:
     """Does a (found) image keep its hash when it is transformed? Rows: ``"unchanged"`` then the
     transforms (default :data:`TRANSFORMS`); columns: the names of ``references`` (name -> hash
     ``[bits]`` or ``[N, bits]``); values: mean Hamming distance between ``hasher(T(x))`` and
@@ -565,10 +688,19 @@ def survival_table(hasher, x: torch.Tensor, references: dict, *, transforms: dic
     rows = {"unchanged": x}
     for label, (kind, value) in transforms.items():
         rows[label] = transform(x, kind, value, seed=seed)
-    table = {label: {name: hamming(hasher(images), _as_bits(ref).to(images.device) if torch.is_tensor(ref)
-                                   else _as_bits(ref)).float().mean().item()
-                     for name, ref in references.items()}
-             for label, images in rows.items()}
+    table = {
+        label: {
+            name: hamming(
+                hasher(images),
+                _as_bits(ref).to(images.device) if torch.is_tensor(ref) else _as_bits(ref),
+            )
+            .float()
+            .mean()
+            .item()
+            for name, ref in references.items()
+        }
+        for label, images in rows.items()
+    }
     df = pd.DataFrame.from_dict(table, orient="index")
     df.index.name = "transformation"
     return df

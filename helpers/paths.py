@@ -1,4 +1,5 @@
 """Where the project keeps generated data, caches and figures."""
+
 from __future__ import annotations
 
 import hashlib

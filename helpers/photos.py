@@ -1,4 +1,5 @@
 """Real photographs that ship with scikit-image, for running the ImageNet model on real pictures."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +28,19 @@ def load_photos(names=tuple(PHOTOS), *, size: int = 224) -> torch.Tensor:
         h, w = rgb.shape[:2]
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
-        square = torch.from_numpy(rgb[top:top + side, left:left + side].copy()).permute(2, 0, 1).float() / 255
-        images.append(F.interpolate(square[None], size=(size, size), mode="bilinear", antialias=True,
-                                    align_corners=False)[0])
+        square = (
+            torch.from_numpy(rgb[top : top + side, left : left + side].copy())
+            .permute(2, 0, 1)
+            .float()
+            / 255
+        )
+        images.append(
+            F.interpolate(
+                square[None],
+                size=(size, size),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )[0]
+        )
     return torch.stack(images).clamp(0, 1)

@@ -1,5 +1,6 @@
 """Figures. Plot functions take ``ax=None`` (or make their own figure) and return the figure;
 only :func:`save_figure` writes, to ``figures/NN_slug.png``."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,15 +13,26 @@ from matplotlib.patches import Patch
 
 from .paths import figures_dir
 
-CLASS_COLORS = ("#7f7f7f", "#2ca02c", "#17becf", "#8c564b", "#1f77b4", "#ff7f0e",
-                "#9467bd", "#e377c2", "#bcbd22", "#d62728")
+CLASS_COLORS = (
+    "#7f7f7f",
+    "#2ca02c",
+    "#17becf",
+    "#8c564b",
+    "#1f77b4",
+    "#ff7f0e",
+    "#9467bd",
+    "#e377c2",
+    "#bcbd22",
+    "#d62728",
+)
 
 
 FIGURE_BUDGET_KB = 350  # a figure file at most this large (a notebook embeds each one once)
 
 
-def save_figure(fig, slug: str, *, dpi: int = 100, max_kb: int = FIGURE_BUDGET_KB,
-                show: bool | None = None) -> Path:
+def save_figure(
+    fig, slug: str, *, dpi: int = 100, max_kb: int = FIGURE_BUDGET_KB, show: bool | None = None
+) -> Path:
     """Write ``fig`` to ``figures/<slug>.png`` (slug like ``"02_confusion"``) and, inside a
     notebook, show that same PNG below the cell; return the path.
 
@@ -57,13 +69,17 @@ def png_bytes(fig, *, dpi: int = 100, max_kb: int | None = FIGURE_BUDGET_KB) -> 
     image = Image.open(io.BytesIO(data)).convert("RGB")
     for _ in range(6):
         buffer = io.BytesIO()
-        image.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(buffer, "PNG", optimize=True)
+        image.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(
+            buffer, "PNG", optimize=True
+        )
         data = buffer.getvalue()
         if len(data) <= max_kb * 1024:
             break
         scale = max(0.5, 0.95 * (max_kb * 1024 / len(data)) ** 0.5)
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.Resampling.LANCZOS)
+        image = image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+            Image.Resampling.LANCZOS,
+        )
     return data
 
 
@@ -104,28 +120,50 @@ def _to_hwc(image):
     return image.transpose(1, 2, 0) if image.ndim == 3 and image.shape[0] in (1, 3) else image
 
 
-def image_grid(images, titles=None, *, masks=None, ncols: int = 8, size: float = 1.6,
-               title_colors=None, row_labels=None):
+def image_grid(
+    images,
+    titles=None,
+    *,
+    masks=None,
+    ncols: int = 8,
+    size: float = 1.6,
+    title_colors=None,
+    row_labels=None,
+):
     """Images ([N,3,H,W] tensor/array or a list of HxWx3) in a grid; optional mask outlines."""
     n = len(images)
     nrows = -(-n // ncols)
     # Room for the row labels and titles, so square images fill their cells (no blank bands).
     width = ncols * size + (0.9 if row_labels is not None else 0)
     height = nrows * size * (1.12 if titles is not None else 1.0)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(width, height), squeeze=False, layout="constrained"
+    )
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if i >= n:
             continue
         ax.imshow(_to_hwc(images[i]))
         if masks is not None:
-            ax.contour(np.asarray(masks[i]).astype(float), levels=[0.5], colors="yellow", linewidths=0.9)
+            ax.contour(
+                np.asarray(masks[i]).astype(float), levels=[0.5], colors="yellow", linewidths=0.9
+            )
         if titles is not None:
-            ax.set_title(titles[i], fontsize=8, color="black" if title_colors is None else title_colors[i])
+            ax.set_title(
+                titles[i], fontsize=8, color="black" if title_colors is None else title_colors[i]
+            )
     if row_labels is not None:
         for r, label in enumerate(row_labels):
-            axes[r, 0].text(-0.08, 0.5, label, transform=axes[r, 0].transAxes, ha="right",
-                            va="center", fontsize=9, fontweight="bold")
+            axes[r, 0].text(
+                -0.08,
+                0.5,
+                label,
+                transform=axes[r, 0].transAxes,
+                ha="right",
+                va="center",
+                fontsize=9,
+                fontweight="bold",
+            )
     return fig
 
 
@@ -147,8 +185,16 @@ def training_curves(history, axes=None):
         ax.set_xticks(epochs)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0].annotate("best (kept)", (history.best_epoch + 1, axes[0].get_ylim()[1]), fontsize=8,
-                     ha="left", va="top", color="grey", xytext=(3, -3), textcoords="offset points")
+    axes[0].annotate(
+        "best (kept)",
+        (history.best_epoch + 1, axes[0].get_ylim()[1]),
+        fontsize=8,
+        ha="left",
+        va="top",
+        color="grey",
+        xytext=(3, -3),
+        textcoords="offset points",
+    )
     return fig
 
 
@@ -160,8 +206,15 @@ def confusion_heatmap(cm, classes, ax=None, *, title="confusion (rows: true clas
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for (t, p), count in np.ndenumerate(cm):
         if count:
-            ax.text(p, t, str(count), ha="center", va="center", fontsize=8,
-                    color="white" if share[t, p] > 0.6 else "black")
+            ax.text(
+                p,
+                t,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if share[t, p] > 0.6 else "black",
+            )
     ax.set_xticks(range(len(classes)), classes, rotation=40, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
@@ -196,7 +249,7 @@ def instance_flow(history, stats, order, *, classes, upto=None):
     epoch index shown (inclusive), e.g. ``history.best_epoch``, the audited model; ``stats``
     should then come from :func:`helpers.evolution.image_stats` with the same ``upto``."""
     shown = history.test_preds.shape[0] if upto is None else int(upto) + 1
-    preds = history.test_preds[:shown, order].T        # [images, epochs]
+    preds = history.test_preds[:shown, order].T  # [images, epochs]
     labels = history.test_labels[order]
     n, epochs = preds.shape
     cmap = class_colormap(len(classes))
@@ -212,8 +265,11 @@ def instance_flow(history, stats, order, *, classes, upto=None):
     key.set_axis_off()
 
     x = np.arange(epochs)
-    for values, style, label in ((history.train_acc, "o-", "train"), (history.val_acc, "s-", "validation"),
-                                 (history.test_acc, "^-", "test")):
+    for values, style, label in (
+        (history.train_acc, "o-", "train"),
+        (history.val_acc, "s-", "validation"),
+        (history.test_acc, "^-", "test"),
+    ):
         acc.plot(x, values[:epochs], style, ms=4, label=label)
     loss.plot(x, history.train_loss[:epochs], "o-", ms=4, label="train")
     loss.plot(x, history.val_loss[:epochs], "s-", ms=4, label="validation")
@@ -227,8 +283,11 @@ def instance_flow(history, stats, order, *, classes, upto=None):
 
     heat.imshow(preds, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
     heat.set_xticks(x, [str(e + 1) for e in x])
-    heat.set_xlabel("epoch  (dotted line: the kept epoch)" if upto is None else
-                    f"epoch  (up to the kept epoch {epochs}, the model every later notebook audits)")
+    heat.set_xlabel(
+        "epoch  (dotted line: the kept epoch)"
+        if upto is None
+        else f"epoch  (up to the kept epoch {epochs}, the model every later notebook audits)"
+    )
     heat.tick_params(labelleft=False, left=False)
     heat.axvline(history.best_epoch, color="black", ls=":", lw=1)
     truth.imshow(labels[:, None], aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
@@ -241,9 +300,11 @@ def instance_flow(history, stats, order, *, classes, upto=None):
 
     s = stats.iloc[order]
     most_visited = max(3, int(s["classes_visited"].max()))
-    columns = [("change_frequency", "change frequency", (0, 1)),
-               ("classes_visited", "classes visited", (0, most_visited)),
-               ("misclassification_rate", "share of epochs wrong", (0, 1))]
+    columns = [
+        ("change_frequency", "change frequency", (0, 1)),
+        ("classes_visited", "classes visited", (0, most_visited)),
+        ("misclassification_rate", "share of epochs wrong", (0, 1)),
+    ]
     for ax, (column, title, xlim) in zip(bars, columns):
         ax.barh(np.arange(n), s[column].to_numpy(), height=1.0, color=cmap(labels), lw=0)
         ax.set_xlim(*xlim)
@@ -251,14 +312,27 @@ def instance_flow(history, stats, order, *, classes, upto=None):
         ax.tick_params(labelleft=False, left=False)
         ax.grid(axis="x", alpha=0.3)
     bars[1].set_xticks(range(most_visited + 1))
-    key.legend(handles=[Patch(color=cmap(i), label=c) for i, c in enumerate(classes)],
-               loc="center left", ncols=2, fontsize=9, title="colour = predicted class")
-    key.text(0.0, 0.02, "A row whose colour differs from its true-class strip\nis a wrong prediction at that epoch.",
-             fontsize=8, transform=key.transAxes, va="bottom")
+    key.legend(
+        handles=[Patch(color=cmap(i), label=c) for i, c in enumerate(classes)],
+        loc="center left",
+        ncols=2,
+        fontsize=9,
+        title="colour = predicted class",
+    )
+    key.text(
+        0.0,
+        0.02,
+        "A row whose colour differs from its true-class strip\nis a wrong prediction at that epoch.",
+        fontsize=8,
+        transform=key.transAxes,
+        va="bottom",
+    )
     return fig
 
 
-def prediction_strips(images, preds, labels, classes, *, titles=None, ncols: int = 8, size: float = 1.7):
+def prediction_strips(
+    images, preds, labels, classes, *, titles=None, ncols: int = 8, size: float = 1.7
+):
     """Images with, under each, a strip of its predicted class per epoch (colour = class).
 
     ``preds`` is [epochs, images]; the frame around each image has its true class's colour."""
@@ -276,15 +350,23 @@ def prediction_strips(images, preds, labels, classes, *, titles=None, ncols: int
         for spine in ax.spines.values():
             spine.set_color(cmap(int(labels[i])))
             spine.set_linewidth(3)
-        ax.set_title(titles[i] if titles is not None else f"true: {classes[int(labels[i])]}", fontsize=8)
+        ax.set_title(
+            titles[i] if titles is not None else f"true: {classes[int(labels[i])]}", fontsize=8
+        )
         strip = fig.add_subplot(grid[2 * r + 1, c])
-        strip.imshow(preds[:, i][None], cmap=cmap, vmin=-0.5, vmax=len(classes) - 0.5, aspect="auto")
+        strip.imshow(
+            preds[:, i][None], cmap=cmap, vmin=-0.5, vmax=len(classes) - 0.5, aspect="auto"
+        )
         strip.set_yticks([])
         strip.set_xticks([0, epochs - 1], ["1", str(epochs)], fontsize=6)
-    fig.legend(handles=[Patch(color=cmap(i), label=c) for i, c in enumerate(classes)],
-               loc="outside lower center", ncols=len(classes), fontsize=8,
-               title="frame = true class; strip under each image = predicted class at epochs 1 ... last",
-               title_fontsize=8)
+    fig.legend(
+        handles=[Patch(color=cmap(i), label=c) for i, c in enumerate(classes)],
+        loc="outside lower center",
+        ncols=len(classes),
+        fontsize=8,
+        title="frame = true class; strip under each image = predicted class at epochs 1 ... last",
+        title_fontsize=8,
+    )
     return fig
 
 
@@ -297,18 +379,35 @@ def category_bars(summary, ax=None):
     per class."""
     from .evolution import CATEGORIES
 
-    colors = {"learned early": "#2ca02c", "learned late": "#ffbf00",
-              "forgotten": "#ff7f0e", "never learned": "#d62728"}
+    colors = {
+        "learned early": "#2ca02c",
+        "learned late": "#ffbf00",
+        "forgotten": "#ff7f0e",
+        "never learned": "#d62728",
+    }
     if all(f"{c} low" in summary and f"{c} high" in summary for c in CATEGORIES):
         n = summary["images"].to_numpy() if "images" in summary else None
-        names = [f"{c} (n={k})" for c, k in zip(summary.index, n)] if n is not None else list(summary.index)
-        fig, axes = plt.subplots(1, len(CATEGORIES), figsize=(11, 0.45 * len(summary) + 1.4),
-                                 layout="constrained", sharey=True)
+        names = (
+            [f"{c} (n={k})" for c, k in zip(summary.index, n)]
+            if n is not None
+            else list(summary.index)
+        )
+        fig, axes = plt.subplots(
+            1,
+            len(CATEGORIES),
+            figsize=(11, 0.45 * len(summary) + 1.4),
+            layout="constrained",
+            sharey=True,
+        )
         y = np.arange(len(summary))
         for ax_, category in zip(axes, CATEGORIES):
             value = summary[category].to_numpy(dtype=float)
-            err = np.vstack([value - summary[f"{category} low"].to_numpy(dtype=float),
-                             summary[f"{category} high"].to_numpy(dtype=float) - value])
+            err = np.vstack(
+                [
+                    value - summary[f"{category} low"].to_numpy(dtype=float),
+                    summary[f"{category} high"].to_numpy(dtype=float) - value,
+                ]
+            )
             ax_.barh(y, value, color=colors[category], alpha=0.8)
             ax_.errorbar(value, y, xerr=err, fmt="none", ecolor="black", elinewidth=1, capsize=2)
             ax_.set_xlim(0, 1)
@@ -316,7 +415,9 @@ def category_bars(summary, ax=None):
             ax_.grid(axis="x", alpha=0.3)
         axes[0].set_yticks(y, names, fontsize=8)
         axes[0].invert_yaxis()
-        fig.supxlabel("share of the class's test images (bar) with its 95 % Wilson interval", fontsize=9)
+        fig.supxlabel(
+            "share of the class's test images (bar) with its 95 % Wilson interval", fontsize=9
+        )
         return fig
     fig, ax = _axes(ax, (7, 3.2))
     left = np.zeros(len(summary))
@@ -357,8 +458,9 @@ def confusion_over_epochs(per_epoch, classes, *, panels: int = 4):
     """Confusion matrices at ``panels`` epochs spread from the first to the last."""
     epochs = per_epoch.shape[0]
     picks = sorted(set(np.linspace(0, epochs - 1, min(panels, epochs)).round().astype(int)))
-    fig, axes = plt.subplots(1, len(picks), figsize=(4.2 * len(picks), 4.2), layout="constrained",
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(picks), figsize=(4.2 * len(picks), 4.2), layout="constrained", squeeze=False
+    )
     for ax, epoch in zip(axes[0], picks):
         confusion_heatmap(per_epoch[epoch], classes, ax=ax, title=f"epoch {epoch + 1}")
         if ax is not axes[0, 0]:
@@ -403,8 +505,17 @@ def _grey(image) -> np.ndarray:
     return img @ np.array([0.299, 0.587, 0.114]) if img.ndim == 3 and img.shape[-1] == 3 else img
 
 
-def overlay(image, attribution, ax=None, *, signed=None, alpha: float = 0.55, title=None,
-            percentile: float = 99, grey: bool = True):
+def overlay(
+    image,
+    attribution,
+    ax=None,
+    *,
+    signed=None,
+    alpha: float = 0.55,
+    title=None,
+    percentile: float = 99,
+    grey: bool = True,
+):
     """An attribution map as a heatmap over its image (shown in grey, or in colour with
     ``grey=False``): ``inferno`` (dark = none, bright = most) for absolute maps, ``RdBu_r`` centred
     at 0 (red = for the target, blue = against) for signed ones; scaled by :func:`scale_map`.
@@ -416,8 +527,15 @@ def overlay(image, attribution, ax=None, *, signed=None, alpha: float = 0.55, ti
     extent = (-0.5, w - 0.5, h - 0.5, -0.5)
     ax.imshow(np.clip(img, 0, 1), cmap="gray", vmin=0, vmax=1, extent=extent)
     heat = scale_map(attribution, signed=signed, percentile=percentile)
-    ax.imshow(heat, cmap=SIGNED_CMAP if signed else ABS_CMAP, vmin=-1 if signed else 0, vmax=1,
-              alpha=alpha, extent=extent, interpolation="bilinear" if heat.shape != (h, w) else "nearest")
+    ax.imshow(
+        heat,
+        cmap=SIGNED_CMAP if signed else ABS_CMAP,
+        vmin=-1 if signed else 0,
+        vmax=1,
+        alpha=alpha,
+        extent=extent,
+        interpolation="bilinear" if heat.shape != (h, w) else "nearest",
+    )
     ax.set_xticks([])
     ax.set_yticks([])
     if title is not None:
@@ -425,8 +543,16 @@ def overlay(image, attribution, ax=None, *, signed=None, alpha: float = 0.55, ti
     return fig
 
 
-def attribution_grid(images, maps_by_method: dict, *, titles=None, signed=None, size: float = 1.8,
-                     percentile: float = 99, alpha: float = 0.6):
+def attribution_grid(
+    images,
+    maps_by_method: dict,
+    *,
+    titles=None,
+    signed=None,
+    size: float = 1.8,
+    percentile: float = 99,
+    alpha: float = 0.6,
+):
     """Methods x images: the first row shows the images, then one row per method (name at the
     left) with each map over its grey image, scaled on its own (:func:`scale_map`). ``signed``:
     None (decide per method from its maps), a bool, or a dict method -> bool. Each row has a colour
@@ -436,9 +562,14 @@ def attribution_grid(images, maps_by_method: dict, *, titles=None, signed=None, 
 
     methods = list(maps_by_method)
     n = len(images)
-    fig, grid = plt.subplots(len(methods) + 1, n + 1, figsize=(n * size + 1.4, (len(methods) + 1) * size),
-                             squeeze=False, layout="constrained",
-                             gridspec_kw={"width_ratios": [1] * n + [0.07]})
+    fig, grid = plt.subplots(
+        len(methods) + 1,
+        n + 1,
+        figsize=(n * size + 1.4, (len(methods) + 1) * size),
+        squeeze=False,
+        layout="constrained",
+        gridspec_kw={"width_ratios": [1] * n + [0.07]},
+    )
     axes, bars = grid[:, :n], grid[:, n]  # the last narrow column holds each row's colour bar
     fig.delaxes(bars[0])
     for j in range(n):
@@ -453,8 +584,14 @@ def attribution_grid(images, maps_by_method: dict, *, titles=None, signed=None, 
         row_signed = signed.get(method) if isinstance(signed, dict) else signed
         row_signed = _is_signed(maps) if row_signed is None else bool(row_signed)
         for j in range(n):
-            overlay(images[j], maps[j], ax=axes[r, j], signed=row_signed, alpha=alpha,
-                    percentile=percentile)
+            overlay(
+                images[j],
+                maps[j],
+                ax=axes[r, j],
+                signed=row_signed,
+                alpha=alpha,
+                percentile=percentile,
+            )
             for spine in axes[r, j].spines.values():
                 spine.set_visible(False)
         axes[r, 0].set_ylabel(method, fontsize=9, fontweight="bold")
@@ -467,8 +604,11 @@ def attribution_grid(images, maps_by_method: dict, *, titles=None, signed=None, 
             bar = fig.colorbar(mappable, cax=bars[r])
             bar.set_ticks([0, 1], labels=["none", "most"])
         bar.ax.tick_params(labelsize=7)
-    fig.suptitle(f"Each map is scaled on its own ({percentile:g}th percentile of |map| = full colour):\n"
-                 "compare where a method looks, not how strongly", fontsize=9)
+    fig.suptitle(
+        f"Each map is scaled on its own ({percentile:g}th percentile of |map| = full colour):\n"
+        "compare where a method looks, not how strongly",
+        fontsize=9,
+    )
     return fig
 
 
@@ -481,9 +621,15 @@ def curve_plot(result, ax=None, *, label=None, color=None):
     auc = float(np.mean(result["auc"]))
     kind = result["kind"] if "kind" in result.keys() else "curve"
     mean, sd = probs.mean(axis=0), probs.std(axis=0)
-    line, = ax.plot(fractions, mean, color=color, label=f"{label or kind} (AUC {auc:.3f})")
-    ax.fill_between(fractions, np.clip(mean - sd, 0, 1), np.clip(mean + sd, 0, 1),
-                    color=line.get_color(), alpha=0.2, lw=0)
+    (line,) = ax.plot(fractions, mean, color=color, label=f"{label or kind} (AUC {auc:.3f})")
+    ax.fill_between(
+        fractions,
+        np.clip(mean - sd, 0, 1),
+        np.clip(mean + sd, 0, 1),
+        color=line.get_color(),
+        alpha=0.2,
+        lw=0,
+    )
     verb = {"deletion": "deleted", "insertion": "inserted"}.get(kind, "perturbed")
     previous = ax.get_xlabel()
     if previous.startswith("share of pixels ") and verb not in previous:  # both kinds on one axis
@@ -513,11 +659,16 @@ def randomisation_plot(df_by_method: dict, ax=None, *, column: str = "spearman_a
     ax.set_ylim(min(-0.1, ax.get_ylim()[0]), 1.05)
     counts = {len(v) for df in df_by_method.values() if "per_image" in df for v in df["per_image"]}
     if len(counts) == 1:
-        ax.set_title(f"mean over n = {counts.pop()} images (a map that went constant counts as 0)", fontsize=9)
+        ax.set_title(
+            f"mean over n = {counts.pop()} images (a map that went constant counts as 0)",
+            fontsize=9,
+        )
     ax.set_xlabel("randomised from the output down to ... (cumulative)")
     ax.set_ylabel("Spearman rank correlation" + (" of |maps|" if column == "spearman_abs" else ""))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="method", title_fontsize=8)
+    ax.legend(
+        fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="method", title_fontsize=8
+    )
     return fig
 
 
@@ -533,7 +684,7 @@ def lime_panel(image, segments, weights: dict, ax=None, *, top: int = 5, title=N
     positive = [s for s, w in ranked[::-1][:top] if w > 0]
     negative = [s for s, w in ranked[:top] if w < 0]
     grey = rgb.mean(axis=2, keepdims=True).repeat(3, axis=2)
-    shown = 0.5 * grey + 0.3          # the superpixels LIME did not rank high: grey, faded
+    shown = 0.5 * grey + 0.3  # the superpixels LIME did not rank high: grey, faded
     for ids, tint in ((positive, (0.1, 0.85, 0.2)), (negative, (0.95, 0.15, 0.1))):
         where = np.isin(segments, ids)
         shown[where] = 0.45 * rgb[where] + 0.55 * np.asarray(tint)
@@ -563,10 +714,18 @@ def robust_accuracy_curves(sweeps: dict, ax=None):
     for name, df in sweeps.items():
         grey = df["epsilon"].to_numpy(dtype=float) * 255
         top = max(top, float(np.nanmax(grey)) if len(grey) else 0.0)
-        line, = ax.plot(grey, df["accuracy"], "o-", ms=4, label=f"{name} (n={int(df['n'].iloc[0])})")
-        if {"low", "high"} <= set(df.columns):    # a 95 % interval (Wilson) where there is one
-            ax.fill_between(grey, df["low"].astype(float), df["high"].astype(float),
-                            color=line.get_color(), alpha=0.15, lw=0)
+        (line,) = ax.plot(
+            grey, df["accuracy"], "o-", ms=4, label=f"{name} (n={int(df['n'].iloc[0])})"
+        )
+        if {"low", "high"} <= set(df.columns):  # a 95 % interval (Wilson) where there is one
+            ax.fill_between(
+                grey,
+                df["low"].astype(float),
+                df["high"].astype(float),
+                color=line.get_color(),
+                alpha=0.15,
+                lw=0,
+            )
     ax.set_xscale("symlog", linthresh=0.25, linscale=0.6)
     ax.set_xlim(0, max(top, 1.0) * 1.1)
     ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda g, _: f"{g:g}"))
@@ -590,7 +749,9 @@ def minimal_epsilon_by_class(df, classes, ax=None, *, region: str | None = None,
     if region is not None:
         df = df[df["region"] == region]
     df = df[~df["already_wrong"]]
-    max_eps = float(df.attrs.get("max_eps", np.nanmax(df["epsilon"]) if df["flipped"].any() else 1.0))
+    max_eps = float(
+        df.attrs.get("max_eps", np.nanmax(df["epsilon"]) if df["flipped"].any() else 1.0)
+    )
     above = max_eps * 1.08
     rng = np.random.default_rng(0)
     colors = class_colormap(len(classes)).colors
@@ -605,13 +766,35 @@ def minimal_epsilon_by_class(df, classes, ax=None, *, region: str | None = None,
             if np.isfinite(med):
                 ax.plot([k - 0.32, k + 0.32], [med, med], color="black", lw=2)
                 high = est.high if np.isfinite(est.high) else above
-                ax.errorbar(k, med, yerr=[[med - est.low], [high - med]], color="black", lw=1.2,
-                            capsize=4, zorder=3)
-            ax.text(k, 0.0, f"n={len(eps)}", transform=ax.get_xaxis_transform(), ha="center",
-                    va="bottom", fontsize=7, color="dimgrey")
+                ax.errorbar(
+                    k,
+                    med,
+                    yerr=[[med - est.low], [high - med]],
+                    color="black",
+                    lw=1.2,
+                    capsize=4,
+                    zorder=3,
+                )
+            ax.text(
+                k,
+                0.0,
+                f"n={len(eps)}",
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color="dimgrey",
+            )
     ax.axhline(max_eps, color="grey", ls="--", lw=1)
-    ax.text(len(classes) - 0.5, above, f"no flip up to {max_eps:g}", ha="right", va="bottom", fontsize=7,
-            color="grey")
+    ax.text(
+        len(classes) - 0.5,
+        above,
+        f"no flip up to {max_eps:g}",
+        ha="right",
+        va="bottom",
+        fontsize=7,
+        color="grey",
+    )
     ax.set_xticks(range(len(classes)), classes)
     if log:
         low = df.loc[df["flipped"] & (df["epsilon"] > 0), "epsilon"]
@@ -622,7 +805,10 @@ def minimal_epsilon_by_class(df, classes, ax=None, *, region: str | None = None,
     _eps_axis(ax, "y")
     ax.set_ylabel("smallest flipping epsilon")
     ax.grid(alpha=0.3, axis="y")
-    ax.set_title("black bar: class median with its 95 % interval (only correctly classified images)", fontsize=8)
+    ax.set_title(
+        "black bar: class median with its 95 % interval (only correctly classified images)",
+        fontsize=8,
+    )
     return fig
 
 
@@ -632,27 +818,44 @@ def region_fragility(per_class, regions, *, columns=("median_eps", "median_l2"),
     :func:`helpers.attacks.per_class_fragility` (error bars: its ``_ci_low`` / ``_ci_high``
     columns, when present). Infinite medians (more than half the class never flipped) are
     drawn as hatched bars at the top of the axis."""
-    titles = {"median_eps": "median smallest L-inf epsilon", "median_l2": "median L2 norm of the change"}
+    titles = {
+        "median_eps": "median smallest L-inf epsilon",
+        "median_l2": "median L2 norm of the change",
+    }
     fig, axes = plt.subplots(1, len(columns), figsize=size, layout="constrained", squeeze=False)
     classes = list(per_class.index)
     width = 0.8 / len(regions)
     for ax, column in zip(axes[0], columns):
-        scale = 255.0 if column == "median_eps" else 1.0    # epsilons in grey levels, as in the tables
+        scale = (
+            255.0 if column == "median_eps" else 1.0
+        )  # epsilons in grey levels, as in the tables
         values = per_class[[f"{column}_{r}" for r in regions]].to_numpy(dtype=float) * scale
         finite = values[np.isfinite(values)]
         top = 1.15 * (finite.max() if finite.size else 1.0)
         for j, region in enumerate(regions):
             v = values[:, j]
             xs = np.arange(len(classes)) + (j - (len(regions) - 1) / 2) * width
-            bars = ax.bar(xs, np.where(np.isfinite(v), v, top), width, label=region,
-                          color=plt.get_cmap("Set2")(j))
+            bars = ax.bar(
+                xs,
+                np.where(np.isfinite(v), v, top),
+                width,
+                label=region,
+                color=plt.get_cmap("Set2")(j),
+            )
             lo_col, hi_col = f"{column}_{region}_ci_low", f"{column}_{region}_ci_high"
-            if lo_col in per_class.columns:          # 95 % interval where the table has one
+            if lo_col in per_class.columns:  # 95 % interval where the table has one
                 lo = per_class[lo_col].to_numpy(dtype=float) * scale
                 hi = np.minimum(per_class[hi_col].to_numpy(dtype=float) * scale, top)
                 ok = np.isfinite(v) & np.isfinite(lo)
-                ax.errorbar(xs[ok], v[ok], yerr=[v[ok] - lo[ok], hi[ok] - v[ok]], fmt="none",
-                            ecolor="black", lw=1, capsize=2)
+                ax.errorbar(
+                    xs[ok],
+                    v[ok],
+                    yerr=[v[ok] - lo[ok], hi[ok] - v[ok]],
+                    fmt="none",
+                    ecolor="black",
+                    lw=1,
+                    capsize=2,
+                )
             for bar, ok in zip(bars, np.isfinite(v)):
                 if not ok:
                     bar.set_hatch("//")
@@ -674,9 +877,13 @@ def adversarial_examples(x, x_adv, titles_clean, titles_adv, *, gain=None, size:
 
     n = len(x)
     diff = magnified_difference(x, x_adv, gain=gain)
-    fig, axes = plt.subplots(3, n, figsize=(n * size, 3 * size * 1.15), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        3, n, figsize=(n * size, 3 * size * 1.15), squeeze=False, layout="constrained"
+    )
     for i in range(n):
-        for r, (images, titles) in enumerate(((x, titles_clean), (x_adv, titles_adv), (diff, None))):
+        for r, (images, titles) in enumerate(
+            ((x, titles_clean), (x_adv, titles_adv), (diff, None))
+        ):
             ax = axes[r][i]
             ax.imshow(_to_hwc(images[i]).clip(0, 1))
             ax.set_xticks([])
@@ -694,15 +901,27 @@ def confidence_vs_epsilon(df, classes, ax=None, *, confident: float = 0.9, fragi
     epsilon <= ``fragile``, by default the lower quartile of the flipped images' epsilons)."""
     fig, ax = _axes(ax, (5.4, 3.6))
     df = df[~df["already_wrong"] & df["flipped"]]
-    fragile = float(np.quantile(df["epsilon"], 0.25)) if fragile is None and len(df) else (fragile or 0.0)
+    fragile = (
+        float(np.quantile(df["epsilon"], 0.25)) if fragile is None and len(df) else (fragile or 0.0)
+    )
     colors = class_colormap(len(classes)).colors
     for k, name in enumerate(classes):
         sel = df[df["label"] == k]
-        ax.scatter(sel["epsilon"], sel["confidence_before"], s=14, color=colors[k], label=name, alpha=0.8, lw=0)
+        ax.scatter(
+            sel["epsilon"],
+            sel["confidence_before"],
+            s=14,
+            color=colors[k],
+            label=name,
+            alpha=0.8,
+            lw=0,
+        )
     ax.axvspan(0, fragile, ymin=0, ymax=1, color="red", alpha=0.06)
     ax.axhline(confident, color="red", ls=":", lw=1)
     ax.axvline(fragile, color="red", ls=":", lw=1)
-    ax.text(fragile, 1.0, " confident but fragile ", ha="right", va="bottom", fontsize=7, color="red")
+    ax.text(
+        fragile, 1.0, " confident but fragile ", ha="right", va="bottom", fontsize=7, color="red"
+    )
     _eps_axis(ax)
     ax.set_xlabel("smallest flipping epsilon")
     ax.set_ylabel("confidence before the attack")
@@ -712,8 +931,17 @@ def confidence_vs_epsilon(df, classes, ax=None, *, confident: float = 0.9, fragi
 
 
 # ----------------------------------------------------------------------------- calibration and trust
-def reliability_diagram(probs, labels, ax=None, *, n_bins: int = 15, title=None, color="#1f77b4",
-                        interval: bool = True, seed: int = 0):
+def reliability_diagram(
+    probs,
+    labels,
+    ax=None,
+    *,
+    n_bins: int = 15,
+    title=None,
+    color="#1f77b4",
+    interval: bool = True,
+    seed: int = 0,
+):
     """Reliability diagram (Guo et al. 2017): per equal-width confidence bin, a bar of the
     accuracy next to the diagonal of perfect calibration, the gap to the bin's mean confidence
     shaded red (above the bar: over-confident; inside it: under-confident), the ECE in the title,
@@ -730,8 +958,9 @@ def reliability_diagram(probs, labels, ax=None, *, n_bins: int = 15, title=None,
     bins = reliability_bins(probs, labels, n_bins=n_bins)
     ece = expected_calibration_error(probs, labels, n_bins=n_bins)
     if ax is None:
-        fig, (ax_d, ax_h) = plt.subplots(2, 1, figsize=(4.2, 5.2), sharex=True, height_ratios=(3, 1),
-                                         layout="constrained")
+        fig, (ax_d, ax_h) = plt.subplots(
+            2, 1, figsize=(4.2, 5.2), sharex=True, height_ratios=(3, 1), layout="constrained"
+        )
     elif isinstance(ax, (list, tuple, np.ndarray)):
         ax_d, ax_h = ax
         fig = ax_d.figure
@@ -742,15 +971,32 @@ def reliability_diagram(probs, labels, ax=None, *, n_bins: int = 15, title=None,
     lower = bins["lower"].to_numpy()[used]
     acc = bins["accuracy"].to_numpy()[used]
     conf = bins["confidence"].to_numpy()[used]
-    ax_d.bar(lower, acc, width, align="edge", color=color, edgecolor="white", label="accuracy in the bin")
-    ax_d.bar(lower, conf - acc, width, bottom=acc, align="edge", color="#d62728", alpha=0.25,
-             edgecolor="#d62728", hatch="//", label="gap to its mean confidence")
+    ax_d.bar(
+        lower, acc, width, align="edge", color=color, edgecolor="white", label="accuracy in the bin"
+    )
+    ax_d.bar(
+        lower,
+        conf - acc,
+        width,
+        bottom=acc,
+        align="edge",
+        color="#d62728",
+        alpha=0.25,
+        edgecolor="#d62728",
+        hatch="//",
+        label="gap to its mean confidence",
+    )
     ax_d.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
     if interval:
         from .calibration import ece_interval
 
         row = ece_interval(probs, labels, n_bins=n_bins, seed=seed).loc["all"]
-        ax_d.plot([], [], " ", label=f"ECE 95 % interval [{row['low']:.3f}, {row['high']:.3f}], n = {int(row['n'])}")
+        ax_d.plot(
+            [],
+            [],
+            " ",
+            label=f"ECE 95 % interval [{row['low']:.3f}, {row['high']:.3f}], n = {int(row['n'])}",
+        )
     ax_d.set_xlim(0, 1)
     ax_d.set_ylim(0, 1)
     ax_d.set_ylabel("accuracy")
@@ -773,18 +1019,39 @@ def reliability_diagram(probs, labels, ax=None, *, n_bins: int = 15, title=None,
     return fig
 
 
-def reliability_comparison(probs_by_name: dict, labels, *, n_bins: int = 15, size: float = 3.6,
-                           interval: bool = True, seed: int = 0):
+def reliability_comparison(
+    probs_by_name: dict,
+    labels,
+    *,
+    n_bins: int = 15,
+    size: float = 3.6,
+    interval: bool = True,
+    seed: int = 0,
+):
     """Reliability diagrams side by side, one column per entry of ``{name: probs}`` (e.g.
     before and after temperature scaling), each with its confidence histogram below."""
     if not probs_by_name:
         raise ValueError("probs_by_name must be a non-empty dict {name: probs [N, C]}")
     k = len(probs_by_name)
-    fig, axes = plt.subplots(2, k, figsize=(size * k, size * 1.3), height_ratios=(3, 1), squeeze=False,
-                             sharex=True, layout="constrained")
+    fig, axes = plt.subplots(
+        2,
+        k,
+        figsize=(size * k, size * 1.3),
+        height_ratios=(3, 1),
+        squeeze=False,
+        sharex=True,
+        layout="constrained",
+    )
     for j, (name, probs) in enumerate(probs_by_name.items()):
-        reliability_diagram(probs, labels, ax=(axes[0, j], axes[1, j]), n_bins=n_bins, title=name,
-                            interval=interval, seed=seed)
+        reliability_diagram(
+            probs,
+            labels,
+            ax=(axes[0, j], axes[1, j]),
+            n_bins=n_bins,
+            title=name,
+            interval=interval,
+            seed=seed,
+        )
     return fig
 
 
@@ -793,8 +1060,11 @@ def trust_heatmap(table, ax=None, *, columns=None):
     :func:`helpers.trust.score` (rows ordered by rank, red 0 to green 1, values written in the
     cells; a missing value is a grey cell marked "not defined")."""
     if columns is None:
-        columns = [c for c in table.columns if c.startswith("component_")
-                   and not c.endswith(("_ci_low", "_ci_high"))] + ["trust_score"]
+        columns = [
+            c
+            for c in table.columns
+            if c.startswith("component_") and not c.endswith(("_ci_low", "_ci_high"))
+        ] + ["trust_score"]
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise ValueError(f"the table has no column(s) {missing}; call trust.score(table) first")
@@ -810,18 +1080,30 @@ def trust_heatmap(table, ax=None, *, columns=None):
             lo, hi = (float(rows[f"{columns[j]}_ci_{e}"].iloc[i]) for e in ("low", "high"))
             if not (np.isnan(lo) or np.isnan(hi)):
                 text += f"\n{lo:.2f}-{hi:.2f}"
-        ax.text(j, i, text, ha="center", va="center", fontsize=8 if not with_ci else 7,
-                color="#8b0000" if np.isnan(v) else "black",
-                fontweight="bold" if columns[j] == "trust_score" else "normal")
+        ax.text(
+            j,
+            i,
+            text,
+            ha="center",
+            va="center",
+            fontsize=8 if not with_ci else 7,
+            color="#8b0000" if np.isnan(v) else "black",
+            fontweight="bold" if columns[j] == "trust_score" else "normal",
+        )
     names = [c.removeprefix("component_").replace("_", " ") for c in columns]
     ax.set_xticks(range(len(columns)), names, rotation=30, ha="right", fontsize=8)
-    labels = [f"{r}. {c}" if "rank" in rows.columns else str(c)
-              for c, r in zip(rows.index, rows["rank"] if "rank" in rows.columns else rows.index)]
+    labels = [
+        f"{r}. {c}" if "rank" in rows.columns else str(c)
+        for c, r in zip(rows.index, rows["rank"] if "rank" in rows.columns else rows.index)
+    ]
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     if columns[-1] == "trust_score" and len(columns) > 1:
-        ax.axvline(len(columns) - 1.5, color="black", lw=1.5)   # the score apart from its components
-    ax.set_title("trust components per class (1 = no weakness found)"
-                 + ("; under each value its 95 % interval" if with_ci else ""), fontsize=10)
+        ax.axvline(len(columns) - 1.5, color="black", lw=1.5)  # the score apart from its components
+    ax.set_title(
+        "trust components per class (1 = no weakness found)"
+        + ("; under each value its 95 % interval" if with_ci else ""),
+        fontsize=10,
+    )
     return fig
 
 
@@ -831,17 +1113,26 @@ def trust_components(table, *, columns=None, ncols: int = 3):
     beside it, classes in rank order, the x axis from 0 to 1. Overlapping bars are classes the
     data cannot tell apart on that component."""
     if columns is None:
-        columns = [c for c in table.columns if c.startswith("component_")
-                   and not c.endswith(("_ci_low", "_ci_high"))] + ["trust_score"]
+        columns = [
+            c
+            for c in table.columns
+            if c.startswith("component_") and not c.endswith(("_ci_low", "_ci_high"))
+        ] + ["trust_score"]
     missing = [c for c in columns if c not in table.columns or f"{c}_ci_low" not in table.columns]
     if missing:
-        raise ValueError(f"the table has no column(s) or intervals {missing}; call trust.score(table) first")
+        raise ValueError(
+            f"the table has no column(s) or intervals {missing}; call trust.score(table) first"
+        )
     from .trust import N_COLUMN
 
     rows = table.sort_values("rank", kind="stable") if "rank" in table.columns else table
     n_rows = int(np.ceil(len(columns) / ncols))
-    fig, axes = plt.subplots(n_rows, min(ncols, len(columns)), squeeze=False,
-                             figsize=(3.6 * min(ncols, len(columns)), 0.32 * len(rows) * n_rows + 1.2 * n_rows))
+    fig, axes = plt.subplots(
+        n_rows,
+        min(ncols, len(columns)),
+        squeeze=False,
+        figsize=(3.6 * min(ncols, len(columns)), 0.32 * len(rows) * n_rows + 1.2 * n_rows),
+    )
     y = np.arange(len(rows))
     names = [str(c) if len(str(c)) <= 18 else str(c)[:16] + "..." for c in rows.index]
     for k, (ax, col) in enumerate(zip(axes.flat, columns)):
@@ -850,25 +1141,46 @@ def trust_components(table, *, columns=None, ncols: int = 3):
         hi = rows[f"{col}_ci_high"].astype(float).to_numpy()
         ok = ~np.isnan(v) & ~np.isnan(lo) & ~np.isnan(hi)
         colour = "black" if col == "trust_score" else "#1f77b4"
-        ax.errorbar(v[ok], y[ok], xerr=[v[ok] - lo[ok], hi[ok] - v[ok]], fmt="o", ms=4, color=colour,
-                    ecolor=colour, elinewidth=1.5, capsize=2)
+        ax.errorbar(
+            v[ok],
+            y[ok],
+            xerr=[v[ok] - lo[ok], hi[ok] - v[ok]],
+            fmt="o",
+            ms=4,
+            color=colour,
+            ecolor=colour,
+            elinewidth=1.5,
+            capsize=2,
+        )
         n_col = N_COLUMN.get(col)
         for i in range(len(rows)):
             if not ok[i]:
                 ax.text(0.02, i, "not defined", va="center", fontsize=7, color="#8b0000")
             elif n_col in rows.columns:
-                ax.text(1.02, i, f"n={int(rows[n_col].iloc[i])}", va="center", fontsize=7, color="#555",
-                        transform=ax.get_yaxis_transform())
+                ax.text(
+                    1.02,
+                    i,
+                    f"n={int(rows[n_col].iloc[i])}",
+                    va="center",
+                    fontsize=7,
+                    color="#555",
+                    transform=ax.get_yaxis_transform(),
+                )
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(len(rows) - 0.5, -0.5)
         ax.set_yticks(y, names if k % axes.shape[1] == 0 else [""] * len(rows), fontsize=8)
-        ax.set_title(col.removeprefix("component_").replace("_", " "), fontsize=9,
-                     fontweight="bold" if col == "trust_score" else "normal")
+        ax.set_title(
+            col.removeprefix("component_").replace("_", " "),
+            fontsize=9,
+            fontweight="bold" if col == "trust_score" else "normal",
+        )
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(axis="x", labelsize=7)
-    for ax in list(axes.flat)[len(columns):]:
+    for ax in list(axes.flat)[len(columns) :]:
         ax.set_visible(False)
-    fig.suptitle("trust components per class with 95 % intervals (1 = no weakness found)", fontsize=10)
+    fig.suptitle(
+        "trust components per class with 95 % intervals (1 = no weakness found)", fontsize=10
+    )
     fig.tight_layout()
     return fig
 
@@ -882,17 +1194,28 @@ def hamming_curve(distances, ax=None, *, steps=None, labels=None, bits=None, tit
     unrelated images (half the bits) as a dashed line."""
     fig, ax = _axes(ax, (5, 3.4))
     d = np.atleast_2d(_to_numpy(distances))
-    ends = [d.shape[1] - 1] * len(d) if steps is None else [int(s) for s in np.atleast_1d(_to_numpy(steps))]
+    ends = (
+        [d.shape[1] - 1] * len(d)
+        if steps is None
+        else [int(s) for s in np.atleast_1d(_to_numpy(steps))]
+    )
     if len(ends) != len(d):
         raise ValueError(f"{len(ends)} steps for {len(d)} distance curves")
     for i, (row, end) in enumerate(zip(d, ends)):
         label = None if labels is None else labels[i]
-        line, = ax.plot(np.arange(end + 1), row[:end + 1], lw=1.5, label=label)
+        (line,) = ax.plot(np.arange(end + 1), row[: end + 1], lw=1.5, label=label)
         ax.plot([end], [row[end]], "o" if row[end] == 0 else "x", color=line.get_color(), ms=6)
     if bits is not None:
         ax.axhline(bits / 2, color="grey", ls="--", lw=1)
-        ax.text(ax.get_xlim()[1], bits / 2, f"chance level of unrelated images ({bits // 2} of {bits})",
-                ha="right", va="bottom", fontsize=7, color="grey")
+        ax.text(
+            ax.get_xlim()[1],
+            bits / 2,
+            f"chance level of unrelated images ({bits // 2} of {bits})",
+            ha="right",
+            va="bottom",
+            fontsize=7,
+            color="grey",
+        )
     ax.set_ylim(bottom=0)
     ax.set_xlabel("gradient step")
     ax.set_ylabel("bits differing from the target hash")
@@ -904,8 +1227,9 @@ def hamming_curve(distances, ax=None, *, steps=None, labels=None, bits=None, tit
     return fig
 
 
-def hash_robustness_bars(df, ax=None, *, bits=None,
-                         title="hash bits flipped by everyday changes (lower = more robust)"):
+def hash_robustness_bars(
+    df, ax=None, *, bits=None, title="hash bits flipped by everyday changes (lower = more robust)"
+):
     """Grouped horizontal bars of :func:`helpers.hashing.robustness_table`: for each
     transformation (rows of ``df``) and hash (columns), the share of the hash's bits that change
     (mean Hamming distance / ``bits[name]``; ``bits`` defaults to ``df.attrs["bits"]``). A last
@@ -926,7 +1250,13 @@ def hash_robustness_bars(df, ax=None, *, bits=None,
             if row == "unrelated photos":
                 bar.set_hatch("//")
                 bar.set_edgecolor("white")
-            ax.text(s + 0.005, bar.get_y() + bar.get_height() / 2, f"{value:.1f}", va="center", fontsize=6.5)
+            ax.text(
+                s + 0.005,
+                bar.get_y() + bar.get_height() / 2,
+                f"{value:.1f}",
+                va="center",
+                fontsize=6.5,
+            )
     if "unrelated photos" in rows:
         ax.axhline(rows.index("unrelated photos") - 0.5, color="black", lw=0.8)
     ax.set_yticks(y, rows, fontsize=8)

@@ -6,6 +6,7 @@ to a true value: ``make report`` and ``make test`` set it, so notebooks executed
 nbval never store a half-drawn bar (``0%|...``) or a widget placeholder in their outputs.
 Set it yourself when you run papermill by hand.
 """
+
 from __future__ import annotations
 
 import os

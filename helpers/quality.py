@@ -20,6 +20,7 @@ Conventions chosen here (and why):
   depend on them) and as unchanged (1) when both maps are the same constant, and it reports how
   many were undefined. Dropping them instead would bias the mean correlation upwards.
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,10 +37,24 @@ from scipy.stats import rankdata
 from torch import nn
 
 __all__ = [
-    "CurveResult", "make_baseline", "rank_pixels", "deletion_curve", "insertion_curve",
-    "pointing_game", "relevance_mass", "relevance_rank", "compactness", "randomisation_stages",
-    "model_randomisation", "shortcut_share", "summarise", "sanity_check", "cascade_correlation",
-    "sanity_images", "sanity_gate", "SANITY_MIN_IMAGES",
+    "CurveResult",
+    "make_baseline",
+    "rank_pixels",
+    "deletion_curve",
+    "insertion_curve",
+    "pointing_game",
+    "relevance_mass",
+    "relevance_rank",
+    "compactness",
+    "randomisation_stages",
+    "model_randomisation",
+    "shortcut_share",
+    "summarise",
+    "sanity_check",
+    "cascade_correlation",
+    "sanity_images",
+    "sanity_gate",
+    "SANITY_MIN_IMAGES",
 ]
 
 
@@ -61,7 +76,9 @@ def _masks_np(masks, shape) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[None]
     if arr.shape != shape:
-        raise ValueError(f"masks have shape {arr.shape}, the maps {shape}; expected the same [N,H,W]")
+        raise ValueError(
+            f"masks have shape {arr.shape}, the maps {shape}; expected the same [N,H,W]"
+        )
     return arr
 
 
@@ -70,7 +87,9 @@ def _targets(target, n: int, device) -> torch.Tensor:
     if t.numel() == 1:
         t = t.expand(n)
     if t.numel() != n:
-        raise ValueError(f"{t.numel()} targets for {n} images; expected one per image or a single int")
+        raise ValueError(
+            f"{t.numel()} targets for {n} images; expected one per image or a single int"
+        )
     return t
 
 
@@ -84,10 +103,10 @@ def _device(model: nn.Module) -> torch.device:
 class CurveResult:
     """A deletion or insertion curve per image. Also readable as a dict (``result["auc"]``)."""
 
-    kind: str              # "deletion" or "insertion"
-    baseline: str          # what replaced / underlay the pixels
+    kind: str  # "deletion" or "insertion"
+    baseline: str  # what replaced / underlay the pixels
     fractions: np.ndarray  # [steps+1], 0 ... 1
-    probs: np.ndarray      # [N, steps+1], softmax probability of the target
+    probs: np.ndarray  # [N, steps+1], softmax probability of the target
     auc: np.ndarray = field(default=None)  # [N], trapezoid over fractions
 
     def __post_init__(self):
@@ -106,7 +125,9 @@ def _blur_sigma(size: int) -> float:
     return max(1.0, 5.0 * size / 224)
 
 
-def make_baseline(x: torch.Tensor, baseline="blurred", *, sigma: float | None = None) -> torch.Tensor:
+def make_baseline(
+    x: torch.Tensor, baseline="blurred", *, sigma: float | None = None
+) -> torch.Tensor:
     """The reference image for deletion/insertion, same shape as ``x``.
 
     ``"black"`` (zeros), ``"blurred"`` (Gaussian blur of each image, sigma 5 px at 224 px scaled
@@ -126,14 +147,15 @@ def make_baseline(x: torch.Tensor, baseline="blurred", *, sigma: float | None = 
         radius = max(1, min(int(np.ceil(3 * s)), min(x.shape[-2:]) - 1))
         k = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
         k = torch.exp(-0.5 * (k / s) ** 2)
-        k = (k / k.sum())
+        k = k / k.sum()
         c = x.shape[1]
         out = F.pad(x, (radius, radius, 0, 0), mode="reflect")
         out = F.conv2d(out, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
         out = F.pad(out, (0, 0, radius, radius), mode="reflect")
         return F.conv2d(out, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-    raise ValueError(f"unknown baseline {baseline!r}; expected 'black', 'blurred', 'mean', a float "
-                     f"or a tensor")
+    raise ValueError(
+        f"unknown baseline {baseline!r}; expected 'black', 'blurred', 'mean', a float or a tensor"
+    )
 
 
 def rank_pixels(maps) -> torch.Tensor:
@@ -158,8 +180,9 @@ def _perturbation_curve(kind, model, x, target, maps, *, steps, batch_size, base
     if m.shape[0] != n:
         raise ValueError(f"{m.shape[0]} maps for {n} images")
     if m.shape[1:] != (h, w):  # e.g. a coarse map: bring it to the image's size first
-        m = F.interpolate(torch.from_numpy(m)[:, None], size=(h, w), mode="bilinear",
-                          align_corners=False)[:, 0].numpy()
+        m = F.interpolate(
+            torch.from_numpy(m)[:, None], size=(h, w), mode="bilinear", align_corners=False
+        )[:, 0].numpy()
     t = _targets(target, n, device)
     base = make_baseline(x, baseline, sigma=sigma)
     order = rank_pixels(m)
@@ -175,22 +198,33 @@ def _perturbation_curve(kind, model, x, target, maps, *, steps, batch_size, base
     model.eval()
     try:
         for start in range(0, len(pairs), batch_size):
-            i, k = pairs[start:start + batch_size].unbind(1)
+            i, k = pairs[start : start + batch_size].unbind(1)
             chosen = (rank[i] < counts[k, None]).view(-1, 1, h, w)  # the top pixels at step k
             if kind == "deletion":
                 batch = torch.where(chosen, base[i], x[i])
             else:
                 batch = torch.where(chosen, x[i], base[i])
             logits = model(batch)
-            probs[start:start + len(i)] = logits.float().softmax(1).gather(1, t[i, None])[:, 0]
+            probs[start : start + len(i)] = logits.float().softmax(1).gather(1, t[i, None])[:, 0]
     finally:
         model.train(was_training)
     name = baseline if isinstance(baseline, str) else "custom"
-    return CurveResult(kind, name, fractions, probs.view(n, steps + 1).cpu().numpy().astype(np.float64))
+    return CurveResult(
+        kind, name, fractions, probs.view(n, steps + 1).cpu().numpy().astype(np.float64)
+    )
 
 
-def deletion_curve(model, x, target, maps, *, steps: int = 20, batch_size: int = 64,
-                   baseline="black", sigma: float | None = None) -> CurveResult:
+def deletion_curve(
+    model,
+    x,
+    target,
+    maps,
+    *,
+    steps: int = 20,
+    batch_size: int = 64,
+    baseline="black",
+    sigma: float | None = None,
+) -> CurveResult:
     """Deletion (RISE, Petsiuk et al. 2018): replace the most relevant pixels first with the
     baseline and follow the target's softmax probability; lower AUC = more faithful map.
 
@@ -201,17 +235,44 @@ def deletion_curve(model, x, target, maps, *, steps: int = 20, batch_size: int =
     the model runs in eval mode and gets its mode back. Maps of another size than the images are
     resized bilinearly first. Returns a :class:`CurveResult` (fractions, probs [N, steps+1],
     auc [N])."""
-    return _perturbation_curve("deletion", model, x, target, maps, steps=steps,
-                               batch_size=batch_size, baseline=baseline, sigma=sigma)
+    return _perturbation_curve(
+        "deletion",
+        model,
+        x,
+        target,
+        maps,
+        steps=steps,
+        batch_size=batch_size,
+        baseline=baseline,
+        sigma=sigma,
+    )
 
 
-def insertion_curve(model, x, target, maps, *, steps: int = 20, batch_size: int = 64,
-                    baseline="blurred", sigma: float | None = None) -> CurveResult:
+def insertion_curve(
+    model,
+    x,
+    target,
+    maps,
+    *,
+    steps: int = 20,
+    batch_size: int = 64,
+    baseline="blurred",
+    sigma: float | None = None,
+) -> CurveResult:
     """Insertion (RISE): start from the baseline (a blurred copy by default) and put the most
     relevant pixels of the image back first; higher AUC = more faithful map. The image at
     fraction 0 is the baseline, at fraction 1 the image. Otherwise as :func:`deletion_curve`."""
-    return _perturbation_curve("insertion", model, x, target, maps, steps=steps,
-                               batch_size=batch_size, baseline=baseline, sigma=sigma)
+    return _perturbation_curve(
+        "insertion",
+        model,
+        x,
+        target,
+        maps,
+        steps=steps,
+        batch_size=batch_size,
+        baseline=baseline,
+        sigma=sigma,
+    )
 
 
 # ----------------------------------------------------------------------------- localisation
@@ -321,10 +382,18 @@ def compactness(maps, *, levels: Sequence[float] = (0.5, 0.9)) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- randomisation
 _ARCH_STAGES = {
-    "resnet": ["net.fc", "net.layer4", "net.layer3", "net.layer2", "net.layer1", ("net.conv1", "net.bn1")],
+    "resnet": [
+        "net.fc",
+        "net.layer4",
+        "net.layer3",
+        "net.layer2",
+        "net.layer1",
+        ("net.conv1", "net.bn1"),
+    ],
     "mobilenet_v2": ["net.classifier"] + [f"net.features.{i}" for i in range(18, -1, -1)],
     "efficientnet_lite0": ["net.classifier", ("net.conv_head", "net.bn2")]
-                          + [f"net.blocks.{i}" for i in range(6, -1, -1)] + [("net.conv_stem", "net.bn1")],
+    + [f"net.blocks.{i}" for i in range(6, -1, -1)]
+    + [("net.conv_stem", "net.bn1")],
 }
 
 
@@ -346,7 +415,9 @@ def randomisation_stages(model: nn.Module) -> list[tuple[str, ...]]:
         stages = [(s,) if isinstance(s, str) else tuple(s) for s in _ARCH_STAGES[key]]
         if all(n in names for stage in stages for n in stage):
             return stages
-    root, prefix = (model.net, "net.") if isinstance(getattr(model, "net", None), nn.Module) else (model, "")
+    root, prefix = (
+        (model.net, "net.") if isinstance(getattr(model, "net", None), nn.Module) else (model, "")
+    )
     stages = [(prefix + n,) for n, child in root.named_children() if _has_params(child)]
     if not stages:
         raise ValueError("the model has no sub-modules with parameters to randomise")
@@ -380,7 +451,7 @@ def _spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ra, rb = rankdata(a, axis=1), rankdata(b, axis=1)
     ra -= ra.mean(axis=1, keepdims=True)
     rb -= rb.mean(axis=1, keepdims=True)
-    denom = np.sqrt((ra ** 2).sum(axis=1) * (rb ** 2).sum(axis=1))
+    denom = np.sqrt((ra**2).sum(axis=1) * (rb**2).sum(axis=1))
     out = np.full(len(a), np.nan)
     ok = denom > 0
     out[ok] = (ra * rb).sum(axis=1)[ok] / denom[ok]
@@ -393,14 +464,23 @@ def _changed_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     rho = _spearman_rows(a, b)
     undefined = np.isnan(rho)
     if undefined.any():
-        same = np.array([np.allclose(x, y, rtol=1e-6, atol=1e-12) for x, y in zip(a[undefined], b[undefined])])
+        same = np.array(
+            [np.allclose(x, y, rtol=1e-6, atol=1e-12) for x, y in zip(a[undefined], b[undefined])]
+        )
         rho[undefined] = np.where(same, 1.0, 0.0)
     return rho, undefined
 
 
-def model_randomisation(model: nn.Module, x, target,
-                        explain_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
-                        *, layers=None, seed: int = 0, return_maps: bool = False):
+def model_randomisation(
+    model: nn.Module,
+    x,
+    target,
+    explain_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    layers=None,
+    seed: int = 0,
+    return_maps: bool = False,
+):
     """Cascading model-parameter randomisation (Adebayo et al. 2018, "Sanity Checks for Saliency
     Maps"): on a deep copy of ``model``, re-initialise the stages in ``layers`` one after the
     other from the output down (cumulative: stage k leaves stages 1..k random) and recompute
@@ -423,13 +503,18 @@ def model_randomisation(model: nn.Module, x, target,
     With ``return_maps=True`` also a dict stage -> maps ``[N,H,W]`` (numpy). ``model`` itself
     is never modified.
     """
-    stages = randomisation_stages(model) if layers is None else \
-        [(s,) if isinstance(s, str) else tuple(s) for s in layers]
+    stages = (
+        randomisation_stages(model)
+        if layers is None
+        else [(s,) if isinstance(s, str) else tuple(s) for s in layers]
+    )
     names = dict(model.named_modules())
     missing = [n for stage in stages for n in stage if n not in names]
     if missing:
-        raise ValueError(f"no module(s) {missing} in the model; names are as in "
-                         f"model.named_modules(), e.g. {list(names)[1:4]}")
+        raise ValueError(
+            f"no module(s) {missing} in the model; names are as in "
+            f"model.named_modules(), e.g. {list(names)[1:4]}"
+        )
     original = _maps_np(explain_fn(model, x, target))
     work = copy.deepcopy(model)
     work_modules = dict(work.named_modules())
@@ -440,15 +525,24 @@ def model_randomisation(model: nn.Module, x, target,
     def record(name, modules):
         maps = _maps_np(explain_fn(work, x, target))
         if maps.shape != original.shape:
-            raise ValueError(f"explain_fn returned {maps.shape} after {name}, {original.shape} before")
+            raise ValueError(
+                f"explain_fn returned {maps.shape} after {name}, {original.shape} before"
+            )
         flat_o, flat_r = original.reshape(len(original), -1), maps.reshape(len(maps), -1)
         rho_abs, undefined = _changed_rows(np.abs(flat_o), np.abs(flat_r))
         rho, _ = _changed_rows(flat_o, flat_r)
-        rows.append({"stage": name, "modules": modules, "spearman_abs": float(rho_abs.mean()),
-                     "spearman": float(rho.mean()), "spearman_abs_std": float(rho_abs.std()),
-                     "undefined": int(undefined.sum()),
-                     "per_image": tuple(float(v) for v in rho_abs),
-                     "per_image_undefined": tuple(bool(u) for u in undefined)})
+        rows.append(
+            {
+                "stage": name,
+                "modules": modules,
+                "spearman_abs": float(rho_abs.mean()),
+                "spearman": float(rho.mean()),
+                "spearman_abs_std": float(rho_abs.std()),
+                "undefined": int(undefined.sum()),
+                "per_image": tuple(float(v) for v in rho_abs),
+                "per_image_undefined": tuple(bool(u) for u in undefined),
+            }
+        )
         maps_by_stage[name] = maps
 
     record("original", "")
@@ -463,17 +557,30 @@ def model_randomisation(model: nn.Module, x, target,
 
 
 # ----------------------------------------------------------------------------- summary table
-def summarise(model, x, target, maps_by_method: dict, masks=None, *, steps: int = 20,
-              batch_size: int = 64, tolerance: float = 0) -> pd.DataFrame:
+def summarise(
+    model,
+    x,
+    target,
+    maps_by_method: dict,
+    masks=None,
+    *,
+    steps: int = 20,
+    batch_size: int = 64,
+    tolerance: float = 0,
+) -> pd.DataFrame:
     """One row per method: mean deletion AUC (black baseline; lower is better), insertion AUC
     (blurred; higher is better), and with ``masks`` the pointing-game hit rate, relevance mass and
     rank accuracy; then the mean compactness (area 50 %, 90 %, Gini)."""
     rows = {}
     for method, maps in maps_by_method.items():
-        row = {"deletion_auc": deletion_curve(model, x, target, maps, steps=steps,
-                                              batch_size=batch_size).auc.mean(),
-               "insertion_auc": insertion_curve(model, x, target, maps, steps=steps,
-                                                batch_size=batch_size).auc.mean()}
+        row = {
+            "deletion_auc": deletion_curve(
+                model, x, target, maps, steps=steps, batch_size=batch_size
+            ).auc.mean(),
+            "insertion_auc": insertion_curve(
+                model, x, target, maps, steps=steps, batch_size=batch_size
+            ).auc.mean(),
+        }
         if masks is not None:
             row["pointing_game"] = pointing_game(maps, masks, tolerance=tolerance).mean()
             row["relevance_mass"] = relevance_mass(maps, masks).mean()
@@ -483,8 +590,17 @@ def summarise(model, x, target, maps_by_method: dict, masks=None, *, steps: int 
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
 
 
-def compare_methods(model, x, target, settings: dict, *, masks=None, steps: int = 20,
-                    batch_size: int = 32, progress: bool = True):
+def compare_methods(
+    model,
+    x,
+    target,
+    settings: dict,
+    *,
+    masks=None,
+    steps: int = 20,
+    batch_size: int = 32,
+    progress: bool = True,
+):
     """Run every attribution setting on the same images and score it.
 
     ``settings`` maps a label to the keyword arguments of :func:`helpers.explain.attribute`
@@ -507,8 +623,9 @@ def compare_methods(model, x, target, settings: dict, *, masks=None, steps: int 
     return maps, table
 
 
-def sanity_check(model, x, target, settings: dict, *, layers=None, seed: int = 0,
-                 progress: bool = True) -> pd.DataFrame:
+def sanity_check(
+    model, x, target, settings: dict, *, layers=None, seed: int = 0, progress: bool = True
+) -> pd.DataFrame:
     """The cascading randomisation check of every setting: one row per (method, stage)."""
     from helpers.progress import tqdm
 
@@ -516,15 +633,25 @@ def sanity_check(model, x, target, settings: dict, *, layers=None, seed: int = 0
 
     frames = []
     for label, kw in tqdm(settings.items(), desc="randomisation", disable=not progress):
+
         def explain_fn(m, xs, ts, kw=kw):
             return explain(m, xs, ts, **kw)
+
         frame = model_randomisation(model, x, target, explain_fn, layers=layers, seed=seed)
         frames.append(frame.assign(method=label))
     return pd.concat(frames, ignore_index=True)
 
 
-def lime_stability(model, x, target, *, sample_counts=(100, 300, 1000, 3000), seeds=(0, 1),
-                   segmentation: str = "quickshift", batch_size: int = 32) -> pd.DataFrame:
+def lime_stability(
+    model,
+    x,
+    target,
+    *,
+    sample_counts=(100, 300, 1000, 3000),
+    seeds=(0, 1),
+    segmentation: str = "quickshift",
+    batch_size: int = 32,
+) -> pd.DataFrame:
     """How much LIME's superpixel weights depend on its random draw, per sample count: the
     Spearman correlation between the weights of two seeds (same segmentation) and the
     surrogate's fit score (R^2), averaged over the images."""
@@ -534,26 +661,52 @@ def lime_stability(model, x, target, *, sample_counts=(100, 300, 1000, 3000), se
 
     rows = []
     for n in sample_counts:
-        fixed = {"rng": 0} if segmentation == "quickshift" else None   # same superpixels for every seed
-        runs = [attribute(model, x, target, method="lime", num_samples=n, seed=s, segmentation=segmentation,
-                          segmentation_params=fixed, batch_size=batch_size) for s in seeds]
+        fixed = (
+            {"rng": 0} if segmentation == "quickshift" else None
+        )  # same superpixels for every seed
+        runs = [
+            attribute(
+                model,
+                x,
+                target,
+                method="lime",
+                num_samples=n,
+                seed=s,
+                segmentation=segmentation,
+                segmentation_params=fixed,
+                batch_size=batch_size,
+            )
+            for s in seeds
+        ]
         correlations = []
         for i in range(len(x)):
             keys = sorted(runs[0].extras["weights"][i])
             a = [runs[0].extras["weights"][i][k] for k in keys]
             b = [runs[1].extras["weights"][i].get(k, 0.0) for k in keys]
             correlations.append(spearmanr(a, b).statistic)
-        rows.append({"samples": n, "seed_agreement": float(np.nanmean(correlations)),
-                     "fit_score": float(np.mean([r.extras["score"].mean().item() for r in runs]))})
+        rows.append(
+            {
+                "samples": n,
+                "seed_agreement": float(np.nanmean(correlations)),
+                "fit_score": float(np.mean([r.extras["score"].mean().item() for r in runs])),
+            }
+        )
     return pd.DataFrame(rows).set_index("samples")
 
 
 def localisation_table(maps_by_method: dict, masks) -> pd.DataFrame:
     """Per method: pointing-game hit rate and mean relevance mass against ground-truth masks."""
-    rows = {m: {"pointing_game": pointing_game(v, masks).mean(), "relevance_mass": relevance_mass(v, masks).mean()}
-            for m, v in maps_by_method.items()}
+    rows = {
+        m: {
+            "pointing_game": pointing_game(v, masks).mean(),
+            "relevance_mass": relevance_mass(v, masks).mean(),
+        }
+        for m, v in maps_by_method.items()
+    }
     table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
-    table.attrs["mask_share"] = float(_masks_np(masks, _maps_np(next(iter(maps_by_method.values()))).shape).mean())
+    table.attrs["mask_share"] = float(
+        _masks_np(masks, _maps_np(next(iter(maps_by_method.values()))).shape).mean()
+    )
     return table
 
 
@@ -565,11 +718,16 @@ def coarse_stages(model: nn.Module, *, count: int = 4) -> list[tuple[str, ...]]:
         return stages
     head, rest = stages[0], stages[1:]
     bounds = np.linspace(0, len(rest), count).round().astype(int)
-    merged = [tuple(name for stage in rest[a:b] for name in stage) for a, b in zip(bounds[:-1], bounds[1:])]
+    merged = [
+        tuple(name for stage in rest[a:b] for name in stage)
+        for a, b in zip(bounds[:-1], bounds[1:])
+    ]
     return [head] + [m for m in merged if m]
 
 
-def shortcut_table(models_by_name: dict, marked, boxes, target: int, settings: dict) -> pd.DataFrame:
+def shortcut_table(
+    models_by_name: dict, marked, boxes, target: int, settings: dict
+) -> pd.DataFrame:
     """Share of each method's positive attribution for ``target`` that lands on the planted
     mark, per model (columns), next to the mark's share of the image."""
     from .explain import explain
@@ -600,13 +758,17 @@ def sanity_images(sanity: pd.DataFrame, method: str, *, stage: str = "all") -> p
     were undefined, i.e. decided as changed/unchanged, see :func:`model_randomisation`)."""
     if "method" in sanity.columns:
         if method not in set(sanity["method"]):
-            raise ValueError(f"no method {method!r} in the sanity check; it has {list(pd.unique(sanity['method']))}")
+            raise ValueError(
+                f"no method {method!r} in the sanity check; it has {list(pd.unique(sanity['method']))}"
+            )
         rows = sanity[sanity["method"] == method]
     else:
         rows = sanity
     if "per_image" not in rows.columns:
-        raise ValueError("this sanity frame has no per-image correlations (column 'per_image'); "
-                         "recompute it with quality.sanity_check / model_randomisation")
+        raise ValueError(
+            "this sanity frame has no per-image correlations (column 'per_image'); "
+            "recompute it with quality.sanity_check / model_randomisation"
+        )
     randomised = rows[rows["stage"] != "original"]
     if stage == "all":
         used = randomised
@@ -615,20 +777,34 @@ def sanity_images(sanity: pd.DataFrame, method: str, *, stage: str = "all") -> p
     else:
         used = rows[rows["stage"] == stage]
         if used.empty:
-            raise ValueError(f"no stage {stage!r}; expected 'all', 'last' or one of {list(rows['stage'])}")
+            raise ValueError(
+                f"no stage {stage!r}; expected 'all', 'last' or one of {list(rows['stage'])}"
+            )
     if used.empty:
         raise ValueError("the sanity check has no randomised stage")
-    values = np.array([list(v) for v in used["per_image"]], dtype=float)          # [stages, images]
+    values = np.array([list(v) for v in used["per_image"]], dtype=float)  # [stages, images]
     undefined = np.array([list(v) for v in used["per_image_undefined"]], dtype=bool)
-    return pd.DataFrame({"correlation": values.mean(0), "undefined": undefined.sum(0)}).rename_axis("image")
+    return pd.DataFrame({"correlation": values.mean(0), "undefined": undefined.sum(0)}).rename_axis(
+        "image"
+    )
 
 
-SANITY_MIN_IMAGES = 8   # fewer images: the gate does not decide (a percentile bootstrap is too narrow)
+SANITY_MIN_IMAGES = (
+    8  # fewer images: the gate does not decide (a percentile bootstrap is too narrow)
+)
 
 
-def sanity_gate(sanity: pd.DataFrame, method: str, *, threshold: float = 0.5, stage: str = "all",
-                seed: int = 0, n_boot: int = 2000, level: float = 0.95,
-                min_images: int = SANITY_MIN_IMAGES) -> dict:
+def sanity_gate(
+    sanity: pd.DataFrame,
+    method: str,
+    *,
+    threshold: float = 0.5,
+    stage: str = "all",
+    seed: int = 0,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    min_images: int = SANITY_MIN_IMAGES,
+) -> dict:
     """The sanity-check decision for ``method`` with its uncertainty: the mean over images of
     the rank correlation with the original map after randomisation (:func:`sanity_images`;
     ``stage="all"`` gives :func:`cascade_correlation`'s value) and a seeded percentile bootstrap
@@ -646,7 +822,9 @@ def sanity_gate(sanity: pd.DataFrame, method: str, *, threshold: float = 0.5, st
     from .stats import bootstrap
 
     per_image = sanity_images(sanity, method, stage=stage)
-    e = bootstrap(per_image["correlation"].to_numpy(), np.mean, n_boot=n_boot, seed=seed, level=level)
+    e = bootstrap(
+        per_image["correlation"].to_numpy(), np.mean, n_boot=n_boot, seed=seed, level=level
+    )
     if e.n < max(2, int(min_images)) or not np.isfinite(e.low):
         decision = "undecided"
     elif e.high < threshold:
@@ -655,13 +833,29 @@ def sanity_gate(sanity: pd.DataFrame, method: str, *, threshold: float = 0.5, st
         decision = "fail"
     else:
         decision = "undecided"
-    return {"mean": e.estimate, "ci_low": e.low, "ci_high": e.high, "n_images": e.n,
-            "n_undefined": int(per_image["undefined"].sum()), "decision": decision,
-            "threshold": float(threshold), "stage": stage, "level": level, "min_images": int(min_images)}
+    return {
+        "mean": e.estimate,
+        "ci_low": e.low,
+        "ci_high": e.high,
+        "n_images": e.n,
+        "n_undefined": int(per_image["undefined"].sum()),
+        "decision": decision,
+        "threshold": float(threshold),
+        "stage": stage,
+        "level": level,
+        "min_images": int(min_images),
+    }
 
 
-def method_settings(*, ig_steps: int = 50, smoothgrad_samples: int = 25, lime_samples: int = 500,
-                    occlusion_window: int | None = None, seed: int = 0, batch_size: int = 32) -> dict:
+def method_settings(
+    *,
+    ig_steps: int = 50,
+    smoothgrad_samples: int = 25,
+    lime_samples: int = 500,
+    occlusion_window: int | None = None,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> dict:
     """Every method of notebooks 04-06 as ``{label: keyword arguments of explain}``, the set
     that :func:`compare_methods`, :func:`sanity_check` and :func:`shortcut_table` score.
 

@@ -18,6 +18,7 @@ on phones; wide tables turn into lists) and prints cleanly.
                       n_images={"test images": 300, ...}, examples=examples,
                       figures={"Reliability": (fig, "300 test images"), ...}, csv="trust_report.csv")
 """
+
 from __future__ import annotations
 
 import base64
@@ -32,12 +33,20 @@ import pandas as pd
 
 from . import trust
 
-__all__ = ["LABELS", "label", "display", "class_examples", "describe_run", "saved_figures", "write_html",
-           "MAX_BYTES"]
+__all__ = [
+    "LABELS",
+    "label",
+    "display",
+    "class_examples",
+    "describe_run",
+    "saved_figures",
+    "write_html",
+    "MAX_BYTES",
+]
 
-MAX_BYTES = 3_000_000          # write_html warns above this size
-_FIGURE_BUDGET = 350_000       # an embedded figure larger than this is scaled down / re-encoded
-_FIGURE_WIDTH = 1100           # ... to at most this many pixels wide
+MAX_BYTES = 3_000_000  # write_html warns above this size
+_FIGURE_BUDGET = 350_000  # an embedded figure larger than this is scaled down / re-encoded
+_FIGURE_WIDTH = 1100  # ... to at most this many pixels wide
 
 # Plain heading and unit kind of each column (kind: count, share, eps, ratio, number, text).
 LABELS = {
@@ -49,9 +58,14 @@ LABELS = {
     "calibration_error": ("Calibration error (ECE; 0 = confidence matches accuracy)", "number"),
     "mean_confidence_ts": ("Mean confidence after temperature scaling", "share"),
     "calibration_error_ts": ("Calibration error after temperature scaling", "number"),
-    "calibration_error_expected": ("Calibration error that honest confidence would show with these images "
-                                   "(noise level)", "number"),
-    "calibration_p_value": ("Chance of an error this large if the confidence were honest (p)", "number"),
+    "calibration_error_expected": (
+        "Calibration error that honest confidence would show with these images (noise level)",
+        "number",
+    ),
+    "calibration_p_value": (
+        "Chance of an error this large if the confidence were honest (p)",
+        "number",
+    ),
     "n_history": ("Test images followed through training", "count"),
     "history_epochs": ("Epochs of training used (up to the audited checkpoint)", "count"),
     "share_learned_early": ("Learned in the first half of training and kept", "share"),
@@ -60,24 +74,37 @@ LABELS = {
     "share_never_learned": ("Wrong at the audited epoch", "share"),
     "mean_prediction_changes": ("Changes of prediction per image during training (mean)", "number"),
     "n_attacked": ("Images attacked (the correctly classified ones; minimum-norm PGD)", "count"),
-    "median_eps_whole": ("Smallest change that fools it, whole image (median; grey levels of 255)", "eps"),
+    "median_eps_whole": (
+        "Smallest change that fools it, whole image (median; grey levels of 255)",
+        "eps",
+    ),
     "median_eps_object": ("Smallest change that fools it, object only (grey levels of 255)", "eps"),
-    "median_eps_background": ("Smallest change that fools it, background only (grey levels of 255)", "eps"),
+    "median_eps_background": (
+        "Smallest change that fools it, background only (grey levels of 255)",
+        "eps",
+    ),
     "n_object_background": ("Images with an object / background comparison", "count"),
-    "object_background_ratio": ("Object / background ratio of that change, regions of equal size (median over "
-                                "images; below 1: the object is the weak spot)", "ratio"),
+    "object_background_ratio": (
+        "Object / background ratio of that change, regions of equal size (median over "
+        "images; below 1: the object is the weak spot)",
+        "ratio",
+    ),
     "object_background_p_value": ("Sign test of that ratio against 1 (p)", "number"),
     "share_not_flipped_whole": ("Images not fooled by the largest change searched", "share"),
     "attack_max_eps": ("Largest change searched (grey levels of 255)", "eps"),
     "pointing_game": ("Explanations whose peak lies on the object", "share"),
     "relevance_mass": ("Share of the explanation on the object", "share"),
     "mask_share": ("Share of the image the object covers (chance level)", "share"),
-    "localisation_p_value": ("Chance of this much explanation on the object if the maps were at chance (p)",
-                             "number"),
+    "localisation_p_value": (
+        "Chance of this much explanation on the object if the maps were at chance (p)",
+        "number",
+    ),
     "area_50": ("Share of the image that holds half the explanation", "share"),
     "gini": ("Concentration of the explanation (Gini; 0 = even, 1 = one pixel)", "number"),
-    "sanity_correlation": ("Sanity check: similarity of the maps after randomising the weights "
-                           "(near 0 = passes)", "number"),
+    "sanity_correlation": (
+        "Sanity check: similarity of the maps after randomising the weights (near 0 = passes)",
+        "number",
+    ),
     "explanation_method": ("Explanation method", "text"),
     "n_sanity": ("Images of the sanity check", "count"),
     "n_sanity_undefined": ("Of those, correlations not defined (constant maps)", "count"),
@@ -93,9 +120,20 @@ LABELS = {
 }
 # An interval is shown in the unit of its column; these are not shown as numbers of their own.
 _HIDDEN = ("rank_ci_low", "rank_ci_high")
-_COMPONENT_LETTERS = {"accuracy": "A", "calibration": "C", "robustness": "R", "localisation": "L",
-                      "stability": "S"}
-_MARKS = {"model": "&#9888;", "model_note": "&#9888;", "note": "&#9679;", "good": "&#10003;", "bad": "&#10007;"}
+_COMPONENT_LETTERS = {
+    "accuracy": "A",
+    "calibration": "C",
+    "robustness": "R",
+    "localisation": "L",
+    "stability": "S",
+}
+_MARKS = {
+    "model": "&#9888;",
+    "model_note": "&#9888;",
+    "note": "&#9679;",
+    "good": "&#10003;",
+    "bad": "&#10007;",
+}
 
 
 def label(column: str) -> str:
@@ -118,8 +156,11 @@ def display(value, column: str, *, max_eps: float | None = None, reason: str | N
         return f"{v:.0%}" if v == 0 or v >= 0.01 else f"{v:.1%}"
     if kind == "eps":
         if math.isinf(v):
-            return (f"more than {max_eps * 255:.3g} (not fooled by the largest change searched)"
-                    if max_eps is not None else "never fooled")
+            return (
+                f"more than {max_eps * 255:.3g} (not fooled by the largest change searched)"
+                if max_eps is not None
+                else "never fooled"
+            )
         return f"{v * 255:.3g}"
     if kind == "ratio" and math.isinf(v):
         return "no change on the object alone fools it" if v > 0 else "-inf"
@@ -127,12 +168,16 @@ def display(value, column: str, *, max_eps: float | None = None, reason: str | N
 
 
 def interval(table: pd.DataFrame, cls, column: str, *, max_eps: float | None = None) -> str:
-    """"95 % CI 60% to 85%; 50 images" for a class's number, in the column's unit ("" when the
+    """ "95 % CI 60% to 85%; 50 images" for a class's number, in the column's unit ("" when the
     table has no interval and no count for it)."""
     row = table.loc[cls]
     parts = []
     low_col, high_col = trust.ci_columns(column)
-    if low_col in row.index and not trust._is_missing(row[low_col]) and not trust._is_missing(row[high_col]):
+    if (
+        low_col in row.index
+        and not trust._is_missing(row[low_col])
+        and not trust._is_missing(row[high_col])
+    ):
         lo, hi = (display(row[c], column, max_eps=max_eps) for c in (low_col, high_col))
         beyond = f"more than {max_eps * 255:.3g}" if max_eps is not None else "never fooled"
         if LABELS.get(column, ("", ""))[1] == "eps" and math.isinf(float(row[low_col])):
@@ -196,11 +241,13 @@ def interval_table(table: pd.DataFrame, columns, *, max_eps: float | None = None
 def _image_array(image) -> np.ndarray:
     a = np.asarray(image.detach().cpu().numpy() if hasattr(image, "detach") else image)
     if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
-        a = np.moveaxis(a, 0, -1)                                   # [C, H, W] -> [H, W, C]
+        a = np.moveaxis(a, 0, -1)  # [C, H, W] -> [H, W, C]
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] != 3):
-        raise ValueError(f"an example image must be [H, W, 3], [3, H, W] or [H, W], got shape {a.shape}")
+        raise ValueError(
+            f"an example image must be [H, W, 3], [3, H, W] or [H, W], got shape {a.shape}"
+        )
     if a.dtype != np.uint8:
         a = np.clip(np.nan_to_num(a.astype(np.float64)), 0, 1)
         a = np.round(a * 255).astype(np.uint8)
@@ -238,7 +285,9 @@ def _figure_uri(figure) -> str:
         return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
     pic = Image.open(io.BytesIO(data)).convert("RGB")
     if pic.width > _FIGURE_WIDTH:
-        pic = pic.resize((_FIGURE_WIDTH, round(pic.height * _FIGURE_WIDTH / pic.width)), Image.LANCZOS)
+        pic = pic.resize(
+            (_FIGURE_WIDTH, round(pic.height * _FIGURE_WIDTH / pic.width)), Image.LANCZOS
+        )
     buf = io.BytesIO()
     pic.quantize(256, method=Image.Quantize.MEDIANCUT).save(buf, format="PNG", optimize=True)
     if buf.tell() <= _FIGURE_BUDGET:
@@ -264,21 +313,35 @@ def _ranking_uri(rows: pd.DataFrame) -> str:
         lo = rows["trust_score_ci_low"].astype(float).to_numpy()
         hi = rows["trust_score_ci_high"].astype(float).to_numpy()
         ok = ~np.isnan(scores) & ~np.isnan(lo)
-        ax.errorbar(scores[ok], y[ok], xerr=[scores[ok] - lo[ok], hi[ok] - scores[ok]], fmt="none",
-                    ecolor="black", elinewidth=1.2, capsize=3)
+        ax.errorbar(
+            scores[ok],
+            y[ok],
+            xerr=[scores[ok] - lo[ok], hi[ok] - scores[ok]],
+            fmt="none",
+            ecolor="black",
+            elinewidth=1.2,
+            capsize=3,
+        )
     else:
         hi = np.full(len(scores), np.nan)
     for i, v in enumerate(scores):
         right = v if np.isnan(hi[i]) else hi[i]
-        ax.text((0 if np.isnan(v) else right) + 0.015, i, "not defined" if np.isnan(v) else f"{v:.2f}",
-                va="center", fontsize=9)
+        ax.text(
+            (0 if np.isnan(v) else right) + 0.015,
+            i,
+            "not defined" if np.isnan(v) else f"{v:.2f}",
+            va="center",
+            fontsize=9,
+        )
     ranks = rows["rank"].tolist() if "rank" in rows.columns else range(1, len(rows) + 1)
     ax.set_yticks(y, [f"{r}. {n}" for r, n in zip(ranks, names)], fontsize=9)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.1)
     ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
-    ax.set_xlabel("trust score with its 95 % interval (0 = fails a check outright, 1 = no weakness found)",
-                  fontsize=9)
+    ax.set_xlabel(
+        "trust score with its 95 % interval (0 = fails a check outright, 1 = no weakness found)",
+        fontsize=9,
+    )
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     return _figure_uri(fig)
@@ -296,7 +359,9 @@ def _components_uri(table: pd.DataFrame) -> str:
         plt.close(fig)
 
 
-def class_examples(images, labels, probs, classes, *, fragility: pd.DataFrame | None = None) -> dict:
+def class_examples(
+    images, labels, probs, classes, *, fragility: pd.DataFrame | None = None
+) -> dict:
     """Up to three example images per class for the report: ``{class: [(caption, image), ...]}``.
 
     * the correct prediction the model is most confident of ("Right: forest, 97 % sure");
@@ -308,10 +373,14 @@ def class_examples(images, labels, probs, classes, *, fragility: pd.DataFrame | 
     ``images`` ``[N, 3, H, W]`` in [0, 1], ``labels`` ``[N]``, ``probs`` ``[N, C]``. A class
     with no such image simply has fewer examples."""
     x = images
-    y = np.asarray(labels.detach().cpu().numpy() if hasattr(labels, "detach") else labels).astype(int)
+    y = np.asarray(labels.detach().cpu().numpy() if hasattr(labels, "detach") else labels).astype(
+        int
+    )
     p = np.asarray(probs.detach().cpu().numpy() if hasattr(probs, "detach") else probs)
     if len(y) != len(p) or len(y) != len(x):
-        raise ValueError(f"images, labels and probs must have one row per image, got {len(x)}, {len(y)}, {len(p)}")
+        raise ValueError(
+            f"images, labels and probs must have one row per image, got {len(x)}, {len(y)}, {len(p)}"
+        )
     pred, conf = p.argmax(1), p.max(1)
     out = {}
     for k, cls in enumerate(classes):
@@ -335,8 +404,12 @@ def class_examples(images, labels, probs, classes, *, fragility: pd.DataFrame | 
                 if "flip_class" in row.index and not trust._is_missing(row["flip_class"]):
                     fc = int(row["flip_class"])
                     into = f", becomes {classes[fc]}" if 0 <= fc < len(classes) else ""
-                items.append((f"Most fragile: fooled by a change of {row['epsilon'] * 255:.2g}/255{into}",
-                              x[int(row["image"])]))
+                items.append(
+                    (
+                        f"Most fragile: fooled by a change of {row['epsilon'] * 255:.2g}/255{into}",
+                        x[int(row["image"])],
+                    )
+                )
         out[cls] = items
     return out
 
@@ -346,11 +419,17 @@ def describe_run(run) -> tuple[str, str]:
     cfg, history = run.config, run.history
     weights = cfg.weights if cfg.weights else "none (random initial weights)"
     epochs = len(np.asarray(history.test_preds))
-    best = f", weights of epoch {history.best_epoch + 1} (lowest validation loss)" if history.best_epoch >= 0 else ""
+    best = (
+        f", weights of epoch {history.best_epoch + 1} (lowest validation loss)"
+        if history.best_epoch >= 0
+        else ""
+    )
     model = f"{cfg.arch}, pretrained weights: {weights}; fine-tuned {epochs} epoch(s) at {cfg.image_size} px{best}"
     where = "the embedded procedural scenes" if run.source.is_scenes else str(run.source.root)
-    data = (f"{where}: {len(run.classes)} classes, {len(run.train_set)} training images (the validation "
-            f"split is held out from them), {len(run.test_set)} test images")
+    data = (
+        f"{where}: {len(run.classes)} classes, {len(run.train_set)} training images (the validation "
+        f"split is held out from them), {len(run.test_set)} test images"
+    )
     return model, data
 
 
@@ -362,8 +441,11 @@ def saved_figures(wanted: dict, folder=None) -> dict:
     from .paths import figures_dir
 
     folder = Path(folder) if folder is not None else figures_dir()
-    return {caption: (folder / f"{slug}.png", note) for slug, (caption, note) in wanted.items()
-            if (folder / f"{slug}.png").is_file()}
+    return {
+        caption: (folder / f"{slug}.png", note)
+        for slug, (caption, note) in wanted.items()
+        if (folder / f"{slug}.png").is_file()
+    }
 
 
 # ----------------------------------------------------------------------------- the page
@@ -454,8 +536,12 @@ def _verdict_lists(verdicts, table: pd.DataFrame) -> dict | None:
     if verdicts is None:
         return None
     items = getattr(verdicts, "attrs", {}).get("items") if isinstance(verdicts, pd.Series) else None
-    if items is None and isinstance(verdicts, dict) and verdicts and \
-            all(isinstance(v, (list, tuple)) for v in verdicts.values()):
+    if (
+        items is None
+        and isinstance(verdicts, dict)
+        and verdicts
+        and all(isinstance(v, (list, tuple)) for v in verdicts.values())
+    ):
         items = verdicts
     if items is None:
         series = trust._verdict_series(verdicts, table)
@@ -465,8 +551,10 @@ def _verdict_lists(verdicts, table: pd.DataFrame) -> dict | None:
         raise ValueError(f"verdicts lack class(es) {missing}")
     out = {}
     for cls in table.index:
-        out[cls] = [(str(e[0]), str(e[1])) if isinstance(e, (list, tuple)) else ("text", str(e))
-                    for e in items[cls]]
+        out[cls] = [
+            (str(e[0]), str(e[1])) if isinstance(e, (list, tuple)) else ("text", str(e))
+            for e in items[cls]
+        ]
     return out
 
 
@@ -485,7 +573,9 @@ def _pill(score) -> str:
 
     r, g, b, _ = plt.get_cmap("RdYlGn")(float(score))
     colour = f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
-    text = "#fff" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "#000"      # readable on dark red/green
+    text = (
+        "#fff" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "#000"
+    )  # readable on dark red/green
     return f'<span class="pill" style="background:{colour};color:{text}">trust {float(score):.2f}</span>'
 
 
@@ -509,24 +599,41 @@ def _ranking_html(table: pd.DataFrame, esc) -> list:
     if table.attrs.get("replicates", {}).get("trust_score") is None:
         return []
     order = trust.ranking(table)
-    out = ['<h3>Which classes can be told apart</h3>']
+    out = ["<h3>Which classes can be told apart</h3>"]
     if order.attrs.get("note"):
         out.append(f'<p class="banner model-note">{esc(order.attrs["note"])}</p>')
-    out.append('<p class="small">Rank over 2000 bootstrap draws of the images; two classes cannot be told apart '
-               "when neither scores higher in at least 97.5 % of the draws.</p><ul class=\"apart\">")
+    out.append(
+        '<p class="small">Rank over 2000 bootstrap draws of the images; two classes cannot be told apart '
+        'when neither scores higher in at least 97.5 % of the draws.</p><ul class="apart">'
+    )
     for cls, row in order.iterrows():
         lo, hi = int(row["rank_ci_low"]), int(row["rank_ci_high"])
-        span = f"rank {int(row['rank'])}" + (f" (between {lo} and {hi} in 95 % of draws)" if lo != hi else "")
+        span = f"rank {int(row['rank'])}" + (
+            f" (between {lo} and {hi} in 95 % of draws)" if lo != hi else ""
+        )
         same = row.get("cannot_tell_apart") or ""
-        tail = f": cannot be told apart from {same}" if same else ": told apart from every other class"
+        tail = (
+            f": cannot be told apart from {same}" if same else ": told apart from every other class"
+        )
         out.append(f"<li><strong>{esc(str(cls))}</strong>, {esc(span)}{esc(tail)}.</li>")
     out.append("</ul>")
     return out
 
 
-def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdicts=None,
-               title: str = "Trust report", notes=None, model: str | None = None, data: str | None = None,
-               n_images: dict | None = None, examples: dict | None = None, csv=None) -> Path:
+def write_html(
+    table: pd.DataFrame,
+    path,
+    *,
+    figures: dict | None = None,
+    verdicts=None,
+    title: str = "Trust report",
+    notes=None,
+    model: str | None = None,
+    data: str | None = None,
+    n_images: dict | None = None,
+    examples: dict | None = None,
+    csv=None,
+) -> Path:
     """Write the trust report as one self-contained HTML page (inline CSS and images, no
     script, no external resource), atomically; it opens in any browser without Jupyter.
 
@@ -557,24 +664,38 @@ def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdic
     index_of = {cls: i for i, cls in enumerate(table.index)}
     esc = html.escape
     shown = [c for c in table.columns if not trust.is_ci(c)]
-    missing = [(cls, col) for col in shown for cls in table.index
-               if trust._is_missing(table.at[cls, col]) and (cls, col) not in reasons]
+    missing = [
+        (cls, col)
+        for col in shown
+        for cls in table.index
+        if trust._is_missing(table.at[cls, col]) and (cls, col) not in reasons
+    ]
 
     def value_html(cls, col, tag="dd"):
         value = table.at[cls, col]
         text = esc(display(value, col, max_eps=max_eps, reason=reasons.get((cls, col))))
-        css = ' class="missing"' if text == "MISSING" else ' class="nd"' if trust._is_missing(value) else ""
+        css = (
+            ' class="missing"'
+            if text == "MISSING"
+            else ' class="nd"'
+            if trust._is_missing(value)
+            else ""
+        )
         ci = interval(table, cls, col, max_eps=max_eps) if not trust._is_missing(value) else ""
         ci = f'<span class="ci">{esc(ci)}</span>' if ci else ""
         return f'<{tag}{css} data-col="{esc(col)}">{text}{ci}</{tag}>'
 
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<title>{esc(title)}</title><style>{_CSS}</style></head><body><main>",
-             f'<h1 id="top">{esc(title)}</h1>',
-             '<nav><a href="#summary">Summary</a><a href="#classes">Classes</a>'
-             + ('<a href="#figures">Figures</a>' if figures else "")
-             + ('<a href="#method">Method</a>' if scored else "") + '<a href="#sources">Sources</a></nav>']
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body><main>",
+        f'<h1 id="top">{esc(title)}</h1>',
+        '<nav><a href="#summary">Summary</a><a href="#classes">Classes</a>'
+        + ('<a href="#figures">Figures</a>' if figures else "")
+        + ('<a href="#method">Method</a>' if scored else "")
+        + '<a href="#sources">Sources</a></nav>',
+    ]
 
     # ---- summary
     parts.append('<section id="summary"><h2>Summary</h2><dl class="facts">')
@@ -583,108 +704,167 @@ def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdic
     if data:
         parts.append(f"<dt>Data</dt><dd>{esc(str(data))}</dd>")
     if n_images:
-        counts = "; ".join(f"{esc(str(what))}: <strong>{esc(str(n))}</strong>" for what, n in n_images.items())
+        counts = "; ".join(
+            f"{esc(str(what))}: <strong>{esc(str(n))}</strong>" for what, n in n_images.items()
+        )
         parts.append(f"<dt>Images</dt><dd>{counts}</dd>")
     parts.append(f"<dt>Classes</dt><dd>{len(table)}</dd></dl>")
-    for paragraph in ([notes] if isinstance(notes, str) else list(notes or [])):
+    for paragraph in [notes] if isinstance(notes, str) else list(notes or []):
         parts.append(f"<p>{esc(str(paragraph))}</p>")
     unusable = trust.model_verdict(table)
     if unusable:
-        parts.append(f'<div class="banner unusable"><strong>Not usable.</strong> {esc(_sentence(unusable))} '
-                     "Its per-class numbers below describe a model that should not be deployed.</div>")
-    model_notes = list(dict.fromkeys(text for cls in (lists or {}) for kind, text in lists[cls]
-                                     if kind == "model_note"))
+        parts.append(
+            f'<div class="banner unusable"><strong>Not usable.</strong> {esc(_sentence(unusable))} '
+            "Its per-class numbers below describe a model that should not be deployed.</div>"
+        )
+    model_notes = list(
+        dict.fromkeys(
+            text for cls in (lists or {}) for kind, text in lists[cls] if kind == "model_note"
+        )
+    )
     for text in model_notes:
-        parts.append(f'<div class="banner model-note"><strong>About the whole model.</strong> '
-                     f"{esc(_sentence(text))}</div>")
+        parts.append(
+            f'<div class="banner model-note"><strong>About the whole model.</strong> '
+            f"{esc(_sentence(text))}</div>"
+        )
     if missing:
-        items = "".join(f"<li>{esc(label(col))} of <strong>{esc(str(cls))}</strong> "
-                        f"(<code>{esc(col)}</code>, source: {esc(prov.get(col, '?'))})</li>" for cls, col in missing)
-        parts.append(f'<div class="banner error"><strong>Error: {len(missing)} value(s) missing.</strong> '
-                     f"The numbers below are incomplete (a bug in the analysis, not a property of the model):"
-                     f"<ul>{items}</ul></div>")
+        items = "".join(
+            f"<li>{esc(label(col))} of <strong>{esc(str(cls))}</strong> "
+            f"(<code>{esc(col)}</code>, source: {esc(prov.get(col, '?'))})</li>"
+            for cls, col in missing
+        )
+        parts.append(
+            f'<div class="banner error"><strong>Error: {len(missing)} value(s) missing.</strong> '
+            f"The numbers below are incomplete (a bug in the analysis, not a property of the model):"
+            f"<ul>{items}</ul></div>"
+        )
     if reasons:
         by_reason: dict = {}
         for (cls, col), why in reasons.items():
             by_reason.setdefault(why, set()).add(str(cls))
-        items = "".join(f"<li>{esc(why[0].upper() + why[1:])}: <strong>{esc(', '.join(sorted(c)))}</strong>.</li>"
-                        for why, c in by_reason.items())
-        parts.append(f'<div class="banner undefined-box"><strong>{len(reasons)} value(s) cannot be computed '
-                     f"for this model</strong> and read &ldquo;not defined&rdquo;, with the reason:<ul>{items}</ul></div>")
+        items = "".join(
+            f"<li>{esc(why[0].upper() + why[1:])}: <strong>{esc(', '.join(sorted(c)))}</strong>.</li>"
+            for why, c in by_reason.items()
+        )
+        parts.append(
+            f'<div class="banner undefined-box"><strong>{len(reasons)} value(s) cannot be computed '
+            f"for this model</strong> and read &ldquo;not defined&rdquo;, with the reason:<ul>{items}</ul></div>"
+        )
     if scored:
-        parts.append('<figure class="chart"><img alt="Trust score per class, most trusted first" '
-                     f'src="{_ranking_uri(rows)}"><figcaption>The classes ranked by trust score '
-                     "(the weakest of five checks limits it; see the method).</figcaption></figure>")
+        parts.append(
+            '<figure class="chart"><img alt="Trust score per class, most trusted first" '
+            f'src="{_ranking_uri(rows)}"><figcaption>The classes ranked by trust score '
+            "(the weakest of five checks limits it; see the method).</figcaption></figure>"
+        )
         comps = [c for c in table.columns if c.startswith("component_") and not trust.is_ci(c)]
-        parts.append('<table class="stack glance"><thead><tr><th>Rank</th><th>Class</th><th>Trust</th>')
+        parts.append(
+            '<table class="stack glance"><thead><tr><th>Rank</th><th>Class</th><th>Trust</th>'
+        )
         parts += [f'<th title="{esc(label(c))}">{esc(_short(c))}</th>' for c in comps]
         parts.append("</tr></thead><tbody>")
         for cls, row in rows.iterrows():
-            parts.append(f'<tr><td class="num" data-label="Rank">{esc(display(row["rank"], "rank"))}</td>'
-                         f'<td class="name" data-label="Class"><a href="#{_anchor(cls, index_of[cls])}">'
-                         f"{esc(str(cls))}</a></td>")
+            parts.append(
+                f'<tr><td class="num" data-label="Rank">{esc(display(row["rank"], "rank"))}</td>'
+                f'<td class="name" data-label="Class"><a href="#{_anchor(cls, index_of[cls])}">'
+                f"{esc(str(cls))}</a></td>"
+            )
             for c in ["trust_score"] + comps:
                 v = row[c]
-                cell = "not defined" if trust._is_missing(v) and (cls, c) in reasons else \
-                    "MISSING" if trust._is_missing(v) else f"{float(v):.2f}"
-                css = "num nd" if cell == "not defined" else "num missing" if cell == "MISSING" else "num"
+                cell = (
+                    "not defined"
+                    if trust._is_missing(v) and (cls, c) in reasons
+                    else "MISSING"
+                    if trust._is_missing(v)
+                    else f"{float(v):.2f}"
+                )
+                css = (
+                    "num nd"
+                    if cell == "not defined"
+                    else "num missing"
+                    if cell == "MISSING"
+                    else "num"
+                )
                 head = "Trust" if c == "trust_score" else _short(c)
                 lo, hi = (row.get(x) for x in trust.ci_columns(c))
-                if cell not in ("not defined", "MISSING") and lo is not None and not trust._is_missing(lo):
+                if (
+                    cell not in ("not defined", "MISSING")
+                    and lo is not None
+                    and not trust._is_missing(lo)
+                ):
                     cell += f'<span class="ci">{float(lo):.2f} to {float(hi):.2f}</span>'
                 parts.append(f'<td class="{css}" data-label="{esc(head)}">{cell}</td>')
             parts.append("</tr>")
         parts.append("</tbody></table>")
-        parts.append('<p class="small">Under each number: its 95 % interval (bootstrap over the class&rsquo;s '
-                     "images, Wilson for shares; the trust score combines the components&rsquo; bootstrap "
-                     "draws).</p>")
+        parts.append(
+            '<p class="small">Under each number: its 95 % interval (bootstrap over the class&rsquo;s '
+            "images, Wilson for shares; the trust score combines the components&rsquo; bootstrap "
+            "draws).</p>"
+        )
         if all(f"{c}_ci_low" in table.columns for c in comps + ["trust_score"]):
-            parts.append('<figure class="chart"><img alt="Components per class with their 95 % intervals" '
-                         f'src="{_components_uri(table)}"><figcaption>Each component and the trust score per '
-                         "class with its 95 % interval and n; overlapping bars are classes the data cannot tell "
-                         "apart on that check.</figcaption></figure>")
+            parts.append(
+                '<figure class="chart"><img alt="Components per class with their 95 % intervals" '
+                f'src="{_components_uri(table)}"><figcaption>Each component and the trust score per '
+                "class with its 95 % interval and n; overlapping bars are classes the data cannot tell "
+                "apart on that check.</figcaption></figure>"
+            )
         parts += _ranking_html(table, esc)
     if model_values:
         parts.append('<h3>About the whole model</h3><dl class="kv">')
         for col in model_values:
             if trust.is_ci(col):
                 continue
-            parts.append(f"<div><dt>{esc(label(col))} <span class=\"src\">({esc(prov[col])})</span></dt>"
-                         f"{value_html(table.index[0], col)}</div>")
+            parts.append(
+                f'<div><dt>{esc(label(col))} <span class="src">({esc(prov[col])})</span></dt>'
+                f"{value_html(table.index[0], col)}</div>"
+            )
         parts.append("</dl>")
     if csv is not None:
         name = Path(csv).name
-        parts.append(f'<p class="small">Every number at full precision, with each class&rsquo;s verdict: '
-                     f'<a href="{esc(name)}">{esc(name)}</a> (beside this page).</p>')
+        parts.append(
+            f'<p class="small">Every number at full precision, with each class&rsquo;s verdict: '
+            f'<a href="{esc(name)}">{esc(name)}</a> (beside this page).</p>'
+        )
     parts.append("</section>")
 
     # ---- one section per class
-    parts.append('<section id="classes"><h2>Class by class</h2>'
-                 '<p class="small">Most trusted first. Shares are of the class&rsquo;s images; a change '
-                 "in grey levels of 255 is the most any pixel value moves (the L&#8734; norm). Numbers in "
-                 "brackets name the notebook a number comes from.</p></section>")
+    parts.append(
+        '<section id="classes"><h2>Class by class</h2>'
+        '<p class="small">Most trusted first. Shares are of the class&rsquo;s images; a change '
+        "in grey levels of 255 is the most any pixel value moves (the L&#8734; norm). Numbers in "
+        "brackets name the notebook a number comes from.</p></section>"
+    )
     per_class = [c for c in shown if c not in model_values and c not in _HIDDEN]
     groups: dict = {}
     for col in per_class:
         groups.setdefault(prov[col], []).append(col)
     for cls, row in rows.iterrows():
-        rank = f'<span class="rankno">#{esc(display(row["rank"], "rank"))}</span>' if "rank" in row.index else ""
+        rank = (
+            f'<span class="rankno">#{esc(display(row["rank"], "rank"))}</span>'
+            if "rank" in row.index
+            else ""
+        )
         pill = _pill(row["trust_score"]) if scored else ""
-        parts.append(f'<section class="cls" id="{_anchor(cls, index_of[cls])}" data-class="{esc(str(cls))}">'
-                     f'<h2>{rank}<span class="name">{esc(str(cls))}</span>{pill}</h2>')
+        parts.append(
+            f'<section class="cls" id="{_anchor(cls, index_of[cls])}" data-class="{esc(str(cls))}">'
+            f'<h2>{rank}<span class="name">{esc(str(cls))}</span>{pill}</h2>'
+        )
         if lists is not None:
             parts.append('<ul class="verdict">')
             for kind, text in lists[cls]:
                 if kind == "model_note":
-                    continue                      # said once, in the summary
+                    continue  # said once, in the summary
                 mark = _MARKS.get(kind, "&#8226;")
-                parts.append(f'<li class="{esc(kind)}"><span class="mark">{mark}</span>{esc(_sentence(text))}</li>')
+                parts.append(
+                    f'<li class="{esc(kind)}"><span class="mark">{mark}</span>{esc(_sentence(text))}</li>'
+                )
             parts.append("</ul>")
         if examples and examples.get(cls):
             parts.append('<div class="examples">')
             for caption, image in examples[cls]:
-                parts.append(f'<figure><img alt="{esc(str(caption))}" src="{_jpeg(image)}">'
-                             f"<figcaption>{esc(str(caption))}</figcaption></figure>")
+                parts.append(
+                    f'<figure><img alt="{esc(str(caption))}" src="{_jpeg(image)}">'
+                    f"<figcaption>{esc(str(caption))}</figcaption></figure>"
+                )
             parts.append("</div>")
         for source, cols in groups.items():
             heading = "Trust score" if source == trust._DERIVED else source
@@ -701,8 +881,10 @@ def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdic
             if isinstance(figure, tuple):
                 figure, note = figure
             n = f' &middot; <span class="n">rests on {esc(str(note))}</span>' if note else ""
-            parts.append(f'<figure class="fig"><img alt="{esc(str(caption))}" src="{_figure_uri(figure)}">'
-                         f"<figcaption>{esc(str(caption))}{n}</figcaption></figure>")
+            parts.append(
+                f'<figure class="fig"><img alt="{esc(str(caption))}" src="{_figure_uri(figure)}">'
+                f"<figcaption>{esc(str(caption))}{n}</figcaption></figure>"
+            )
         parts.append("</section>")
 
     # ---- method
@@ -711,7 +893,9 @@ def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdic
         w = info["weights"]
         active = [c for c in trust.COMPONENTS if w.get(c, 0) > 0]
         letters = [_COMPONENT_LETTERS[c] for c in active]
-        product = " &middot; ".join(f"<var>{x}</var><sup><var>w</var><sub>{x}</sub></sup>" for x in letters)
+        product = " &middot; ".join(
+            f"<var>{x}</var><sup><var>w</var><sub>{x}</sub></sup>" for x in letters
+        )
         total = " + ".join(f"<var>w</var><sub>{x}</sub>" for x in letters)
         budget = info.get("budget")
         budget_text = f"{budget * 255:.3g}/255" if budget is not None else "the budget"
@@ -719,52 +903,71 @@ def write_html(table: pd.DataFrame, path, *, figures: dict | None = None, verdic
             "A": "accuracy: the share of the class&rsquo;s test images predicted right.",
             "C": "1 &minus; calibration error (ECE of the images predicted as the class).",
             "R": "the share of the class&rsquo;s attacked images (the correctly classified ones) whose smallest "
-                 f"fooling change exceeds the budget of {esc(budget_text)} of the grey-level range (the budget is "
-                 "absolute: one grey level is the smallest change an 8-bit image can store; no class scores well "
-                 "because the others are weaker).",
+            f"fooling change exceeds the budget of {esc(budget_text)} of the grey-level range (the budget is "
+            "absolute: one grey level is the smallest change an 8-bit image can store; no class scores well "
+            "because the others are weaker).",
             "L": "(relevance mass &minus; object share) / (1 &minus; object share), clipped to [0, 1]: the share of "
-                 "the explanation on the object above what chance puts there.",
+            "the explanation on the object above what chance puts there.",
             "S": "the share learned early: 1 &minus; learned late &minus; forgotten &minus; never learned, "
-                 "over the epochs up to the audited checkpoint.",
+            "over the epochs up to the audited checkpoint.",
         }
-        parts.append('<section id="method"><h2>Method: the trust score</h2>'
-                     f'<p class="formula">trust = ( {product} )<sup>1 / ({total})</sup></p>'
-                     "<p>a weighted geometric mean of components in [0, 1], each 1 when no weakness was "
-                     "found. Trust is limited by the weakest link: a component of 0 makes the score 0 "
-                     "however good the rest is; halving any component lowers the score by the same factor "
-                     'whatever the others are.</p><dl class="defs">')
+        parts.append(
+            '<section id="method"><h2>Method: the trust score</h2>'
+            f'<p class="formula">trust = ( {product} )<sup>1 / ({total})</sup></p>'
+            "<p>a weighted geometric mean of components in [0, 1], each 1 when no weakness was "
+            "found. Trust is limited by the weakest link: a component of 0 makes the score 0 "
+            "however good the rest is; halving any component lowers the score by the same factor "
+            'whatever the others are.</p><dl class="defs">'
+        )
         parts += [f"<dt><var>{x}</var></dt><dd>{defs[x]}</dd>" for x in letters]
-        weights = ", ".join(f"<var>w</var><sub>{_COMPONENT_LETTERS[c]}</sub> = {w[c]:g}" for c in trust.COMPONENTS)
+        weights = ", ".join(
+            f"<var>w</var><sub>{_COMPONENT_LETTERS[c]}</sub> = {w[c]:g}" for c in trust.COMPONENTS
+        )
         parts.append(f"</dl><p>Weights: {weights}.</p>")
         if len({w[c] for c in active}) == 1:
             plain = " &middot; ".join(f"<var>{x}</var>" for x in letters)
-            parts.append(f'<p>With equal weights this is the plain geometric mean: </p><p class="formula">'
-                         f"trust = ( {plain} )<sup>1/{len(letters)}</sup></p>")
+            parts.append(
+                f'<p>With equal weights this is the plain geometric mean: </p><p class="formula">'
+                f"trust = ( {plain} )<sup>1/{len(letters)}</sup></p>"
+            )
         parts += [f"<p>{esc(_sentence(note))}</p>" for note in info.get("notes", [])]
-        parts.append("<p>Every number has a 95 % interval: Wilson for shares, a seeded bootstrap over the "
-                     "class&rsquo;s images otherwise. The trust score&rsquo;s interval repeats the geometric mean "
-                     "on each bootstrap draw of the components (each source resampled over its own images).</p>")
-        parts.append("<h3>Verdict rules</h3><p>A word is used only when its interval supports it "
-                     "(thresholds in <code>helpers.trust.THRESHOLDS</code>):</p><ul>")
+        parts.append(
+            "<p>Every number has a 95 % interval: Wilson for shares, a seeded bootstrap over the "
+            "class&rsquo;s images otherwise. The trust score&rsquo;s interval repeats the geometric mean "
+            "on each bootstrap draw of the components (each source resampled over its own images).</p>"
+        )
+        parts.append(
+            "<h3>Verdict rules</h3><p>A word is used only when its interval supports it "
+            "(thresholds in <code>helpers.trust.THRESHOLDS</code>):</p><ul>"
+        )
         parts += [f"<li>{esc(_rule_summary(rule))}</li>" for rule in trust.RULES]
-        parts.append("<li>Not usable: the lower end of the 95 % Wilson interval of the overall accuracy is at or "
-                     "below guessing the largest class.</li></ul></section>")
+        parts.append(
+            "<li>Not usable: the lower end of the 95 % Wilson interval of the overall accuracy is at or "
+            "below guessing the largest class.</li></ul></section>"
+        )
 
     # ---- sources
-    parts.append('<section id="sources"><h2>Where each number comes from</h2>'
-                 '<table class="stack prov"><thead><tr><th>Number</th><th>Source</th>'
-                 "<th>What it means</th><th>CSV column</th></tr></thead><tbody>")
+    parts.append(
+        '<section id="sources"><h2>Where each number comes from</h2>'
+        '<table class="stack prov"><thead><tr><th>Number</th><th>Source</th>'
+        "<th>What it means</th><th>CSV column</th></tr></thead><tbody>"
+    )
     for col in shown:
-        parts.append(f'<tr><td data-label="Number">{esc(label(col))}</td>'
-                     f'<td data-label="Source">{esc(prov[col])}</td>'
-                     f'<td data-label="What it means">{esc(trust.COLUMNS.get(col, ""))}</td>'
-                     f'<td data-label="CSV column"><code>{esc(col)}</code></td></tr>')
+        parts.append(
+            f'<tr><td data-label="Number">{esc(label(col))}</td>'
+            f'<td data-label="Source">{esc(prov[col])}</td>'
+            f'<td data-label="What it means">{esc(trust.COLUMNS.get(col, ""))}</td>'
+            f'<td data-label="CSV column"><code>{esc(col)}</code></td></tr>'
+        )
     parts.append("</tbody></table></section>")
     parts.append("</main></body></html>\n")
     page = "\n".join(parts).encode("utf-8")
     if len(page) > MAX_BYTES:
-        warnings.warn(f"the trust report is {len(page) / 1e6:.1f} MB (more than {MAX_BYTES / 1e6:.0f} MB): "
-                      "pass fewer or smaller figures", stacklevel=2)
+        warnings.warn(
+            f"the trust report is {len(page) / 1e6:.1f} MB (more than {MAX_BYTES / 1e6:.0f} MB): "
+            "pass fewer or smaller figures",
+            stacklevel=2,
+        )
     from .trust.output import _write
 
     return _write(path, page)

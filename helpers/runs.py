@@ -5,6 +5,7 @@ Every notebook calls :func:`load_data` or :func:`finetuned_run` with the literal
 stores the result under :func:`helpers.paths.cache_dir`; later calls, from any notebook with
 the same parameters, load it. An interrupted training resumes where it stopped.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,18 +35,25 @@ PLANTED_VERSION = 2
 
 @dataclass
 class DataSource:
-    root: Path                 # folder in Intel layout
-    manifest: pd.DataFrame     # one row per file found, see helpers.data.scan_images
-    is_scenes: bool            # True for the embedded scenes (which have ground-truth masks)
+    root: Path  # folder in Intel layout
+    manifest: pd.DataFrame  # one row per file found, see helpers.data.scan_images
+    is_scenes: bool  # True for the embedded scenes (which have ground-truth masks)
 
     @property
     def classes(self) -> list[str]:
         return data.classes_of(self.manifest)
 
 
-def load_data(*, data_dir: str = "", scenes_per_class: int = 120, test_scenes_per_class: int = 50,
-              scene_size: int = 128, shortcut_class: str | None = None, seed: int = 0,
-              progress: bool = True) -> DataSource:
+def load_data(
+    *,
+    data_dir: str = "",
+    scenes_per_class: int = 120,
+    test_scenes_per_class: int = 50,
+    scene_size: int = 128,
+    shortcut_class: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> DataSource:
     """Scan ``data_dir`` (Intel layout), or generate the embedded scenes when it is ``""``."""
     if data_dir:
         root = Path(data_dir).expanduser()
@@ -53,11 +61,18 @@ def load_data(*, data_dir: str = "", scenes_per_class: int = 120, test_scenes_pe
         if shortcut_class:
             root = marked_copy(root, manifest, shortcut_class, seed=seed, progress=progress)
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")   # the user's bad files were reported by the first scan
+                warnings.simplefilter(
+                    "ignore"
+                )  # the user's bad files were reported by the first scan
                 manifest = data.scan_images(root, progress=progress)
         return DataSource(root, manifest, is_scenes=False)
-    params = dict(n_train=scenes_per_class, n_test=test_scenes_per_class, size=scene_size,
-                  seed=seed, shortcut_class=shortcut_class or None)
+    params = dict(
+        n_train=scenes_per_class,
+        n_test=test_scenes_per_class,
+        size=scene_size,
+        seed=seed,
+        shortcut_class=shortcut_class or None,
+    )
     if shortcut_class:
         params["shortcut_hybrid_share"] = scenes.SHORTCUT_HYBRID_SHARE
     root = cache_dir() / f"scenes-{params_key({**params, 'planted': PLANTED_VERSION})}"
@@ -69,13 +84,22 @@ def load_data(*, data_dir: str = "", scenes_per_class: int = 120, test_scenes_pe
     return DataSource(root, manifest, is_scenes=True)
 
 
-NO_MASKS = ("Pointing game and relevance mass left out: they need a ground-truth mask of the region "
-            "that makes each image its class, and only the embedded scenes have one.")
-SHORTCUT_FRACTION = 0.9   # share of the shortcut class's training images that carry the mark
+NO_MASKS = (
+    "Pointing game and relevance mass left out: they need a ground-truth mask of the region "
+    "that makes each image its class, and only the embedded scenes have one."
+)
+SHORTCUT_FRACTION = 0.9  # share of the shortcut class's training images that carry the mark
 
 
-def marked_copy(root: Path, manifest: pd.DataFrame, shortcut_class: str, *, fraction: float = SHORTCUT_FRACTION,
-                seed: int = 0, progress: bool = True) -> Path:
+def marked_copy(
+    root: Path,
+    manifest: pd.DataFrame,
+    shortcut_class: str,
+    *,
+    fraction: float = SHORTCUT_FRACTION,
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
     """A copy of the data folder ``root`` in the cache in which ``fraction`` of the training
     images of ``shortcut_class`` carry the shortcut mark (:func:`helpers.scenes.add_shortcut_mark`,
     about 3 % of the image near the top-left corner); no test image is marked.
@@ -89,11 +113,18 @@ def marked_copy(root: Path, manifest: pd.DataFrame, shortcut_class: str, *, frac
 
     classes = data.classes_of(manifest)
     if shortcut_class not in classes:
-        raise ValueError(f"shortcut_class {shortcut_class!r} is not a class of {root}; "
-                         f"expected one of {', '.join(classes)}")
+        raise ValueError(
+            f"shortcut_class {shortcut_class!r} is not a class of {root}; "
+            f"expected one of {', '.join(classes)}"
+        )
     files = manifest.sort_values("path")
-    params = {"data": str(Path(root).resolve()), "files": len(files), "class": shortcut_class,
-              "fraction": float(fraction), "seed": int(seed)}
+    params = {
+        "data": str(Path(root).resolve()),
+        "files": len(files),
+        "class": shortcut_class,
+        "fraction": float(fraction),
+        "seed": int(seed),
+    }
     dest = cache_dir() / f"marked-{params_key(params)}"
     if (dest / "marked.json").exists():
         return dest
@@ -105,11 +136,13 @@ def marked_copy(root: Path, manifest: pd.DataFrame, shortcut_class: str, *, frac
         dst.parent.mkdir(parents=True, exist_ok=True)
         if row.split == "train" and row.label == shortcut_class and row.status == "ok":
             k += 1
-            if (k * scenes._GOLDEN) % 1.0 < fraction:   # the scenes' low-discrepancy choice
+            if (k * scenes._GOLDEN) % 1.0 < fraction:  # the scenes' low-discrepancy choice
                 rgb = data.load_rgb(src)
                 drawn, box = scenes.add_shortcut_mark(rgb, np.random.default_rng([seed, k]))
                 fmt = "PNG" if src.suffix.lower() == ".png" else "JPEG"
-                Image.fromarray(drawn).save(dst, format=fmt, **({"quality": 95, "subsampling": 0} if fmt == "JPEG" else {}))
+                Image.fromarray(drawn).save(
+                    dst, format=fmt, **({"quality": 95, "subsampling": 0} if fmt == "JPEG" else {})
+                )
                 split_dir = Path(row.path).parts[0]
                 rows.append((split_dir, shortcut_class, dst.name, *box))
                 continue
@@ -121,7 +154,7 @@ def marked_copy(root: Path, manifest: pd.DataFrame, shortcut_class: str, *, frac
     (tmp / "marked.json").write_text(json.dumps(params, indent=2))
     try:
         os.replace(tmp, dest)
-    except OSError:   # another process finished first
+    except OSError:  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
@@ -140,7 +173,9 @@ def _plant_bad_files(root: Path, *, size: int = 128, seed: int = 0) -> None:
     (folder / "corrupt.jpg").write_bytes(rng.integers(0, 256, 2048, dtype=np.uint8).tobytes())
     (folder / "truncated.jpg").write_bytes(good[: len(good) // 2])
     Image.new("RGB", (16, 16), (90, 140, 200)).save(folder / "tiny.jpg")
-    rgb, _ = scenes.render_scene(scenes.CLASSES[0], np.random.default_rng([int(seed), 2**31 - 1]), int(size))
+    rgb, _ = scenes.render_scene(
+        scenes.CLASSES[0], np.random.default_rng([int(seed), 2**31 - 1]), int(size)
+    )
     Image.fromarray(rgb).convert("L").save(folder / "greyscale.jpg")
 
 
@@ -163,32 +198,77 @@ class FineTunedRun:
         if not self.source.is_scenes:
             raise ValueError("ground-truth masks exist only for the embedded scenes")
         size = self.config.image_size
-        return np.stack([scenes.load_mask(self.source.root, p, size=size) for p in self.test_set.paths])
+        return np.stack(
+            [scenes.load_mask(self.source.root, p, size=size) for p in self.test_set.paths]
+        )
 
 
-def finetuned_run(*, data_dir: str = "", scenes_per_class: int = 120, test_scenes_per_class: int = 50,
-                  scene_size: int = 128, shortcut_class: str | None = None,
-                  arch: str = "efficientnet_lite0", weights: str | None = "imagenet",
-                  image_size: int = 128, epochs: int = 10, batch_size: int = 32,
-                  learning_rate: float = 3e-4, seed: int = 0, device: str = "auto",
-                  progress: bool = True) -> FineTunedRun:
+def finetuned_run(
+    *,
+    data_dir: str = "",
+    scenes_per_class: int = 120,
+    test_scenes_per_class: int = 50,
+    scene_size: int = 128,
+    shortcut_class: str | None = None,
+    arch: str = "efficientnet_lite0",
+    weights: str | None = "imagenet",
+    image_size: int = 128,
+    epochs: int = 10,
+    batch_size: int = 32,
+    learning_rate: float = 3e-4,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> FineTunedRun:
     """Load the fine-tuned model and its history for these parameters, training it if missing."""
     weights = None if weights in (None, "", "none", "None") else weights
-    source = load_data(data_dir=data_dir, scenes_per_class=scenes_per_class,
-                       test_scenes_per_class=test_scenes_per_class, scene_size=scene_size,
-                       shortcut_class=shortcut_class, seed=seed, progress=progress)
-    config = TrainConfig(arch=arch, weights=weights, image_size=image_size, epochs=epochs,
-                         batch_size=batch_size, learning_rate=learning_rate, seed=seed, device=device)
-    key = params_key({"data": str(source.root.resolve()), **config.to_dict(), "device": "any",
-                      "version": TRAINING_VERSION})
+    source = load_data(
+        data_dir=data_dir,
+        scenes_per_class=scenes_per_class,
+        test_scenes_per_class=test_scenes_per_class,
+        scene_size=scene_size,
+        shortcut_class=shortcut_class,
+        seed=seed,
+        progress=progress,
+    )
+    config = TrainConfig(
+        arch=arch,
+        weights=weights,
+        image_size=image_size,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        device=device,
+    )
+    key = params_key(
+        {
+            "data": str(source.root.resolve()),
+            **config.to_dict(),
+            "device": "any",
+            "version": TRAINING_VERSION,
+        }
+    )
     run_dir = cache_dir() / "runs" / f"{arch}-{key}"
     run_dir.mkdir(parents=True, exist_ok=True)
     data.write_manifest(source.manifest, run_dir / "manifest.csv")
     classes = source.classes
-    train_set = data.ImageDataset(source.root, source.manifest, "train", image_size=image_size, classes=classes,
-                                  progress=progress)
-    test_set = data.ImageDataset(source.root, source.manifest, "test", image_size=image_size, classes=classes,
-                                  progress=progress)
+    train_set = data.ImageDataset(
+        source.root,
+        source.manifest,
+        "train",
+        image_size=image_size,
+        classes=classes,
+        progress=progress,
+    )
+    test_set = data.ImageDataset(
+        source.root,
+        source.manifest,
+        "test",
+        image_size=image_size,
+        classes=classes,
+        progress=progress,
+    )
     history = fine_tune(config, train_set, test_set, run_dir, progress=progress)
     model = models.load_model(run_dir / "best.pt", device=device)
     return FineTunedRun(source, config, run_dir, train_set, test_set, history, model)
@@ -217,7 +297,9 @@ def pick_examples(labels, preds, *, correct: int = 4, wrong: int = 4, seed: int 
     for is_right, count in ((True, correct), (False, wrong)):
         pool = rng.permutation(np.flatnonzero((labels == preds) == is_right))
         # round robin over the classes: each image's rank among the earlier picks of its class
-        order = np.argsort([np.sum(labels[pool[:k]] == labels[i]) for k, i in enumerate(pool)], kind="stable")
+        order = np.argsort(
+            [np.sum(labels[pool[:k]] == labels[i]) for k, i in enumerate(pool)], kind="stable"
+        )
         picked.extend(int(i) for i in pool[order][:count])
     return np.asarray(picked, dtype=np.int64)
 
@@ -230,9 +312,14 @@ def per_class_indices(labels, per_class: int) -> np.ndarray:
 
 def example_table(indices, labels, preds, probs, classes) -> pd.DataFrame:
     """One row per picked image: index, true class, predicted class and its confidence."""
-    return pd.DataFrame({"image": indices, "true": [classes[labels[i]] for i in indices],
-                         "predicted": [classes[preds[i]] for i in indices],
-                         "confidence": [float(probs[i].max()) for i in indices]})
+    return pd.DataFrame(
+        {
+            "image": indices,
+            "true": [classes[labels[i]] for i in indices],
+            "predicted": [classes[preds[i]] for i in indices],
+            "confidence": [float(probs[i].max()) for i in indices],
+        }
+    )
 
 
 def cached_frame(run: FineTunedRun, name: str, params: dict, compute) -> pd.DataFrame:
@@ -257,10 +344,16 @@ def cached_frame(run: FineTunedRun, name: str, params: dict, compute) -> pd.Data
         return df
     df = compute()
     indexed = not isinstance(df.index, pd.RangeIndex)
-    info = {"params": params, "indexed": indexed, "attrs": df.attrs,
-            "dtypes": {c: str(t) for c, t in df.dtypes.items()}}
-    for path, write in ((meta, lambda p: p.write_text(json.dumps(info, default=float))),
-                        (csv, lambda p: df.to_csv(p, index=indexed))):
+    info = {
+        "params": params,
+        "indexed": indexed,
+        "attrs": df.attrs,
+        "dtypes": {c: str(t) for c, t in df.dtypes.items()},
+    }
+    for path, write in (
+        (meta, lambda p: p.write_text(json.dumps(info, default=float))),
+        (csv, lambda p: df.to_csv(p, index=indexed)),
+    ):
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         write(tmp)
         os.replace(tmp, path)
@@ -275,7 +368,9 @@ def attack_subset(run: FineTunedRun, images_per_class: int):
     return idx, x[idx], labels[idx].long()
 
 
-def region_masks(run: FineTunedRun, indices, *, object_from: str = "auto", top_fraction: float = 0.2) -> dict:
+def region_masks(
+    run: FineTunedRun, indices, *, object_from: str = "auto", top_fraction: float = 0.2
+) -> dict:
     """``{"object": mask, "background": its complement}``, bool [N, H, W], for test ``indices``.
 
     ``object_from="mask"``: the scene's ground-truth mask (embedded scenes only); ``"gradcam"``:
@@ -296,7 +391,9 @@ def region_masks(run: FineTunedRun, indices, *, object_from: str = "auto", top_f
         cam = explain.explain(run.model, x[idx], labels[idx].long(), method="gradcam")
         obj = attacks.top_fraction_mask(cam, top_fraction)
     else:
-        raise ValueError(f"unknown object_from {object_from!r}; expected 'auto', 'mask' or 'gradcam'")
+        raise ValueError(
+            f"unknown object_from {object_from!r}; expected 'auto', 'mask' or 'gradcam'"
+        )
     return {"object": obj, "background": ~obj}
 
 
@@ -305,10 +402,19 @@ def region_masks(run: FineTunedRun, indices, *, object_from: str = "auto", top_f
 SEARCH_VERSION = 3
 
 
-def fragility(run: FineTunedRun, *, region_images_per_class: int = 20, whole_images_per_class: int = 0,
-              object_from: str = "auto", top_fraction: float = 0.2, steps: int = 20,
-              max_eps: float = 16 / 255, bf16: bool = False, seed: int = 0,
-              batch_size: int = 64) -> pd.DataFrame:
+def fragility(
+    run: FineTunedRun,
+    *,
+    region_images_per_class: int = 20,
+    whole_images_per_class: int = 0,
+    object_from: str = "auto",
+    top_fraction: float = 0.2,
+    steps: int = 20,
+    max_eps: float = 16 / 255,
+    bf16: bool = False,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> pd.DataFrame:
     """The smallest flipping L-inf epsilon of each test image by a minimum-norm attack
     (:func:`helpers.attacks.minimum_norm_epsilon`: foolbox's FMN with ``steps`` iterations, then
     an fp32-checked line search), for the whole image on every test image (or the first
@@ -329,25 +435,41 @@ def fragility(run: FineTunedRun, *, region_images_per_class: int = 20, whole_ima
     ``flip_class`` and more."""
     from . import attacks
 
-    params = dict(region_images_per_class=region_images_per_class, whole_images_per_class=whole_images_per_class,
-                  object_from=object_from, top_fraction=top_fraction, steps=steps, max_eps=max_eps,
-                  bf16=bf16, seed=seed, attack="fmn", equal_area=True, search=SEARCH_VERSION)
+    params = dict(
+        region_images_per_class=region_images_per_class,
+        whole_images_per_class=whole_images_per_class,
+        object_from=object_from,
+        top_fraction=top_fraction,
+        steps=steps,
+        max_eps=max_eps,
+        bf16=bf16,
+        seed=seed,
+        attack="fmn",
+        equal_area=True,
+        search=SEARCH_VERSION,
+    )
 
     def compute():
         x, labels = run.test_set.tensors()
         labels = labels.long()
         kw = dict(direction="fmn", steps=steps, max_eps=max_eps, bf16=bf16, batch_size=batch_size)
-        whole_idx = np.arange(len(x)) if whole_images_per_class <= 0 else \
-            per_class_indices(labels.numpy(), whole_images_per_class)
+        whole_idx = (
+            np.arange(len(x))
+            if whole_images_per_class <= 0
+            else per_class_indices(labels.numpy(), whole_images_per_class)
+        )
         whole = attacks.fragility_by_region(run.model, x[whole_idx], labels[whole_idx], {}, **kw)
         whole["image"] = whole_idx[whole["image"].to_numpy()]
         frames = [whole]
         if region_images_per_class > 0:
             idx, xs, ys = attack_subset(run, region_images_per_class)
             masks = region_masks(run, idx, object_from=object_from, top_fraction=top_fraction)
-            obj, bg = attacks.equal_area(masks["object"], masks["background"], seed=seed, image_ids=idx)
-            regions = attacks.fragility_by_region(run.model, xs, ys,
-                                                  {"whole": None, "object": obj, "background": bg}, **kw)
+            obj, bg = attacks.equal_area(
+                masks["object"], masks["background"], seed=seed, image_ids=idx
+            )
+            regions = attacks.fragility_by_region(
+                run.model, xs, ys, {"whole": None, "object": obj, "background": bg}, **kw
+            )
             regions["image"] = idx[regions["image"].to_numpy()]
             frames.append(regions)
         df = pd.concat(frames, ignore_index=True)
@@ -357,7 +479,9 @@ def fragility(run: FineTunedRun, *, region_images_per_class: int = 20, whole_ima
     return cached_frame(run, "fragility", params, compute)
 
 
-def shortcut_usage(models_by_name: dict, images, labels, target: int, *, seed: int = 0) -> pd.DataFrame:
+def shortcut_usage(
+    models_by_name: dict, images, labels, target: int, *, seed: int = 0
+) -> pd.DataFrame:
     """Does a model use the planted mark? Per model: accuracy on ``images`` without and with the
     mark (:func:`add_shortcut_marks`), and the mean probability of the ``target`` class (the
     shortcut class) on the images of the OTHER classes, without and with the mark."""
@@ -373,8 +497,10 @@ def shortcut_usage(models_by_name: dict, images, labels, target: int, *, seed: i
         with torch.no_grad():
             p_clean, p_marked = model(images).softmax(1), model(marked).softmax(1)
         model.train(was_training)
-        rows[name] = {"accuracy": float((p_clean.argmax(1) == labels).float().mean()),
-                      "accuracy, marked": float((p_marked.argmax(1) == labels).float().mean()),
-                      "P(target), other classes": float(p_clean[others, target].mean()),
-                      "P(target), other classes, marked": float(p_marked[others, target].mean())}
+        rows[name] = {
+            "accuracy": float((p_clean.argmax(1) == labels).float().mean()),
+            "accuracy, marked": float((p_marked.argmax(1) == labels).float().mean()),
+            "P(target), other classes": float(p_clean[others, target].mean()),
+            "P(target), other classes, marked": float(p_marked[others, target].mean()),
+        }
     return pd.DataFrame(rows).T

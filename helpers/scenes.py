@@ -11,6 +11,7 @@ overlap on purpose. Some ``buildings`` images show a strip of road and some ``st
 narrow road between tall facades; ``mountain`` has a random snowiness and ``glacier`` a random
 rockiness whose distributions overlap in their tails.
 """
+
 from __future__ import annotations
 
 import json
@@ -130,8 +131,16 @@ def _finish(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray):
 
 
 # ----------------------------------------------------------------------------- built things
-_WALLS = ((0.62, 0.30, 0.24), (0.86, 0.78, 0.62), (0.60, 0.60, 0.62), (0.90, 0.89, 0.86),
-          (0.42, 0.55, 0.68), (0.32, 0.32, 0.35), (0.78, 0.62, 0.45), (0.70, 0.74, 0.66))
+_WALLS = (
+    (0.62, 0.30, 0.24),
+    (0.86, 0.78, 0.62),
+    (0.60, 0.60, 0.62),
+    (0.90, 0.89, 0.86),
+    (0.42, 0.55, 0.68),
+    (0.32, 0.32, 0.35),
+    (0.78, 0.62, 0.45),
+    (0.70, 0.74, 0.66),
+)
 _WINDOWS = ((0.15, 0.20, 0.28), (0.30, 0.40, 0.50), (0.55, 0.65, 0.75), (0.95, 0.85, 0.50))
 
 
@@ -256,16 +265,25 @@ def _street(rng, size, hybrid_share=HYBRID_SHARE):
 
 
 # ----------------------------------------------------------------------------- nature
-_GREENS = ((0.13, 0.35, 0.15), (0.20, 0.45, 0.18), (0.10, 0.28, 0.16), (0.35, 0.50, 0.20),
-           (0.25, 0.40, 0.12), (0.45, 0.55, 0.22))
+_GREENS = (
+    (0.13, 0.35, 0.15),
+    (0.20, 0.45, 0.18),
+    (0.10, 0.28, 0.16),
+    (0.35, 0.50, 0.20),
+    (0.25, 0.40, 0.12),
+    (0.45, 0.55, 0.22),
+)
 
 
 def _tree(rng, img, mask, base_y: float, x: float, height: float, conifer: bool, size: int):
     """One tree (trunk and a triangular or elliptic crown) standing at (x, base_y)."""
     shape = (size, size)
     tw = max(1.0, height * 0.07)
-    rr, cc = polygon([base_y, base_y, base_y - height * 0.45, base_y - height * 0.45],
-                     [x - tw, x + tw, x + tw, x - tw], shape)
+    rr, cc = polygon(
+        [base_y, base_y, base_y - height * 0.45, base_y - height * 0.45],
+        [x - tw, x + tw, x + tw, x - tw],
+        shape,
+    )
     img[rr, cc], mask[rr, cc] = _jitter(rng, (0.35, 0.24, 0.15), 0.04), True
     green = _pick(rng, _GREENS, 0.05)
     if conifer:
@@ -303,8 +321,14 @@ def _forest(rng, size):
     return img, mask
 
 
-_ROCKS = ((0.45, 0.43, 0.42), (0.50, 0.42, 0.34), (0.38, 0.36, 0.30), (0.42, 0.45, 0.33),
-          (0.55, 0.52, 0.50), (0.35, 0.30, 0.28))
+_ROCKS = (
+    (0.45, 0.43, 0.42),
+    (0.50, 0.42, 0.34),
+    (0.38, 0.36, 0.30),
+    (0.42, 0.45, 0.33),
+    (0.55, 0.52, 0.50),
+    (0.35, 0.30, 0.28),
+)
 _SNOW = (0.93, 0.95, 0.98)
 
 
@@ -369,8 +393,9 @@ def _alpine(rng, size):
     """The scene mountain and glacier share: a snowy ridge with a small ice tongue in front.
     Returns (image, mountain body without the ice, ice)."""
     img = _sky(rng, size)
-    top = size * rng.uniform(0.6, 0.72) - _peaks(rng, size, rng.integers(1, 4),
-                                                 size * rng.uniform(0.3, 0.5))
+    top = size * rng.uniform(0.6, 0.72) - _peaks(
+        rng, size, rng.integers(1, 4), size * rng.uniform(0.3, 0.5)
+    )
     body = _rock_layer(rng, img, top, rng.uniform(0.2, 0.7), 0.0, size)
     edge = size * rng.uniform(0.7, 0.86) + _ridge(rng, size, 0.03 * size, 0.5)
     ice = _ice_field(rng, img, edge, rng.beta(1.1, 3.0), size)
@@ -386,8 +411,11 @@ def _glacier(rng, size, hybrid_share=HYBRID_SHARE):
     rockiness = rng.beta(1.1, 3.0)  # mostly clean ice, a long tail of rocky, moraine-rich ice
     edge = size * rng.uniform(0.4, 0.68) + _ridge(rng, size, 0.03 * size, 0.5)
     if rng.random() < 0.8:  # icy peaks behind, rockier when the glacier is rocky
-        top = edge.mean() + 0.05 * size - _peaks(rng, size, rng.integers(1, 4),
-                                                 size * rng.uniform(0.2, 0.45))
+        top = (
+            edge.mean()
+            + 0.05 * size
+            - _peaks(rng, size, rng.integers(1, 4), size * rng.uniform(0.2, 0.45))
+        )
         _rock_layer(rng, img, top, 1.1 - 1.3 * rockiness, 0.0, size)
     return img, _ice_field(rng, img, edge, rockiness, size)
 
@@ -415,11 +443,11 @@ def _sea(rng, size):
     t = np.clip((yy - h) / (size - h), 0, 1)[..., None]
     far = img[max(int(h) - 1, 0), size // 2] * 0.5 + _jitter(rng, (0.35, 0.55, 0.70)) * 0.5
     deep = _pick(rng, ((0.05, 0.20, 0.45), (0.08, 0.40, 0.48), (0.10, 0.30, 0.55)), 0.04)
-    grad = far * (1 - t ** 0.6) + deep * t ** 0.6
+    grad = far * (1 - t**0.6) + deep * t**0.6
     z = size * rng.uniform(0.6, 1.5) / (yy - h + 1.0) + 0.6 * _texture(rng, size, 12)
     waves = np.sin(2 * np.pi * z)
     sun = rng.uniform(0.1, 0.9) * size
-    glint = np.exp(-((xx - sun) / (size * (0.04 + 0.12 * t[..., 0]))) ** 2) * (waves > 0.6)
+    glint = np.exp(-(((xx - sun) / (size * (0.04 + 0.12 * t[..., 0]))) ** 2)) * (waves > 0.6)
     col = grad * (1 + 0.08 * waves[..., None]) + rng.uniform(0.3, 0.8) * glint[..., None]
     img[water] = col[water]
     if rng.random() < 0.4:  # a beach strip in front
@@ -431,14 +459,26 @@ def _sea(rng, size):
     return img, water
 
 
-_RENDERERS = {"buildings": _buildings, "forest": _forest, "glacier": _glacier,
-              "mountain": _mountain, "sea": _sea, "street": _street}
-_TWINS = {"buildings": "street", "street": "buildings", "mountain": "glacier", "glacier": "mountain"}
+_RENDERERS = {
+    "buildings": _buildings,
+    "forest": _forest,
+    "glacier": _glacier,
+    "mountain": _mountain,
+    "sea": _sea,
+    "street": _street,
+}
+_TWINS = {
+    "buildings": "street",
+    "street": "buildings",
+    "mountain": "glacier",
+    "glacier": "mountain",
+}
 
 
 # ----------------------------------------------------------------------------- public API
-def render_scene(class_name: str, rng: np.random.Generator, size: int = 128, *,
-                 hybrid_share: float | None = None):
+def render_scene(
+    class_name: str, rng: np.random.Generator, size: int = 128, *, hybrid_share: float | None = None
+):
     """One image of ``class_name``: (RGB uint8 [size, size, 3], bool mask [size, size]).
 
     The mask marks the region that makes the image its class: facades (buildings), trees
@@ -506,8 +546,10 @@ def _atomic_save(save, path: Path) -> None:
 def _check_params(params: dict) -> None:
     """Stop with one clear message on a bad ``write_scenes`` parameter."""
     if params["shortcut_class"] is not None and params["shortcut_class"] not in CLASSES:
-        raise ValueError(f"unknown shortcut_class {params['shortcut_class']!r}; "
-                         f"expected None or one of {', '.join(CLASSES)}")
+        raise ValueError(
+            f"unknown shortcut_class {params['shortcut_class']!r}; "
+            f"expected None or one of {', '.join(CLASSES)}"
+        )
     for name in ("shortcut_fraction", "shortcut_hybrid_share"):
         if not 0.0 <= params.get(name, 0.0) <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {params[name]}")
@@ -532,11 +574,13 @@ def _claim_folder(root: Path, params: dict) -> bool:
                 diff = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
                 raise ValueError(
                     f"{root} already holds scenes written with other parameters "
-                    f"(name: (on disk, asked)) {diff}; use another folder or delete it yourself")
+                    f"(name: (on disk, asked)) {diff}; use another folder or delete it yourself"
+                )
             return marker == done
     if root.exists() and any(root.iterdir()):
-        raise ValueError(f"{root} is not empty and was not written by write_scenes; "
-                         "give an empty or new folder")
+        raise ValueError(
+            f"{root} is not empty and was not written by write_scenes; give an empty or new folder"
+        )
     root.mkdir(parents=True, exist_ok=True)
     partial.write_text(json.dumps(params, indent=2))
     return False
@@ -547,28 +591,49 @@ def _write_one(root: Path, split: str, class_name: str, index: int, params: dict
     name = f"{index:05d}"
     image_path = root / split / split / class_name / f"{name}.jpg"
     mask_file = root / "masks" / split / class_name / f"{name}.png"
-    marked = (split == "seg_train" and class_name == params["shortcut_class"]
-              and _is_marked(index, params["shortcut_fraction"]))
+    marked = (
+        split == "seg_train"
+        and class_name == params["shortcut_class"]
+        and _is_marked(index, params["shortcut_fraction"])
+    )
     box = _mark_box(params["size"], _scene_rng(params["seed"], split, class_name, index, 1))
     if not image_path.exists():
         rng = _scene_rng(params["seed"], split, class_name, index)
         twins = (params["shortcut_class"], _TWINS.get(params["shortcut_class"]))
-        hybrid = params.get("shortcut_hybrid_share") if split == "seg_train" and class_name in twins else None
+        hybrid = (
+            params.get("shortcut_hybrid_share")
+            if split == "seg_train" and class_name in twins
+            else None
+        )
         image, mask = render_scene(class_name, rng, params["size"], hybrid_share=hybrid)
         if marked:
             image, box = add_shortcut_mark(
-                image, _scene_rng(params["seed"], split, class_name, index, 1))
+                image, _scene_rng(params["seed"], split, class_name, index, 1)
+            )
         mask_img = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
         _atomic_save(lambda p: mask_img.save(p, format="PNG"), mask_file)
-        _atomic_save(lambda p: Image.fromarray(image).save(
-            p, format="JPEG", quality=params["jpeg_quality"], subsampling=0), image_path)
+        _atomic_save(
+            lambda p: Image.fromarray(image).save(
+                p, format="JPEG", quality=params["jpeg_quality"], subsampling=0
+            ),
+            image_path,
+        )
     return (split, class_name, image_path.name, *box) if marked else None
 
 
-def write_scenes(root, *, n_train: int = 120, n_test: int = 50, size: int = 128, seed: int = 0,
-                 shortcut_class: str | None = None, shortcut_fraction: float = 0.9,
-                 shortcut_hybrid_share: float = SHORTCUT_HYBRID_SHARE, jpeg_quality: int = 92,
-                 progress: bool = True) -> Path:
+def write_scenes(
+    root,
+    *,
+    n_train: int = 120,
+    n_test: int = 50,
+    size: int = 128,
+    seed: int = 0,
+    shortcut_class: str | None = None,
+    shortcut_fraction: float = 0.9,
+    shortcut_hybrid_share: float = SHORTCUT_HYBRID_SHARE,
+    jpeg_quality: int = 92,
+    progress: bool = True,
+) -> Path:
     """Write a scene data set in the Intel Kaggle layout under ``root`` and return ``root``.
 
     Images go to ``root/seg_{train,test}/seg_{train,test}/<class>/NNNNN.jpg`` (``n_train`` and
@@ -590,21 +655,34 @@ def write_scenes(root, *, n_train: int = 120, n_test: int = 50, size: int = 128,
     from helpers.progress import tqdm
 
     root = Path(root)
-    params = {"format": _FORMAT_VERSION, "n_train": int(n_train), "n_test": int(n_test),
-              "size": int(size), "seed": int(seed), "shortcut_class": shortcut_class,
-              "shortcut_fraction": float(shortcut_fraction), "jpeg_quality": int(jpeg_quality)}
+    params = {
+        "format": _FORMAT_VERSION,
+        "n_train": int(n_train),
+        "n_test": int(n_test),
+        "size": int(size),
+        "seed": int(seed),
+        "shortcut_class": shortcut_class,
+        "shortcut_fraction": float(shortcut_fraction),
+        "jpeg_quality": int(jpeg_quality),
+    }
     if shortcut_class is not None:
         params["shortcut_hybrid_share"] = float(shortcut_hybrid_share)
     _check_params(params)
     if _claim_folder(root, params):
         return root
-    jobs = [(split, c, i) for split, n in zip(SPLITS, (n_train, n_test))
-            for c in CLASSES for i in range(n)]
+    jobs = [
+        (split, c, i)
+        for split, n in zip(SPLITS, (n_train, n_test))
+        for c in CLASSES
+        for i in range(n)
+    ]
     for split, c in {(s, c) for s, c, _ in jobs}:
         (root / split / split / c).mkdir(parents=True, exist_ok=True)
         (root / "masks" / split / c).mkdir(parents=True, exist_ok=True)
-    rows = [_write_one(root, *job, params)
-            for job in tqdm(jobs, desc="writing scenes", disable=not progress)]
+    rows = [
+        _write_one(root, *job, params)
+        for job in tqdm(jobs, desc="writing scenes", disable=not progress)
+    ]
     _write_marks(root, [r for r in rows if r is not None])
     _atomic_save(lambda p: p.write_text(json.dumps(params, indent=2)), root / "scenes.json")
     (root / ".scenes_partial.json").unlink(missing_ok=True)
@@ -629,8 +707,10 @@ def mask_path(root, image_path) -> Path:
     except ValueError:
         raise ValueError(f"{image_path} is not inside {root}") from None
     if len(parts) != 4 or parts[0] != parts[1] or parts[0] not in SPLITS:
-        raise ValueError(f"{image_path} is not an image of the Intel layout "
-                         "<split>/<split>/<class>/<file> with split seg_train or seg_test")
+        raise ValueError(
+            f"{image_path} is not an image of the Intel layout "
+            "<split>/<split>/<class>/<file> with split seg_train or seg_test"
+        )
     return root / "masks" / parts[0] / parts[2] / (Path(parts[3]).stem + ".png")
 
 
@@ -650,6 +730,7 @@ def shortcut_marks(root):
 
     path = Path(root) / "shortcut_marks.csv"
     if not path.exists():
-        return pd.DataFrame({c: pd.Series(dtype=object if i < 3 else "int64")
-                             for i, c in enumerate(MARK_COLUMNS)})
+        return pd.DataFrame(
+            {c: pd.Series(dtype=object if i < 3 else "int64") for i, c in enumerate(MARK_COLUMNS)}
+        )
     return pd.read_csv(path, dtype={"split": str, "class": str, "file": str})

@@ -11,6 +11,7 @@ numbers on every run.
 - `per_group(frame, group, value)`: one row per group with value, low, high, n, computed by
   Wilson (proportion of a 0/1 column) or the bootstrap.
 """
+
 from __future__ import annotations
 
 from typing import Callable, NamedTuple
@@ -19,7 +20,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
-__all__ = ["wilson", "bootstrap", "Estimate", "per_group", "z_value", "replicates", "percentile_interval"]
+__all__ = [
+    "wilson",
+    "bootstrap",
+    "Estimate",
+    "per_group",
+    "z_value",
+    "replicates",
+    "percentile_interval",
+]
 
 
 def z_value(level: float = 0.95) -> float:
@@ -61,6 +70,7 @@ def wilson(k, n, *, level: float = 0.95):
 class Estimate(NamedTuple):
     """A statistic with its interval: `estimate`, `low`, `high`, `n`, and optionally the
     bootstrap `replicates` (None for Wilson or when not asked for)."""
+
     estimate: float
     low: float
     high: float
@@ -72,7 +82,9 @@ def _resample_indices(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarr
     return rng.integers(0, n, size=(n_boot, n))
 
 
-def replicates(values, stat: Callable = np.median, *, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+def replicates(
+    values, stat: Callable = np.median, *, n_boot: int = 2000, seed: int = 0
+) -> np.ndarray:
     """Bootstrap replicates of `stat` over `values` (resampling rows with replacement).
 
     `values` is 1-D (one value per image) or 2-D (one row per image, several columns, e.g.
@@ -95,8 +107,15 @@ def replicates(values, stat: Callable = np.median, *, n_boot: int = 2000, seed: 
     return np.array([stat(v[i]) for i in idx], dtype=float)
 
 
-def bootstrap(values, stat: Callable = np.median, *, n_boot: int = 2000, seed: int = 0,
-              level: float = 0.95, return_replicates: bool = False) -> Estimate:
+def bootstrap(
+    values,
+    stat: Callable = np.median,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    return_replicates: bool = False,
+) -> Estimate:
     """Seeded percentile bootstrap of `stat` over a sample; returns an `Estimate`.
 
     The estimate is `stat(values)` itself (not the mean of the replicates); the interval is the
@@ -131,9 +150,18 @@ def percentile_interval(reps, *, level: float = 0.95) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def per_group(frame: pd.DataFrame, group: str, value: str, *, stat: Callable = np.mean,
-              method: str = "auto", groups=None, n_boot: int = 2000, seed: int = 0,
-              level: float = 0.95) -> pd.DataFrame:
+def per_group(
+    frame: pd.DataFrame,
+    group: str,
+    value: str,
+    *,
+    stat: Callable = np.mean,
+    method: str = "auto",
+    groups=None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> pd.DataFrame:
     """One row per group of a long frame: columns value, low, high, n (index = group).
 
     method "wilson" treats `value` as 0/1 (or bool) and gives the proportion with its Wilson
@@ -152,7 +180,11 @@ def per_group(frame: pd.DataFrame, group: str, value: str, *, stat: Callable = n
     order = list(groups) if groups is not None else list(pd.unique(frame[group]))
     rows = []
     for i, g in enumerate(order):
-        v = pd.to_numeric(frame.loc[frame[group] == g, value], errors="coerce").dropna().to_numpy(float)
+        v = (
+            pd.to_numeric(frame.loc[frame[group] == g, value], errors="coerce")
+            .dropna()
+            .to_numpy(float)
+        )
         n = len(v)
         if method == "wilson":
             k = float(v.sum())

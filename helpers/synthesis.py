@@ -23,6 +23,7 @@ Every image is float in [0, 1], NCHW; the model normalises inside (its first lay
     logits and softmax probabilities of the targets, ``visualization_table`` those and what the
     model predicts for each image.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,17 @@ from torch import nn
 
 from helpers.attacks import eval_mode
 
-__all__ = ["FoolingResult", "fool", "fooling_table", "magnified_difference", "visualize_class",
-           "class_scores", "visualization_table", "fourier_image", "random_spectrum"]
+__all__ = [
+    "FoolingResult",
+    "fool",
+    "fooling_table",
+    "magnified_difference",
+    "visualize_class",
+    "class_scores",
+    "visualization_table",
+    "fourier_image",
+    "random_spectrum",
+]
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -53,8 +63,10 @@ def _as_targets(target, n: int, device) -> torch.Tensor:
 
 def _check_images(x) -> None:
     if not torch.is_tensor(x) or x.ndim != 4 or not x.is_floating_point():
-        raise ValueError("x must be a float tensor [N, C, H, W] of images in [0, 1], got "
-                         f"{type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
+        raise ValueError(
+            "x must be a float tensor [N, C, H, W] of images in [0, 1], got "
+            f"{type(x).__name__} {tuple(getattr(x, 'shape', ()))}"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,9 +104,18 @@ def _fool_step(x_adv, grad, norm: str, step_size: float) -> torch.Tensor:
     return (x_adv - step_size * direction).clamp(0, 1)
 
 
-def fool(model: nn.Module, x: torch.Tensor, target, *, norm: str = "linf",
-         step_size: float | None = None, max_steps: int = 200, confidence: float = 0.0,
-         seed: int | None = None, random_start: bool = False) -> FoolingResult:
+def fool(
+    model: nn.Module,
+    x: torch.Tensor,
+    target,
+    *,
+    norm: str = "linf",
+    step_size: float | None = None,
+    max_steps: int = 200,
+    confidence: float = 0.0,
+    seed: int | None = None,
+    random_start: bool = False,
+) -> FoolingResult:
     """Make ``model`` predict ``target`` (int or LongTensor[N]) with a small change of ``x``.
 
     Each step: one forward of the images still searching; those predicted as the target are
@@ -126,7 +147,7 @@ def fool(model: nn.Module, x: torch.Tensor, target, *, norm: str = "linf",
     original = torch.zeros(n, dtype=torch.long, device=device)
     original_prob = torch.zeros(n, device=device)
     with eval_mode(model):
-        if random_start:   # what the model said about the image itself, not the jittered start
+        if random_start:  # what the model said about the image itself, not the jittered start
             with torch.no_grad():
                 original_prob, original = model(x0).softmax(1).max(1)
         for t in range(int(max_steps) + 1):
@@ -143,12 +164,20 @@ def fool(model: nn.Module, x: torch.Tensor, target, *, norm: str = "linf",
             if t == max_steps or bool(hit.all()):
                 break
             (grad,) = torch.autograd.grad(F.cross_entropy(logits, target[idx], reduction="sum"), xa)
-            keep = ~hit   # frozen images do not move
+            keep = ~hit  # frozen images do not move
             x_adv[idx[keep]] = _fool_step(xa.detach()[keep], grad[keep], norm, step_size)
     delta = (x_adv - x0).flatten(1)
-    return FoolingResult(x_adv=x_adv.to(x.device), reached=reached, steps=steps,
-                         linf=delta.abs().amax(1), l2=delta.norm(dim=1), target_prob=prob,
-                         original_pred=original, target=target, original_prob=original_prob)
+    return FoolingResult(
+        x_adv=x_adv.to(x.device),
+        reached=reached,
+        steps=steps,
+        linf=delta.abs().amax(1),
+        l2=delta.norm(dim=1),
+        target_prob=prob,
+        original_pred=original,
+        target=target,
+        original_prob=original_prob,
+    )
 
 
 def _random_start(x0, norm: str, step_size: float, seed) -> torch.Tensor:
@@ -185,19 +214,21 @@ def fooling_table(result: FoolingResult, class_names, *, names=None):
 
     n = len(result.steps)
     per_value = result.x_adv[0].numel()
-    return pd.DataFrame({
-        "image": list(names) if names is not None else list(range(n)),
-        "model_said": [class_names[int(k)] for k in result.original_pred],
-        "prob_before": result.original_prob.double().cpu().numpy(),
-        "target": [class_names[int(k)] for k in result.target],
-        "reached": result.reached.cpu().numpy(),
-        "steps": result.steps.cpu().numpy(),
-        "linf": result.linf.double().cpu().numpy(),
-        "linf_255": (255 * result.linf).double().cpu().numpy(),
-        "l2": result.l2.double().cpu().numpy(),
-        "rms_255": (255 * result.l2 / math.sqrt(per_value)).double().cpu().numpy(),
-        "target_prob": result.target_prob.double().cpu().numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "image": list(names) if names is not None else list(range(n)),
+            "model_said": [class_names[int(k)] for k in result.original_pred],
+            "prob_before": result.original_prob.double().cpu().numpy(),
+            "target": [class_names[int(k)] for k in result.target],
+            "reached": result.reached.cpu().numpy(),
+            "steps": result.steps.cpu().numpy(),
+            "linf": result.linf.double().cpu().numpy(),
+            "linf_255": (255 * result.linf).double().cpu().numpy(),
+            "l2": result.l2.double().cpu().numpy(),
+            "rms_255": (255 * result.l2 / math.sqrt(per_value)).double().cpu().numpy(),
+            "target_prob": result.target_prob.double().cpu().numpy(),
+        }
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,12 +241,17 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     r = max(1, math.ceil(3 * sigma))
     k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) / sigma) ** 2)
     k = (k / k.sum()).repeat(x.shape[1], 1)
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(-1, 1, 1, 2 * r + 1), groups=x.shape[1])
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(-1, 1, 2 * r + 1, 1), groups=x.shape[1])
+    x = F.conv2d(
+        F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(-1, 1, 1, 2 * r + 1), groups=x.shape[1]
+    )
+    return F.conv2d(
+        F.pad(x, (0, 0, r, r), mode="reflect"), k.view(-1, 1, 2 * r + 1, 1), groups=x.shape[1]
+    )
 
 
-def _transform(x: torch.Tensor, jitter: int, scale: float, g: torch.Generator,
-               rotate: float = 0.0) -> torch.Tensor:
+def _transform(
+    x: torch.Tensor, jitter: int, scale: float, g: torch.Generator, rotate: float = 0.0
+) -> torch.Tensor:
     """Random roll by up to ``jitter`` px, then random zoom in [1/(1+scale), 1+scale] and
     rotation by up to ``rotate`` degrees (Yosinski et al. 2015 jitter; Olah et al. 2017
     transformation robustness)."""
@@ -223,8 +259,16 @@ def _transform(x: torch.Tensor, jitter: int, scale: float, g: torch.Generator,
         dx, dy = torch.randint(-jitter, jitter + 1, (2,), generator=g).tolist()
         x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
     if scale > 0 or rotate > 0:
-        s = math.exp(math.log1p(scale) * (2 * torch.rand((), generator=g).item() - 1)) if scale > 0 else 1.0
-        a = math.radians(rotate) * (2 * torch.rand((), generator=g).item() - 1) if rotate > 0 else 0.0
+        s = (
+            math.exp(math.log1p(scale) * (2 * torch.rand((), generator=g).item() - 1))
+            if scale > 0
+            else 1.0
+        )
+        a = (
+            math.radians(rotate) * (2 * torch.rand((), generator=g).item() - 1)
+            if rotate > 0
+            else 0.0
+        )
         c, si = math.cos(a) / s, math.sin(a) / s
         theta = torch.tensor([[c, -si, 0], [si, c, 0]], dtype=x.dtype, device=x.device)
         grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
@@ -244,7 +288,7 @@ def _frequency_scale(h: int, w: int, decay: float = 1.0) -> torch.Tensor:
     """1 / max(f, 1/max(h, w)) ** decay for the frequencies of ``torch.fft.rfft2`` ([h, w//2+1])."""
     fy = torch.fft.fftfreq(h)[:, None]
     fx = torch.fft.rfftfreq(w)[None, :]
-    return (fx ** 2 + fy ** 2).sqrt().clamp_min(1.0 / max(h, w)) ** -decay
+    return (fx**2 + fy**2).sqrt().clamp_min(1.0 / max(h, w)) ** -decay
 
 
 def random_spectrum(n: int, size: int, *, seed: int = 0, std: float = 0.01) -> torch.Tensor:
@@ -262,10 +306,16 @@ def fourier_image(spectrum: torch.Tensor, size: int, *, decay: float = 1.0) -> t
     FFT, divided by 4, mapped from the decorrelated colour axes to RGB and squashed by a
     sigmoid (Lucid's ``fft_image`` + ``to_valid_rgb``). A zero spectrum is flat grey 0.5.
     """
-    if spectrum.ndim != 5 or spectrum.shape[1] != 3 or spectrum.shape[-1] != 2 \
-            or tuple(spectrum.shape[2:4]) != (size, size // 2 + 1):
-        raise ValueError(f"spectrum must be [N, 3, {size}, {size // 2 + 1}, 2] for size {size}, "
-                         f"got {tuple(spectrum.shape)}")
+    if (
+        spectrum.ndim != 5
+        or spectrum.shape[1] != 3
+        or spectrum.shape[-1] != 2
+        or tuple(spectrum.shape[2:4]) != (size, size // 2 + 1)
+    ):
+        raise ValueError(
+            f"spectrum must be [N, 3, {size}, {size // 2 + 1}, 2] for size {size}, "
+            f"got {tuple(spectrum.shape)}"
+        )
     scale = _frequency_scale(size, size, decay).to(spectrum.device)
     coeffs = torch.complex(spectrum[..., 0], spectrum[..., 1]) * scale
     decorrelated = torch.fft.irfftn(coeffs, s=(size, size), dim=(-2, -1), norm="ortho") / 4
@@ -277,17 +327,35 @@ def _initial_image(init, n: int, size: int, g: torch.Generator, device) -> torch
     if torch.is_tensor(init):
         x = init.detach().float()
         x = (x[None] if x.ndim == 3 else x).expand(n, -1, -1, -1)
-        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1).to(device)
+        return (
+            F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            .clamp(0, 1)
+            .to(device)
+        )
     if init not in ("noise", "grey"):
         raise ValueError(f"unknown init {init!r}; expected 'noise', 'grey' or an image tensor")
     noise = 0.02 * torch.randn((n, 3, size, size), generator=g) if init == "noise" else 0
     return (0.5 + noise + torch.zeros(n, 3, size, size)).clamp(0, 1).to(device)
 
 
-def visualize_class(model: nn.Module, targets, *, param: str = "pixel", size: int = 128, steps: int = 100,
-                    lr: float | None = None, l2_decay: float = 1e-3, blur_every: int = 2,
-                    blur_sigma: float = 1.0, jitter: int = 16, scale: float = 0.15, rotate: float = 0.0,
-                    seed: int = 0, init="noise", progress: bool = True) -> torch.Tensor:
+def visualize_class(
+    model: nn.Module,
+    targets,
+    *,
+    param: str = "pixel",
+    size: int = 128,
+    steps: int = 100,
+    lr: float | None = None,
+    l2_decay: float = 1e-3,
+    blur_every: int = 2,
+    blur_sigma: float = 1.0,
+    jitter: int = 16,
+    scale: float = 0.15,
+    rotate: float = 0.0,
+    seed: int = 0,
+    init="noise",
+    progress: bool = True,
+) -> torch.Tensor:
     """Images in [0, 1] that maximise the score (logit) of each class in ``targets``.
 
     Simonyan et al. 2014: gradient ascent on the pre-softmax class score, all targets at once.
@@ -324,10 +392,12 @@ def visualize_class(model: nn.Module, targets, *, param: str = "pixel", size: in
     g = torch.Generator().manual_seed(int(seed))
     if param == "fourier":
         if not (isinstance(init, str) and init == "noise"):
-            raise ValueError("param='fourier' starts from a small random spectrum; init must be 'noise'")
+            raise ValueError(
+                "param='fourier' starts from a small random spectrum; init must be 'noise'"
+            )
         spectrum = random_spectrum(len(targets), size, seed=seed).to(device).requires_grad_(True)
         optimiser = torch.optim.Adam([spectrum], lr=0.1 if lr is None else lr)
-        g.manual_seed(int(seed) + 1)   # the transforms' draws, apart from the spectrum's
+        g.manual_seed(int(seed) + 1)  # the transforms' draws, apart from the spectrum's
     else:
         lr = 0.05 if lr is None else lr
         x = _initial_image(init, len(targets), size, g, device)
@@ -338,7 +408,7 @@ def visualize_class(model: nn.Module, targets, *, param: str = "pixel", size: in
             else:
                 x.requires_grad_(True)
             score = model(_transform(x, jitter, scale, g, rotate)).gather(1, targets[:, None]).sum()
-            if param == "fourier":   # gradient w.r.t. the spectrum only: no weight gradients
+            if param == "fourier":  # gradient w.r.t. the spectrum only: no weight gradients
                 (spectrum.grad,) = torch.autograd.grad(-score, spectrum)
                 optimiser.step()
                 continue
@@ -362,10 +432,14 @@ def class_scores(model: nn.Module, x: torch.Tensor, targets) -> tuple[torch.Tens
     targets = _as_targets(targets, len(x), device)
     with eval_mode(model):
         logits = model(x.to(device))
-    return logits.gather(1, targets[:, None])[:, 0], logits.softmax(1).gather(1, targets[:, None])[:, 0]
+    return logits.gather(1, targets[:, None])[:, 0], logits.softmax(1).gather(1, targets[:, None])[
+        :, 0
+    ]
 
 
-def visualization_table(model: nn.Module, x: torch.Tensor, targets, *, start: torch.Tensor | None = None):
+def visualization_table(
+    model: nn.Module, x: torch.Tensor, targets, *, start: torch.Tensor | None = None
+):
     """One row per visualisation: its target class, the target's logit (and, given the
     ``start`` images, the logit there), its softmax probability, and the class the model
     predicts for the image with that class's probability."""
@@ -380,6 +454,12 @@ def visualization_table(model: nn.Module, x: torch.Tensor, targets, *, start: to
     table = {"class": [name(int(k)) for k in targets]}
     if start is not None:
         table["logit_start"] = class_scores(model, start, targets)[0].double().cpu().numpy()
-    table.update({"logit": logit.double().cpu().numpy(), "probability": prob.double().cpu().numpy(),
-                  "model_says": [name(int(k)) for k in top], "its_probability": top_prob.double().cpu().numpy()})
+    table.update(
+        {
+            "logit": logit.double().cpu().numpy(),
+            "probability": prob.double().cpu().numpy(),
+            "model_says": [name(int(k)) for k in top],
+            "its_probability": top_prob.double().cpu().numpy(),
+        }
+    )
     return pd.DataFrame(table)

@@ -7,6 +7,7 @@ validation loss, see :func:`helpers.models.load_model`) and ``history.npz`` (see
 seeded by ``(seed, epoch)``, so a run repeats exactly on the same machine, resumed or not.
 The test images are only recorded, never used to choose anything.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from helpers.progress import tqdm
 
 from . import models
@@ -51,7 +53,9 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.arch not in models.ARCHS:
-            raise ValueError(f"unknown arch {self.arch!r}; expected one of {', '.join(models.ARCHS)}")
+            raise ValueError(
+                f"unknown arch {self.arch!r}; expected one of {', '.join(models.ARCHS)}"
+            )
         for name in ("image_size", "epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -70,14 +74,14 @@ class TrainHistory:
 
     classes: list[str]
     test_paths: list[str]
-    test_labels: np.ndarray            # [N] int
-    train_loss: np.ndarray             # [E]
-    train_acc: np.ndarray              # [E]
-    val_loss: np.ndarray               # [E]
-    val_acc: np.ndarray                # [E]
-    test_probs: np.ndarray             # [E, N, C] float32
-    epoch_seconds: np.ndarray          # [E] wall time of training + evaluation
-    best_epoch: int = -1               # index of the epoch whose weights are in best.pt
+    test_labels: np.ndarray  # [N] int
+    train_loss: np.ndarray  # [E]
+    train_acc: np.ndarray  # [E]
+    val_loss: np.ndarray  # [E]
+    val_acc: np.ndarray  # [E]
+    test_probs: np.ndarray  # [E, N, C] float32
+    epoch_seconds: np.ndarray  # [E] wall time of training + evaluation
+    best_epoch: int = -1  # index of the epoch whose weights are in best.pt
     finished: bool = False
 
     @property
@@ -116,12 +120,25 @@ class TrainHistory:
     @classmethod
     def empty(cls, classes, test_paths, test_labels) -> "TrainHistory":
         n, c = len(test_paths), len(classes)
-        return cls(list(classes), list(test_paths), np.asarray(test_labels, dtype=np.int64),
-                   *(np.zeros(0) for _ in range(4)), np.zeros((0, n, c), np.float32), np.zeros(0))
+        return cls(
+            list(classes),
+            list(test_paths),
+            np.asarray(test_labels, dtype=np.int64),
+            *(np.zeros(0) for _ in range(4)),
+            np.zeros((0, n, c), np.float32),
+            np.zeros(0),
+        )
 
     def truncate(self, epochs: int) -> None:
         """Keep the first ``epochs`` epochs (used when resuming from an earlier state)."""
-        for name in ("train_loss", "train_acc", "val_loss", "val_acc", "test_probs", "epoch_seconds"):
+        for name in (
+            "train_loss",
+            "train_acc",
+            "val_loss",
+            "val_acc",
+            "test_probs",
+            "epoch_seconds",
+        ):
             setattr(self, name, getattr(self, name)[:epochs])
 
     def append(self, *, train_loss, train_acc, val_loss, val_acc, test_probs, seconds) -> None:
@@ -142,7 +159,7 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         ch, cw = max(1, round(h * side)), max(1, round(w * side))
         top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
         left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
-        crop = x[i:i + 1, :, top:top + ch, left:left + cw]
+        crop = x[i : i + 1, :, top : top + ch, left : left + cw]
         out[i] = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)[0]
     flip = torch.rand(n, generator=generator) < 0.5
     out[flip] = out[flip].flip(-1)
@@ -154,15 +171,21 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def _batches(dataset, indices, batch_size):
     for start in range(0, len(indices), batch_size):
-        chunk = indices[start:start + batch_size]
+        chunk = indices[start : start + batch_size]
         images = torch.stack([dataset[int(i)][0] for i in chunk])
         labels = torch.as_tensor([int(dataset.labels[int(i)]) for i in chunk])
         yield images, labels
 
 
 @torch.no_grad()
-def predict_proba(model: torch.nn.Module, dataset, *, indices=None, batch_size: int = 64,
-                  device: str | torch.device = "auto") -> tuple[np.ndarray, float]:
+def predict_proba(
+    model: torch.nn.Module,
+    dataset,
+    *,
+    indices=None,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+) -> tuple[np.ndarray, float]:
     """Softmax probabilities [N, C] on ``dataset`` (or its ``indices``) and the mean loss."""
     device = models.pick_device(device)
     was_training = model.training
@@ -182,20 +205,32 @@ def predict_proba(model: torch.nn.Module, dataset, *, indices=None, batch_size: 
 def _optimizer(model: models.ImageClassifier, cfg: TrainConfig) -> torch.optim.Optimizer:
     head = {id(p) for p in _head_parameters(model)}
     body = [p for p in model.parameters() if id(p) not in head]
-    return torch.optim.AdamW([
-        {"params": body, "lr": cfg.learning_rate * cfg.backbone_lr_factor},
-        {"params": [p for p in model.parameters() if id(p) in head], "lr": cfg.learning_rate},
-    ], weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(
+        [
+            {"params": body, "lr": cfg.learning_rate * cfg.backbone_lr_factor},
+            {"params": [p for p in model.parameters() if id(p) in head], "lr": cfg.learning_rate},
+        ],
+        weight_decay=cfg.weight_decay,
+    )
 
 
 def _head_parameters(model: models.ImageClassifier):
     net = model.net
-    head = net.fc if hasattr(net, "fc") else (net.classifier if hasattr(net, "classifier") else None)
+    head = (
+        net.fc if hasattr(net, "fc") else (net.classifier if hasattr(net, "classifier") else None)
+    )
     return list(head.parameters())
 
 
-def fine_tune(cfg: TrainConfig, train_set, test_set, run_dir: str | Path, *,
-              progress: bool = True, on_epoch_end=None) -> TrainHistory:
+def fine_tune(
+    cfg: TrainConfig,
+    train_set,
+    test_set,
+    run_dir: str | Path,
+    *,
+    progress: bool = True,
+    on_epoch_end=None,
+) -> TrainHistory:
     """Fine-tune ``cfg.arch`` on ``train_set`` (a validation part is held out), log ``test_set``.
 
     ``train_set``/``test_set`` are :class:`helpers.data.ImageDataset` (or anything with
@@ -208,15 +243,22 @@ def fine_tune(cfg: TrainConfig, train_set, test_set, run_dir: str | Path, *,
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if list(train_set.classes) != list(test_set.classes):
-        raise ValueError(f"train classes {train_set.classes} differ from test classes {test_set.classes}")
+        raise ValueError(
+            f"train classes {train_set.classes} differ from test classes {test_set.classes}"
+        )
     device = models.pick_device(cfg.device)
     torch.manual_seed(cfg.seed)  # the new head's initial weights
-    model = models.build_model(cfg.arch, len(train_set.classes), cfg.weights,
-                               class_names=list(train_set.classes)).to(device)
+    model = models.build_model(
+        cfg.arch, len(train_set.classes), cfg.weights, class_names=list(train_set.classes)
+    ).to(device)
     optimizer = _optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    train_idx, val_idx = split_train_val(len(train_set), val_fraction=cfg.val_fraction,
-                                         seed=cfg.seed, labels=np.asarray(train_set.labels))
+    train_idx, val_idx = split_train_val(
+        len(train_set),
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        labels=np.asarray(train_set.labels),
+    )
     history = TrainHistory.empty(train_set.classes, test_set.paths, np.asarray(test_set.labels))
     best_val, bad_epochs = float("inf"), 0
 
@@ -240,8 +282,13 @@ def fine_tune(cfg: TrainConfig, train_set, test_set, run_dir: str | Path, *,
         if history.finished:
             return history
 
-    epochs = tqdm(range(history.epochs, cfg.epochs), desc="epochs", disable=not progress,
-                  initial=history.epochs, total=cfg.epochs)
+    epochs = tqdm(
+        range(history.epochs, cfg.epochs),
+        desc="epochs",
+        disable=not progress,
+        initial=history.epochs,
+        total=cfg.epochs,
+    )
     for epoch in epochs:
         start = time.perf_counter()
         generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
@@ -249,8 +296,13 @@ def fine_tune(cfg: TrainConfig, train_set, test_set, run_dir: str | Path, *,
         order = train_idx[torch.randperm(len(train_idx), generator=generator).numpy()]
         model.train()
         loss_sum, correct = 0.0, 0
-        steps = tqdm(_batches(train_set, order, cfg.batch_size), total=-(-len(order) // cfg.batch_size),
-                     desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
+        steps = tqdm(
+            _batches(train_set, order, cfg.batch_size),
+            total=-(-len(order) // cfg.batch_size),
+            desc=f"epoch {epoch + 1}",
+            leave=False,
+            disable=not progress,
+        )
         for images, labels in steps:
             if cfg.augment:
                 images = augment_batch(images, generator)
@@ -266,9 +318,14 @@ def fine_tune(cfg: TrainConfig, train_set, test_set, run_dir: str | Path, *,
         val_probs, val_loss = predict_proba(model, train_set, indices=val_idx, device=device)
         val_acc = float((val_probs.argmax(1) == np.asarray(train_set.labels)[val_idx]).mean())
         test_probs, _ = predict_proba(model, test_set, device=device)
-        history.append(train_loss=loss_sum / len(order), train_acc=correct / len(order),
-                       val_loss=val_loss, val_acc=val_acc, test_probs=test_probs,
-                       seconds=time.perf_counter() - start)
+        history.append(
+            train_loss=loss_sum / len(order),
+            train_acc=correct / len(order),
+            val_loss=val_loss,
+            val_acc=val_acc,
+            test_probs=test_probs,
+            seconds=time.perf_counter() - start,
+        )
         if val_loss < best_val:
             best_val, bad_epochs, history.best_epoch = val_loss, 0, epoch
             models.save_model(model, run_dir / "best.pt", epoch=epoch, val_loss=val_loss)
@@ -276,11 +333,19 @@ def fine_tune(cfg: TrainConfig, train_set, test_set, run_dir: str | Path, *,
             bad_epochs += 1
         history.finished = epoch + 1 == cfg.epochs or bad_epochs >= cfg.patience
         history.save(run_dir / "history.npz")
-        models.save_checkpoint({"config": json.dumps(cfg.to_dict()), "model": model.state_dict(),
-                                "optimizer": optimizer.state_dict(),
-                                "scheduler": scheduler.state_dict(),
-                                "best_val": best_val, "bad_epochs": bad_epochs,
-                                "epochs_done": epoch + 1, "best_epoch": history.best_epoch}, state_path)
+        models.save_checkpoint(
+            {
+                "config": json.dumps(cfg.to_dict()),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "best_val": best_val,
+                "bad_epochs": bad_epochs,
+                "epochs_done": epoch + 1,
+                "best_epoch": history.best_epoch,
+            },
+            state_path,
+        )
         epochs.set_postfix(val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.3f}")
         if on_epoch_end is not None:
             on_epoch_end(epoch, history)

@@ -1,4 +1,5 @@
 """Attacks, minimal epsilon and masks on tiny models with known answers (closed forms, invariants)."""
+
 import math
 
 import numpy as np
@@ -19,8 +20,14 @@ class SmallCNN(nn.Module):
     def __init__(self, k=3):
         super().__init__()
         torch.manual_seed(0)
-        self.body = nn.Sequential(nn.Conv2d(C, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                                  nn.Flatten(), nn.Dropout(0.5), nn.Linear(4 * H * W, k))
+        self.body = nn.Sequential(
+            nn.Conv2d(C, 4, 3, padding=1),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Dropout(0.5),
+            nn.Linear(4 * H * W, k),
+        )
 
     def forward(self, x):
         return self.body(x - 0.5)
@@ -46,6 +53,7 @@ class Wavy(nn.Module):
     On constant 0.4 images the FGSM direction is +1 on every pixel, so u = eps: the prediction
     flips at eps1, flips back at eps2 and flips again at eps3 (closed forms below).
     """
+
     P, phi, b = 0.02, 0.2, 0.3
 
     def forward(self, x):
@@ -56,8 +64,11 @@ class Wavy(nn.Module):
     @classmethod
     def roots(cls):
         a = math.acos(-cls.b)
-        return [(a - cls.phi) * cls.P / (2 * math.pi), (2 * math.pi - a - cls.phi) * cls.P / (2 * math.pi),
-                (2 * math.pi + a - cls.phi) * cls.P / (2 * math.pi)]
+        return [
+            (a - cls.phi) * cls.P / (2 * math.pi),
+            (2 * math.pi - a - cls.phi) * cls.P / (2 * math.pi),
+            (2 * math.pi + a - cls.phi) * cls.P / (2 * math.pi),
+        ]
 
 
 @pytest.fixture
@@ -103,8 +114,9 @@ def test_l2_pgd_stays_in_the_ball(cnn, batch):
     assert x_adv.min() >= 0 and x_adv.max() <= 1
 
 
-@pytest.mark.parametrize("kw", [{"attack": "fgsm"}, {"attack": "pgd", "norm": "linf"},
-                                {"attack": "pgd", "norm": "l2"}])
+@pytest.mark.parametrize(
+    "kw", [{"attack": "fgsm"}, {"attack": "pgd", "norm": "linf"}, {"attack": "pgd", "norm": "l2"}]
+)
 def test_eps_zero_changes_nothing(cnn, batch, kw):
     x, y = batch
     kw = dict(kw)
@@ -113,9 +125,12 @@ def test_eps_zero_changes_nothing(cnn, batch, kw):
 
 def test_negative_eps_is_refused_with_a_clear_message(cnn, batch):
     x, y = batch
-    for call in (lambda: A.fgsm(cnn, x, y, eps=-0.1), lambda: A.pgd(cnn, x, y, eps=-1e-3),
-                 lambda: A.epsilon_sweep(cnn, x, y, [0.0, -0.1]),
-                 lambda: A.minimal_epsilon(cnn, x, y, max_eps=-0.1)):
+    for call in (
+        lambda: A.fgsm(cnn, x, y, eps=-0.1),
+        lambda: A.pgd(cnn, x, y, eps=-1e-3),
+        lambda: A.epsilon_sweep(cnn, x, y, [0.0, -0.1]),
+        lambda: A.minimal_epsilon(cnn, x, y, max_eps=-0.1),
+    ):
         with pytest.raises(ValueError, match=">= 0"):
             call()
 
@@ -126,17 +141,23 @@ def test_fgsm_is_one_pgd_step_of_size_eps(cnn, batch):
     assert torch.equal(A.fgsm(cnn, x, y, eps=0.02), one_step)
 
 
-@pytest.mark.parametrize("kw", [{"attack": "fgsm"},
-                                {"attack": "pgd", "norm": "linf", "random_start": True, "seed": 3},
-                                {"attack": "pgd", "norm": "l2", "random_start": True, "seed": 3}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"attack": "fgsm"},
+        {"attack": "pgd", "norm": "linf", "random_start": True, "seed": 3},
+        {"attack": "pgd", "norm": "l2", "random_start": True, "seed": 3},
+    ],
+)
 @pytest.mark.parametrize("shape", ["NHW", "N1HW"])
 def test_masked_attacks_leave_the_outside_untouched(cnn, batch, kw, shape):
     x, y = batch
     mask = _half_mask()
     given = mask if shape == "NHW" else mask[:, None].float()
     kw = dict(kw)
-    x_adv = A.ATTACKS[kw.pop("attack")](cnn, x, y, eps=0.05 if kw.get("norm") != "l2" else 0.5,
-                                        mask=given, **kw)
+    x_adv = A.ATTACKS[kw.pop("attack")](
+        cnn, x, y, eps=0.05 if kw.get("norm") != "l2" else 0.5, mask=given, **kw
+    )
     outside = ~mask[:, None].expand_as(x)
     assert torch.equal(x_adv[outside], x[outside])
     assert (x_adv[~outside] != x[~outside]).any()
@@ -212,7 +233,9 @@ def linear_case():
 def _pred_at(model, x, y, eps):
     d = A.fgsm_direction(model, x, y)
     with torch.no_grad():
-        return model((x + torch.as_tensor(eps, dtype=x.dtype).view(-1, 1, 1, 1) * d).clamp(0, 1)).argmax(1)
+        return model(
+            (x + torch.as_tensor(eps, dtype=x.dtype).view(-1, 1, 1, 1) * d).clamp(0, 1)
+        ).argmax(1)
 
 
 @pytest.mark.parametrize("spacing", ["linear", "geometric"])
@@ -221,7 +244,9 @@ def test_minimal_epsilon_matches_the_closed_form(linear_case, spacing):
     tol, max_eps = 1e-4, float(np.median(star[2:]))  # about half the images flip
     results = {}
     for method in ("illinois", "bisection"):
-        df = A.minimal_epsilon(model, x, y, max_eps=max_eps, tol=tol, method=method, spacing=spacing)
+        df = A.minimal_epsilon(
+            model, x, y, max_eps=max_eps, tol=tol, method=method, spacing=spacing
+        )
         results[method] = df
         eps, flipped = df["epsilon"].to_numpy(), df["flipped"].to_numpy()
         assert (eps[:2] == 0).all() and flipped[:2].all() and df["already_wrong"][:2].all()
@@ -238,7 +263,10 @@ def test_minimal_epsilon_matches_the_closed_form(linear_case, spacing):
         assert (df["confidence_at_flip"][f] >= 0.5).all() and (df["confidence_before"] >= 0.5).all()
     e1, e2 = results["illinois"]["epsilon"], results["bisection"]["epsilon"]
     assert np.nanmax(np.abs(e1 - e2)) <= tol
-    root = {m: r["n_forward"].sum() - r.attrs["grid_forwards_per_image"] * len(r) for m, r in results.items()}
+    root = {
+        m: r["n_forward"].sum() - r.attrs["grid_forwards_per_image"] * len(r)
+        for m, r in results.items()
+    }
     assert root["illinois"] < root["bisection"]
 
 
@@ -253,8 +281,9 @@ def test_the_first_flip_is_found_when_the_prediction_flips_back():
 
 def test_pgd_direction_on_a_linear_model_matches_the_closed_form(linear_case):
     model, x, y, star = linear_case
-    df = A.minimal_epsilon(model, x[:6], y[:6], max_eps=0.1, grid=4, tol=1e-3, direction="pgd",
-                           pgd_kw={"steps": 5})
+    df = A.minimal_epsilon(
+        model, x[:6], y[:6], max_eps=0.1, grid=4, tol=1e-3, direction="pgd", pgd_kw={"steps": 5}
+    )
     ok = df["flipped"].to_numpy() & ~df["already_wrong"].to_numpy()
     assert ok.sum() >= 2
     assert np.abs(df["epsilon"].to_numpy()[ok] - star[:6][ok]).max() <= 1e-3
@@ -268,7 +297,7 @@ def test_top_fraction_mask_counts_and_breaks_ties_deterministically():
     mask = A.top_fraction_mask(maps, 0.2)
     assert mask.dtype == torch.bool and mask.shape == (2, 4, 5)
     assert mask.sum(dim=(1, 2)).tolist() == [4, 4]
-    assert mask[0, 3, 4] and mask[0, 0, :3].all()     # the maximum, then the earliest tied pixels
+    assert mask[0, 3, 4] and mask[0, 0, :3].all()  # the maximum, then the earliest tied pixels
     assert mask[1, 0, :4].all()
     assert torch.equal(mask, A.top_fraction_mask(maps.numpy(), 0.2))
     assert torch.equal(A.complement(mask), ~mask)
@@ -280,15 +309,18 @@ def test_top_fraction_mask_counts_and_breaks_ties_deterministically():
 def test_fragility_by_region_matches_the_masked_closed_form(linear_case):
     model, x, y, star = linear_case
     obj = _half_mask(len(x))
-    df = A.fragility_by_region(model, x, y, {"object": obj, "background": A.complement(obj)},
-                               max_eps=0.2, tol=1e-4)
+    df = A.fragility_by_region(
+        model, x, y, {"object": obj, "background": A.complement(obj)}, max_eps=0.2, tol=1e-4
+    )
     assert list(dict.fromkeys(df["region"])) == ["whole", "object", "background"]
     w = model.fc.weight.detach().double()
     logits = model(x).detach().double()
     m0 = (logits.gather(1, y[:, None])[:, 0] - logits.gather(1, (1 - y)[:, None])[:, 0]).numpy()
     whole = df[df["region"] == "whole"]
-    assert np.allclose(whole["epsilon"].to_numpy()[2:], star[2:], atol=1e-4, equal_nan=False) or \
-        np.nanmax(np.abs(whole["epsilon"].to_numpy()[2:] - star[2:])) <= 1e-4
+    assert (
+        np.allclose(whole["epsilon"].to_numpy()[2:], star[2:], atol=1e-4, equal_nan=False)
+        or np.nanmax(np.abs(whole["epsilon"].to_numpy()[2:] - star[2:])) <= 1e-4
+    )
     m = obj[0, None].expand(C, H, W).reshape(-1).double()
     star_obj = m0 / ((w[0] - w[1]).abs() * m).sum().item()
     sel = df[(df["region"] == "object")]
@@ -302,12 +334,16 @@ def test_fragility_by_region_matches_the_masked_closed_form(linear_case):
 
     table = A.per_class_fragility(df, ["a", "b"])
     assert list(table.index) == ["a", "b"]
-    assert {"median_eps_object", "median_eps_background", "object_background_ratio",
-            "share_not_flipped_whole"} <= set(table.columns)
+    assert {
+        "median_eps_object",
+        "median_eps_background",
+        "object_background_ratio",
+        "share_not_flipped_whole",
+    } <= set(table.columns)
     ok = df[~df["already_wrong"]]
     eps = ok.pivot(index="image", columns="region", values="epsilon").fillna(np.inf)
     lab = ok[ok["region"] == "whole"].set_index("image")["label"]
-    for k, name in enumerate(["a", "b"]):       # the median of the paired per-image ratios
+    for k, name in enumerate(["a", "b"]):  # the median of the paired per-image ratios
         e = eps[lab == k]
         r = (e["object"] / e["background"]).dropna()
         assert table.loc[name, "object_background_ratio"] == np.median(r)
@@ -318,26 +354,39 @@ def test_fragility_by_region_matches_the_masked_closed_form(linear_case):
 def test_the_returned_adversarial_is_the_attack_at_the_returned_epsilon(linear_case, direction):
     model, x, y, star = linear_case
     kw = {"pgd_kw": {"steps": 5}, "tol": 1e-3} if direction == "pgd" else {"tol": 1e-4}
-    df, x_adv = A.minimal_epsilon(model, x[:8], y[:8], max_eps=0.1, grid=4, direction=direction,
-                                  return_adversarial=True, **kw)
+    df, x_adv = A.minimal_epsilon(
+        model, x[:8], y[:8], max_eps=0.1, grid=4, direction=direction, return_adversarial=True, **kw
+    )
     f = df["flipped"].to_numpy() & ~df["already_wrong"].to_numpy()
     assert f.sum() >= 2
     eps = df["epsilon"].to_numpy()
     assert (_linf(x_adv[f], x[:8][f]) <= torch.tensor(eps[f], dtype=x.dtype) + 1e-6).all()
     with torch.no_grad():
-        assert (model(x_adv[f]).argmax(1) != y[:8][f]).all()       # flipped at the returned epsilon
-    assert torch.equal(x_adv[~f], x[:8][~f])                       # no flip (or already wrong): clean
+        assert (model(x_adv[f]).argmax(1) != y[:8][f]).all()  # flipped at the returned epsilon
+    assert torch.equal(x_adv[~f], x[:8][~f])  # no flip (or already wrong): clean
     if direction == "fgsm":
-        expected = (x[:8] + torch.tensor(eps, dtype=x.dtype).view(-1, 1, 1, 1)
-                    * A.fgsm_direction(model, x[:8], y[:8])).clamp(0, 1)
+        expected = (
+            x[:8]
+            + torch.tensor(eps, dtype=x.dtype).view(-1, 1, 1, 1)
+            * A.fgsm_direction(model, x[:8], y[:8])
+        ).clamp(0, 1)
         assert torch.allclose(x_adv[f], expected[f])
 
 
 def test_fragility_by_region_reports_the_l2_norm_of_pgd_changes_too(linear_case):
     model, x, y, _ = linear_case
     obj = _half_mask(8)
-    df = A.fragility_by_region(model, x[:8], y[:8], {"object": obj}, max_eps=0.2, grid=4, tol=1e-3,
-                               direction="pgd", pgd_kw={"steps": 5})
+    df = A.fragility_by_region(
+        model,
+        x[:8],
+        y[:8],
+        {"object": obj},
+        max_eps=0.2,
+        grid=4,
+        tol=1e-3,
+        direction="pgd",
+        pgd_kw={"steps": 5},
+    )
     f = df["flipped"].to_numpy() & ~df["already_wrong"].to_numpy()
     assert f.sum() >= 4
     l2, eps, pixels = (df[c].to_numpy()[f] for c in ("l2_norm", "epsilon", "pixels"))
@@ -351,7 +400,9 @@ def test_per_class_fragility_reads_a_plain_minimal_epsilon_frame(linear_case):
     ok = ~df["already_wrong"].to_numpy()
     for k in (0, 1):
         eps = df["epsilon"].to_numpy()[ok & (y.numpy() == k)]
-        assert table.loc[["a", "b"][k], "median_eps_whole"] == np.median(np.nan_to_num(eps, nan=np.inf))
+        assert table.loc[["a", "b"][k], "median_eps_whole"] == np.median(
+            np.nan_to_num(eps, nan=np.inf)
+        )
     assert not any(c.startswith("median_l2") for c in table.columns)
 
 
@@ -361,9 +412,13 @@ def test_images_with_nan_or_inf_are_refused(cnn, batch, bad):
     x, y = batch
     x = x.clone()
     x[2, 1, 3, 3] = bad
-    for call in (lambda: A.fgsm(cnn, x, y, eps=0.01), lambda: A.pgd(cnn, x, y, eps=0.01),
-                 lambda: A.minimal_epsilon(cnn, x, y), lambda: A.epsilon_sweep(cnn, x, y, [0.01]),
-                 lambda: A.minimum_norm_epsilon(cnn, x, y, steps=2)):
+    for call in (
+        lambda: A.fgsm(cnn, x, y, eps=0.01),
+        lambda: A.pgd(cnn, x, y, eps=0.01),
+        lambda: A.minimal_epsilon(cnn, x, y),
+        lambda: A.epsilon_sweep(cnn, x, y, [0.01]),
+        lambda: A.minimum_norm_epsilon(cnn, x, y, steps=2),
+    ):
         with pytest.raises(ValueError, match="NaN or inf"):
             call()
 
@@ -379,22 +434,24 @@ def test_l2_pgd_random_start_is_uniform_in_the_ball():
     """Uniform in a d-ball: radius/eps = U^(1/d) (median 0.5^(1/d)), direction isotropic."""
     n, d = 4000, C * H * W
     x = torch.full((n, C, H, W), 0.5)
-    eps = 0.3                                             # 0.5 +- 0.3 never clips
+    eps = 0.3  # 0.5 +- 0.3 never clips
     x_adv = A.pgd(_Flat(), x, torch.zeros(n, dtype=torch.long), eps=eps, norm="l2", steps=1, seed=0)
     delta = (x_adv - x).flatten(1).double()
     r = delta.norm(dim=1) / eps
     assert r.max() <= 1 + 1e-6
     # the radius distribution of a uniform point: P(r <= s) = s^d (Kolmogorov-Smirnov against it)
     from scipy import stats
+
     assert stats.kstest(r.numpy(), lambda s: np.clip(s, 0, 1) ** d).pvalue > 1e-3
     u = delta / delta.norm(dim=1, keepdim=True)
-    assert u.mean(0).norm() < 4 / math.sqrt(n)             # no preferred direction
+    assert u.mean(0).norm() < 4 / math.sqrt(n)  # no preferred direction
     # confined to a mask: uniform in the ball of the free coordinates, zero outside
     mask = _half_mask(n)
-    x_adv = A.pgd(_Flat(), x, torch.zeros(n, dtype=torch.long), eps=eps, norm="l2", steps=1, seed=0,
-                  mask=mask)
+    x_adv = A.pgd(
+        _Flat(), x, torch.zeros(n, dtype=torch.long), eps=eps, norm="l2", steps=1, seed=0, mask=mask
+    )
     delta = (x_adv - x).double()
-    assert (delta[:, :, :, W // 2:] == 0).all()
+    assert (delta[:, :, :, W // 2 :] == 0).all()
     r = delta.flatten(1).norm(dim=1) / eps
     assert stats.kstest(r.numpy(), lambda s: np.clip(s, 0, 1) ** (d // 2)).pvalue > 1e-3
 
@@ -403,8 +460,9 @@ def test_l2_pgd_random_start_is_uniform_in_the_ball():
 def _foolbox_fmn(model, x, y, steps=100):
     import foolbox as fb
 
-    adv = fb.attacks.LInfFMNAttack(steps=steps).run(fb.PyTorchModel(model.eval(), bounds=(0, 1)), x,
-                                                   fb.criteria.Misclassification(y))
+    adv = fb.attacks.LInfFMNAttack(steps=steps).run(
+        fb.PyTorchModel(model.eval(), bounds=(0, 1)), x, fb.criteria.Misclassification(y)
+    )
     return _linf(adv, x).double().numpy()
 
 
@@ -430,8 +488,15 @@ def test_minimum_norm_epsilon_on_a_linear_model_matches_the_closed_form(linear_c
 def test_minimum_norm_epsilon_is_close_to_foolbox_fmn_100_on_a_cnn():
     """The reference: foolbox's LInfFMNAttack with 100 steps (fp32) on a small random CNN."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 4)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32, 4),
+    ).eval()
     x = torch.rand(16, 3, 12, 12, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         y = model(x).argmax(1)
@@ -449,14 +514,14 @@ def test_minimum_norm_epsilon_confined_to_a_mask_changes_only_the_mask(linear_ca
     model, x, y, star = linear_case
     obj = _half_mask(len(x))
     df, x_adv = A.minimum_norm_epsilon(model, x, y, steps=30, mask=obj, return_adversarial=True)
-    assert torch.equal(x_adv[:, :, :, W // 2:], x[:, :, :, W // 2:])
+    assert torch.equal(x_adv[:, :, :, W // 2 :], x[:, :, :, W // 2 :])
     w = model.fc.weight.detach().double()
     m = obj[0, None].expand(C, H, W).reshape(-1).double()
     logits = model(x).detach().double()
     m0 = (logits.gather(1, y[:, None])[:, 0] - logits.gather(1, (1 - y)[:, None])[:, 0]).numpy()
     star_obj = m0 / ((w[0] - w[1]).abs() * m).sum().item()
     f = df["flipped"].to_numpy() & ~df["already_wrong"].to_numpy()
-    fits = star_obj < 0.2                       # away from the [0, 1] border (inner images 0.3-0.7)
+    fits = star_obj < 0.2  # away from the [0, 1] border (inner images 0.3-0.7)
     assert f[2:][fits[2:]].all() and fits[2:].sum() >= 3
     r = df["epsilon"].to_numpy()[f & fits] / star_obj[f & fits]
     assert r.min() >= 1 - 1e-4 and np.median(r) <= 1.05
@@ -480,7 +545,7 @@ class _EqualWeights(nn.Module):
 
     def __init__(self, b=0.0, only=None):
         super().__init__()
-        self.b, self.only = b, only       # only: a [H, W] mask of the pixels the model reads
+        self.b, self.only = b, only  # only: a [H, W] mask of the pixels the model reads
 
     def forward(self, x):
         z = x - 0.5
@@ -500,7 +565,7 @@ def _objects(n, h, w, seed=0):
         bh = int(np.clip(round(np.sqrt(area) * rng.uniform(0.8, 1.25)), 1, h))
         bw = int(np.clip(round(area / bh), 1, w))
         r0, c0 = rng.integers(0, h - bh + 1), rng.integers(0, w - bw + 1)
-        out[i, r0:r0 + bh, c0:c0 + bw] = True
+        out[i, r0 : r0 + bh, c0 : c0 + bw] = True
     return out
 
 
@@ -509,9 +574,9 @@ def test_equal_area_subsamples_the_larger_region_reproducibly():
     o, b = A.equal_area(obj, ~obj, seed=1, image_ids=np.arange(100, 112))
     assert torch.equal(o.sum((1, 2)), b.sum((1, 2)))
     assert torch.equal(o.sum((1, 2)), torch.minimum(obj.sum((1, 2)), (~obj).sum((1, 2))))
-    assert not (o & ~obj).any() and not (b & obj).any()              # inside their regions
+    assert not (o & ~obj).any() and not (b & obj).any()  # inside their regions
     o2, b2 = A.equal_area(obj[3:5], ~obj[3:5], seed=1, image_ids=[103, 104])
-    assert torch.equal(o2, o[3:5]) and torch.equal(b2, b[3:5])      # per-image draw
+    assert torch.equal(o2, o[3:5]) and torch.equal(b2, b[3:5])  # per-image draw
 
 
 def test_a_model_reading_every_pixel_equally_prefers_no_region():
@@ -524,18 +589,36 @@ def test_a_model_reading_every_pixel_equally_prefers_no_region():
     y = torch.zeros(n, dtype=torch.long)
     obj = _objects(n, h, w)
     o, b = A.equal_area(obj, ~obj, seed=0)
-    df = A.fragility_by_region(model, x, y, {"whole": None, "object": o, "background": b},
-                               direction="fmn", steps=30, bf16=False)
+    df = A.fragility_by_region(
+        model,
+        x,
+        y,
+        {"whole": None, "object": o, "background": b},
+        direction="fmn",
+        steps=30,
+        bf16=False,
+    )
     assert not df["already_wrong"].any()
     e = df.pivot(index="image", columns="region", values="epsilon")
     r = (e["object"] / e["background"]).to_numpy()
     assert np.all(np.abs(r - 1) < 0.05), r
     table = A.per_class_fragility(df, ["a", "b"])
-    assert table.loc["a", "object_background_ratio_ci_low"] <= 1 <= table.loc["a", "object_background_ratio_ci_high"]
+    assert (
+        table.loc["a", "object_background_ratio_ci_low"]
+        <= 1
+        <= table.loc["a", "object_background_ratio_ci_high"]
+    )
     assert table.loc["a", "n_object_background"] == n
     # the unfair comparison (whole regions) would call the object the robust one
-    raw = A.fragility_by_region(model, x, y, {"whole": None, "object": obj, "background": ~obj},
-                                direction="fmn", steps=30, bf16=False)
+    raw = A.fragility_by_region(
+        model,
+        x,
+        y,
+        {"whole": None, "object": obj, "background": ~obj},
+        direction="fmn",
+        steps=30,
+        bf16=False,
+    )
     assert A.per_class_fragility(raw, ["a", "b"]).loc["a", "object_background_ratio_ci_low"] > 1
 
 
@@ -543,12 +626,19 @@ def test_a_model_reading_only_the_object_prefers_the_object():
     n, h, w = 24, 12, 12
     x = 0.4 + 0.2 * torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(4))
     obj = torch.zeros(n, h, w, dtype=torch.bool)
-    obj[:, 2:8, 3:9] = True                               # 25 % of the image
+    obj[:, 2:8, 3:9] = True  # 25 % of the image
     model = _EqualWeights(b=1.0, only=obj[0].float())
     y = torch.zeros(n, dtype=torch.long)
     o, b = A.equal_area(obj, ~obj, seed=0)
-    df = A.fragility_by_region(model, x, y, {"whole": None, "object": o, "background": b},
-                               direction="fmn", steps=30, bf16=False)
+    df = A.fragility_by_region(
+        model,
+        x,
+        y,
+        {"whole": None, "object": o, "background": b},
+        direction="fmn",
+        steps=30,
+        bf16=False,
+    )
     table = A.per_class_fragility(df, ["a", "b"])
     assert table.loc["a", "object_background_ratio_ci_high"] < 1
     assert table.loc["a", "median_eps_background"] == np.inf
@@ -557,26 +647,53 @@ def test_a_model_reading_only_the_object_prefers_the_object():
 def test_per_class_fragility_intervals_and_the_budget_share():
     rng = np.random.default_rng(0)
     eps = rng.uniform(0, 0.01, 60)
-    df = pd.DataFrame({"image": np.arange(60), "region": "whole", "label": np.repeat([0, 1], 30),
-                       "epsilon": eps, "flipped": True, "already_wrong": False})
+    df = pd.DataFrame(
+        {
+            "image": np.arange(60),
+            "region": "whole",
+            "label": np.repeat([0, 1], 30),
+            "epsilon": eps,
+            "flipped": True,
+            "already_wrong": False,
+        }
+    )
     df.loc[0, "already_wrong"] = True
     table = A.per_class_fragility(df, ["a", "b"], budget=0.004)
     sel = eps[1:30]
     assert table.loc["a", "median_eps_whole"] == np.median(sel) and table.loc["a", "n_whole"] == 29
-    assert table.loc["a", "median_eps_whole_ci_low"] <= np.median(sel) <= table.loc["a", "median_eps_whole_ci_high"]
+    assert (
+        table.loc["a", "median_eps_whole_ci_low"]
+        <= np.median(sel)
+        <= table.loc["a", "median_eps_whole_ci_high"]
+    )
     from helpers.stats import wilson
+
     k = int((sel > 0.004).sum())
     assert table.loc["a", "share_withstanding_whole"] == k / 29
-    assert np.allclose(table.loc["a", ["share_withstanding_whole_ci_low", "share_withstanding_whole_ci_high"]]
-                       .to_numpy(float), wilson(k, 29))
+    assert np.allclose(
+        table.loc[
+            "a", ["share_withstanding_whole_ci_low", "share_withstanding_whole_ci_high"]
+        ].to_numpy(float),
+        wilson(k, 29),
+    )
 
 
 def test_robust_accuracy_from_epsilons_counts_images_beyond_each_epsilon():
-    df = pd.DataFrame({"epsilon": [0.0, 0.001, 0.002, 0.003, np.nan], "flipped": [True] * 4 + [False],
-                       "already_wrong": [True] + [False] * 4, "label": 0})
+    df = pd.DataFrame(
+        {
+            "epsilon": [0.0, 0.001, 0.002, 0.003, np.nan],
+            "flipped": [True] * 4 + [False],
+            "already_wrong": [True] + [False] * 4,
+            "label": 0,
+        }
+    )
     out = A.robust_accuracy_from_epsilons(df, [0, 0.0015, 0.0025, 0.01], max_eps=0.005)
-    assert out["accuracy"].tolist()[:3] == [4 / 5, 3 / 5, 2 / 5] and np.isnan(out["accuracy"].iloc[3])
-    assert (out["low"][:3] <= out["accuracy"][:3]).all() and (out["high"][:3] >= out["accuracy"][:3]).all()
+    assert out["accuracy"].tolist()[:3] == [4 / 5, 3 / 5, 2 / 5] and np.isnan(
+        out["accuracy"].iloc[3]
+    )
+    assert (out["low"][:3] <= out["accuracy"][:3]).all() and (
+        out["high"][:3] >= out["accuracy"][:3]
+    ).all()
 
 
 def test_attacking_leaves_the_model_computing_exactly_as_before():
@@ -584,9 +701,16 @@ def test_attacking_leaves_the_model_computing_exactly_as_before():
     bit-identical outputs and input gradients (a round trip through contiguous_format changes
     some weights' strides and with them the last bits of a convolution)."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 1), nn.ReLU(),
-                          nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(8, 3)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
+    ).eval()
     # weights as a checkpoint may hold them: in another memory layout than a fresh module's
     model[0].weight.data = model[0].weight.data.contiguous(memory_format=torch.channels_last)
     x = torch.rand(4, 3, 16, 16)

@@ -19,7 +19,16 @@ from helpers import calibration
 #   f      [1., 0., 0.]       0      1.    4    yes
 # bin 4: conf .95, acc 1 (gap .05, 2 images); bin 3: conf .75, acc .5 (gap .25, 2); bin 2: .6 vs 1 (.4, 1);
 # bin 1: .4 vs 0 (.4, 1)  ->  ECE = (2*.05 + 2*.25 + .4 + .4) / 6 = 1.4 / 6, MCE = .4
-P = np.array([[.9, .05, .05], [.8, .1, .1], [.1, .7, .2], [.4, .35, .25], [.2, .2, .6], [1., 0., 0.]])
+P = np.array(
+    [
+        [0.9, 0.05, 0.05],
+        [0.8, 0.1, 0.1],
+        [0.1, 0.7, 0.2],
+        [0.4, 0.35, 0.25],
+        [0.2, 0.2, 0.6],
+        [1.0, 0.0, 0.0],
+    ]
+)
 Y = np.array([0, 1, 1, 2, 2, 0])
 
 
@@ -28,13 +37,14 @@ def test_ece_and_mce_match_a_hand_computation():
     assert calibration.maximum_calibration_error(P, Y, n_bins=5) == pytest.approx(0.4)
     bins = calibration.reliability_bins(P, Y, n_bins=5)
     assert bins["count"].tolist() == [0, 1, 1, 2, 2]
-    np.testing.assert_allclose(bins["accuracy"].to_numpy()[1:], [0, 1, .5, 1])
-    np.testing.assert_allclose(bins["confidence"].to_numpy()[1:], [.4, .6, .75, .95])
-    np.testing.assert_allclose(bins["gap"].to_numpy()[1:], [.4, -.4, .25, -.05])
+    np.testing.assert_allclose(bins["accuracy"].to_numpy()[1:], [0, 1, 0.5, 1])
+    np.testing.assert_allclose(bins["confidence"].to_numpy()[1:], [0.4, 0.6, 0.75, 0.95])
+    np.testing.assert_allclose(bins["gap"].to_numpy()[1:], [0.4, -0.4, 0.25, -0.05])
     assert np.isnan(bins.loc[0, "accuracy"]) and bins["share"].sum() == pytest.approx(1)
     # tensors work the same
-    assert calibration.expected_calibration_error(torch.tensor(P), torch.tensor(Y), n_bins=5) == \
-        pytest.approx(1.4 / 6)
+    assert calibration.expected_calibration_error(
+        torch.tensor(P), torch.tensor(Y), n_bins=5
+    ) == pytest.approx(1.4 / 6)
 
 
 def test_per_class_calibration_matches_a_hand_computation():
@@ -42,7 +52,7 @@ def test_per_class_calibration_matches_a_hand_computation():
     #   bins: 4 -> .95 vs 1, 3 -> .8 vs 0, 1 -> .4 vs 0: (2*.05 + .8 + .4) / 4 = .325
     # predicted as 1: c (.7 right): .3 ; predicted as 2: e (.6 right): .4
     per_class = calibration.per_class_calibration_error(P, Y, n_bins=5)
-    np.testing.assert_allclose(per_class, [.325, .3, .4])
+    np.testing.assert_allclose(per_class, [0.325, 0.3, 0.4])
     # Kull et al. classwise term for class 2: p_2 = [.05, .1, .2, .25, .6, 0], is-2 = [0, 0, 0, 1, 1, 0]
     #   bin 0 holds four (mean .0875, freq 0), bin 1: .25 vs 1, bin 2: .6 vs 1 -> (.35 + .75 + .4) / 6
     classwise = calibration.per_class_calibration_error(P, Y, n_bins=5, by="classwise")
@@ -78,9 +88,13 @@ def test_nll_and_brier_match_references():
     logits = torch.randn(50, 4, generator=torch.Generator().manual_seed(0)) * 3
     y = torch.randint(0, 4, (50,), generator=torch.Generator().manual_seed(1))
     probs = logits.softmax(1).double()
-    assert calibration.negative_log_likelihood(probs, y) == pytest.approx(F.cross_entropy(logits.double(), y).item())
+    assert calibration.negative_log_likelihood(probs, y) == pytest.approx(
+        F.cross_entropy(logits.double(), y).item()
+    )
     onehot = F.one_hot(y, 4).double()
-    assert calibration.brier_score(probs, y) == pytest.approx(((probs - onehot) ** 2).sum(1).mean().item())
+    assert calibration.brier_score(probs, y) == pytest.approx(
+        ((probs - onehot) ** 2).sum(1).mean().item()
+    )
     # a probability of exactly 0 is floored, not -log 0 = inf
     assert np.isfinite(calibration.negative_log_likelihood(np.array([[1.0, 0.0]]), np.array([1])))
 
@@ -90,8 +104,8 @@ def _synthetic_logits(n, c, temperature, seed):
     true_logits = rng.normal(size=(n, c)) * 2.0
     p = np.exp(true_logits - true_logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
-    labels = (rng.random(n)[:, None] > p.cumsum(1)).sum(1)        # drawn from the true probabilities
-    return true_logits * temperature, labels                      # scaled: T0 undoes it
+    labels = (rng.random(n)[:, None] > p.cumsum(1)).sum(1)  # drawn from the true probabilities
+    return true_logits * temperature, labels  # scaled: T0 undoes it
 
 
 @pytest.mark.parametrize("t0", [2.5, 0.5])
@@ -102,8 +116,13 @@ def test_temperature_scaling_recovers_a_known_temperature(t0):
     assert fit.nll_after < fit.nll_before
     # the optimum: a nearby temperature is no better
     for t in (fit.temperature * 0.98, fit.temperature * 1.02):
-        assert calibration.negative_log_likelihood(calibration.apply_temperature(logits, t), labels) >= fit.nll_after
-    assert calibration.negative_log_likelihood(fit.apply(logits), labels) == pytest.approx(fit.nll_after)
+        assert (
+            calibration.negative_log_likelihood(calibration.apply_temperature(logits, t), labels)
+            >= fit.nll_after
+        )
+    assert calibration.negative_log_likelihood(fit.apply(logits), labels) == pytest.approx(
+        fit.nll_after
+    )
     # the same fit from probabilities (log p differs from the logits by a constant per row)
     probs = calibration.apply_temperature(logits, 1.0)
     from_probs = calibration.fit_temperature(probs, labels, kind="probs")
@@ -111,8 +130,9 @@ def test_temperature_scaling_recovers_a_known_temperature(t0):
     np.testing.assert_allclose(from_probs.apply(probs), fit.apply(logits), atol=1e-6)
     # predictions never change; the ECE drops for the over-confident case
     assert (fit.apply(logits).argmax(1) == logits.argmax(1)).all()
-    assert calibration.expected_calibration_error(fit.apply(logits), labels) < \
-        calibration.expected_calibration_error(probs, labels)
+    assert calibration.expected_calibration_error(
+        fit.apply(logits), labels
+    ) < calibration.expected_calibration_error(probs, labels)
 
 
 def test_temperature_scaling_lowers_validation_nll_of_an_overconfident_model():
@@ -120,24 +140,29 @@ def test_temperature_scaling_lowers_validation_nll_of_an_overconfident_model():
     val, test = slice(0, 1500), slice(1500, None)
     fit = calibration.fit_temperature(torch.tensor(logits[val]), torch.tensor(labels[val]))
     assert fit.nll_after < fit.nll_before - 0.1 and fit.n == 1500
-    before = calibration.negative_log_likelihood(calibration.apply_temperature(logits[test], 1.0), labels[test])
+    before = calibration.negative_log_likelihood(
+        calibration.apply_temperature(logits[test], 1.0), labels[test]
+    )
     after = calibration.negative_log_likelihood(fit.apply(logits[test]), labels[test])
-    assert after < before   # fitted on validation, it helps on held-out images too
+    assert after < before  # fitted on validation, it helps on held-out images too
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: calibration.expected_calibration_error(P[0], Y), r"\[N, C\]"),
-    (lambda: calibration.expected_calibration_error(P, Y[:3]), "one per row"),
-    (lambda: calibration.expected_calibration_error(P, Y + 1), r"class indices in \[0, 3\)"),
-    (lambda: calibration.expected_calibration_error(P, Y + 0.5), "integer"),
-    (lambda: calibration.expected_calibration_error(P * 2, Y), "lie in"),
-    (lambda: calibration.expected_calibration_error(P[:, :2] / 1.0, Y.clip(0, 1)), "sum to 1"),
-    (lambda: calibration.expected_calibration_error(P, Y, n_bins=0), "n_bins"),
-    (lambda: calibration.per_class_calibration_error(P, Y, by="true"), "by="),
-    (lambda: calibration.fit_temperature(P, Y, kind="scores"), "kind"),
-    (lambda: calibration.apply_temperature(P, 0.0), "temperature"),
-    (lambda: calibration.fit_temperature(np.array([[np.nan, 1.0]]), np.array([0])), "NaN"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: calibration.expected_calibration_error(P[0], Y), r"\[N, C\]"),
+        (lambda: calibration.expected_calibration_error(P, Y[:3]), "one per row"),
+        (lambda: calibration.expected_calibration_error(P, Y + 1), r"class indices in \[0, 3\)"),
+        (lambda: calibration.expected_calibration_error(P, Y + 0.5), "integer"),
+        (lambda: calibration.expected_calibration_error(P * 2, Y), "lie in"),
+        (lambda: calibration.expected_calibration_error(P[:, :2] / 1.0, Y.clip(0, 1)), "sum to 1"),
+        (lambda: calibration.expected_calibration_error(P, Y, n_bins=0), "n_bins"),
+        (lambda: calibration.per_class_calibration_error(P, Y, by="true"), "by="),
+        (lambda: calibration.fit_temperature(P, Y, kind="scores"), "kind"),
+        (lambda: calibration.apply_temperature(P, 0.0), "temperature"),
+        (lambda: calibration.fit_temperature(np.array([[np.nan, 1.0]]), np.array([0])), "NaN"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
@@ -149,7 +174,9 @@ def test_logits_that_look_like_probabilities_warn():
 
 
 def test_summary_has_a_row_per_entry():
-    table = calibration.summary({"raw": P, "sharp": calibration.apply_temperature(P, 0.5, kind="probs")}, Y, n_bins=5)
+    table = calibration.summary(
+        {"raw": P, "sharp": calibration.apply_temperature(P, 0.5, kind="probs")}, Y, n_bins=5
+    )
     assert list(table.index) == ["raw", "sharp"]
     assert table.loc["raw", "ece"] == pytest.approx(1.4 / 6)
     assert table.loc["raw", "accuracy"] == table.loc["sharp", "accuracy"] == pytest.approx(4 / 6)
@@ -214,7 +241,9 @@ def test_validation_predictions_are_the_model_on_the_validation_images():
 
     torch.manual_seed(0)
     images = _Images(np.repeat(np.arange(3), 10), seed=1)
-    run = SimpleNamespace(train_set=images, model=_Tiny(), config=train.TrainConfig(weights=None, seed=0))
+    run = SimpleNamespace(
+        train_set=images, model=_Tiny(), config=train.TrainConfig(weights=None, seed=0)
+    )
     probs, labels = calibration.validation_predictions(run, device="cpu")
     idx = calibration.validation_indices(run)
     with torch.no_grad():
@@ -224,9 +253,13 @@ def test_validation_predictions_are_the_model_on_the_validation_images():
 
 
 def test_per_class_undefined_names_classes_never_predicted():
-    probs = np.array([[.8, .1, .1], [.6, .3, .1], [.2, .7, .1]])
+    probs = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1]])
     labels = np.array([0, 2, 1])
-    assert calibration.per_class_undefined(probs, labels) == [None, None, calibration.NEVER_PREDICTED]
+    assert calibration.per_class_undefined(probs, labels) == [
+        None,
+        None,
+        calibration.NEVER_PREDICTED,
+    ]
     assert np.isnan(calibration.per_class_calibration_error(probs, labels)[2])
     assert calibration.per_class_undefined(probs, labels, by="classwise") == [None] * 3
     with pytest.raises(ValueError, match="unknown by"):
@@ -252,7 +285,9 @@ def test_cross_fitted_temperature_recovers_a_known_temperature(t0):
     np.testing.assert_allclose(fit.temperatures, t0, rtol=0.08)
     assert fit.nll_after < fit.nll_before and fit.ece_after < fit.ece_before
     # the same from probabilities, the default kind
-    from_probs = calibration.cross_fit_temperature(calibration.apply_temperature(logits, 1.0), labels)
+    from_probs = calibration.cross_fit_temperature(
+        calibration.apply_temperature(logits, 1.0), labels
+    )
     np.testing.assert_allclose(from_probs.temperatures, fit.temperatures, rtol=1e-4)
     assert (fit.probs.argmax(1) == logits.argmax(1)).all()
 
@@ -263,7 +298,7 @@ def test_cross_fitting_does_not_leak_a_folds_labels_into_its_own_probabilities()
     for f in range(5):
         changed = labels.copy()
         held = fit.fold == f
-        changed[held] = (changed[held] + 1) % 4          # every label of fold f is now wrong
+        changed[held] = (changed[held] + 1) % 4  # every label of fold f is now wrong
         refit = calibration.cross_fit_temperature(logits, changed, kind="logits", folds=fit.fold)
         np.testing.assert_array_equal(refit.probs[held], fit.probs[held])
         assert refit.temperatures[f] == fit.temperatures[f]
@@ -275,11 +310,13 @@ def test_cross_fitting_leaves_a_calibrated_model_about_as_it_was():
     """Noise = the ECE's own bootstrap interval on the uncalibrated probabilities."""
     worse = []
     for seed in range(8):
-        logits, labels = _synthetic_logits(300, 6, 1.0, seed=100 + seed)   # already calibrated
+        logits, labels = _synthetic_logits(300, 6, 1.0, seed=100 + seed)  # already calibrated
         fit = calibration.cross_fit_temperature(logits, labels, kind="logits", seed=seed)
         assert np.all((fit.temperatures > 0.75) & (fit.temperatures < 1.33))
         assert fit.nll_after < fit.nll_before + 0.01
-        before = calibration.ece_interval(calibration.apply_temperature(logits, 1.0), labels, n_boot=300)
+        before = calibration.ece_interval(
+            calibration.apply_temperature(logits, 1.0), labels, n_boot=300
+        )
         assert fit.ece_after <= before.loc["all", "high"]
         worse.append(fit.ece_after - fit.ece_before)
     assert np.mean(worse) < 0.015
@@ -297,16 +334,23 @@ def test_ece_interval_brackets_the_ece_and_is_seeded():
     probs, labels = _toy(400, np.random.default_rng(1), shortfall=0.1)
     table = calibration.ece_interval(probs, labels, classes=["a", "b", "c"], n_boot=500)
     assert list(table.index) == ["all", "a", "b", "c"]
-    assert table.loc["all", "ece"] == pytest.approx(calibration.expected_calibration_error(probs, labels))
-    np.testing.assert_allclose(table.loc[["a", "b", "c"], "ece"],
-                               calibration.per_class_calibration_error(probs, labels))
+    assert table.loc["all", "ece"] == pytest.approx(
+        calibration.expected_calibration_error(probs, labels)
+    )
+    np.testing.assert_allclose(
+        table.loc[["a", "b", "c"], "ece"], calibration.per_class_calibration_error(probs, labels)
+    )
     assert table.loc["all", "n"] == 400 and table.loc[["a", "b", "c"], "n"].sum() == 400
     assert (table["low"] <= table["ece"]).all() and (table["ece"] <= table["high"]).all()
     assert (table["high"] - table["low"] > 0.01).all()
     # a class has fewer images than all together: its interval is wider
-    assert (table.loc[["a", "b", "c"], "high"] - table.loc[["a", "b", "c"], "low"] >
-            table.loc["all", "high"] - table.loc["all", "low"]).all()
-    pd.testing.assert_frame_equal(table, calibration.ece_interval(probs, labels, classes=["a", "b", "c"], n_boot=500))
+    assert (
+        table.loc[["a", "b", "c"], "high"] - table.loc[["a", "b", "c"], "low"]
+        > table.loc["all", "high"] - table.loc["all", "low"]
+    ).all()
+    pd.testing.assert_frame_equal(
+        table, calibration.ece_interval(probs, labels, classes=["a", "b", "c"], n_boot=500)
+    )
 
 
 def test_ece_consistency_flags_a_calibrated_class_rarely_and_an_overconfident_one_often():
@@ -314,11 +358,19 @@ def test_ece_consistency_flags_a_calibrated_class_rarely_and_an_overconfident_on
     calibrated, overconfident = [], []
     for trial in range(500):
         conf = rng.uniform(0.5, 1.0, 50)
-        calibrated.append(calibration.ece_consistency(conf, rng.random(50) < conf, n_bins=15,
-                                                      n_draws=400, seed=trial).p_value < 0.05)
-        overconfident.append(calibration.ece_consistency(conf, rng.random(50) < conf - 0.25, n_bins=15,
-                                                         n_draws=400, seed=trial).p_value < 0.05)
-    assert np.mean(calibrated) <= 0.08          # about 5 % by construction (sd of the share ~1 % here)
+        calibrated.append(
+            calibration.ece_consistency(
+                conf, rng.random(50) < conf, n_bins=15, n_draws=400, seed=trial
+            ).p_value
+            < 0.05
+        )
+        overconfident.append(
+            calibration.ece_consistency(
+                conf, rng.random(50) < conf - 0.25, n_bins=15, n_draws=400, seed=trial
+            ).p_value
+            < 0.05
+        )
+    assert np.mean(calibrated) <= 0.08  # about 5 % by construction (sd of the share ~1 % here)
     assert np.mean(overconfident) >= 0.8
 
 
@@ -329,8 +381,9 @@ def test_ece_consistency_matches_a_hand_count_and_unpacks():
     # at confidence 1 and wrong: observed ECE 1, never reached by the null -> p = 1 / 11
     r = calibration.ece_consistency([1.0], [False], n_bins=5, n_draws=10)
     assert r.ece == 1.0 and r.p_value == pytest.approx(1 / 11) and r.null_quantile_95 == 0.0
-    assert calibration.ece_consistency(np.array([.6, .7]), np.array([1, 0]), n_draws=50, seed=3) == \
-        calibration.ece_consistency(np.array([.6, .7]), np.array([1, 0]), n_draws=50, seed=3)
+    assert calibration.ece_consistency(
+        np.array([0.6, 0.7]), np.array([1, 0]), n_draws=50, seed=3
+    ) == calibration.ece_consistency(np.array([0.6, 0.7]), np.array([1, 0]), n_draws=50, seed=3)
     assert all(np.isnan(calibration.ece_consistency([], [])))
     with pytest.raises(ValueError, match="confidence"):
         calibration.ece_consistency([1.5], [True])
@@ -343,11 +396,14 @@ def test_per_class_consistency_uses_the_images_predicted_as_the_class():
     assert table["n"].tolist() == np.bincount(pred, minlength=3).tolist()
     sel = pred == 1
     expected = calibration.ece_consistency(probs.max(1)[sel], labels[sel] == 1, n_draws=200, seed=1)
-    assert tuple(table.loc["b", ["ece", "p_value", "null_quantile_95"]]) == pytest.approx(tuple(expected))
+    assert tuple(table.loc["b", ["ece", "p_value", "null_quantile_95"]]) == pytest.approx(
+        tuple(expected)
+    )
 
 
 def test_reliability_diagram_gives_the_ece_interval_and_n():
     import matplotlib
+
     matplotlib.use("Agg")
     from helpers import plots
 

@@ -2,6 +2,7 @@
 
 Every fixture image is generated in tmp_path at test time; no binary file is committed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -84,8 +85,12 @@ def _files() -> dict[str, tuple[bytes, str, str, str]]:
             "",
         ),
         "forest/truncated.jpg": (_jpeg(7)[: len(_jpeg(7)) // 2], "bad", "truncated", "RGB"),
-        "forest/.DS_Store": (b"\x00\x00\x00\x01Bud1" + b"\x00" * 50, "bad",
-                             "not an image (.DS_Store)", ""),
+        "forest/.DS_Store": (
+            b"\x00\x00\x00\x01Bud1" + b"\x00" * 50,
+            "bad",
+            "not an image (.DS_Store)",
+            "",
+        ),
         "sea/e.jpg": (_jpeg(8), "ok", "", "RGB"),
         "sea/cmyk.jpg": (cmyk, "ok", "", "CMYK"),
         "sea/pal.png": (_palette_png(), "ok", "", "P"),
@@ -94,8 +99,12 @@ def _files() -> dict[str, tuple[bytes, str, str, str]]:
         "street/f.jpg": (_jpeg(9), "ok", "", "RGB"),
         "street/rgba.png": (_rgba_png(), "ok", "", "RGBA"),
         "street/tiny.jpg": (_jpeg(10, 8, 8), "bad", "too small (8x8 < 32)", "RGB"),
-        "street/anim.gif": (_encode(Image.new("P", (W, H)), "GIF"), "bad",
-                            "not an image (.gif)", ""),
+        "street/anim.gif": (
+            _encode(Image.new("P", (W, H)), "GIF"),
+            "bad",
+            "not an image (.gif)",
+            "",
+        ),
         "street/._f.jpg": (jpg, "bad", "hidden file (._f.jpg)", ""),
     }
 
@@ -458,8 +467,17 @@ def test_classes_of(manifest):
 # load_rgb
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "name", ["forest/a.jpg", "forest/b.JPG", "forest/c.jpeg", "forest/d.png",
-             "forest/grey.jpg", "sea/cmyk.jpg", "sea/pal.png", "street/rgba.png"]
+    "name",
+    [
+        "forest/a.jpg",
+        "forest/b.JPG",
+        "forest/c.jpeg",
+        "forest/d.png",
+        "forest/grey.jpg",
+        "sea/cmyk.jpg",
+        "sea/pal.png",
+        "street/rgba.png",
+    ],
 )
 def test_load_rgb_converts_every_ok_mode(tree, name):
     root, _ = tree
@@ -561,8 +579,9 @@ def test_image_dataset_in_a_dataloader(tree, manifest):
 
 def test_image_dataset_explicit_classes_and_errors(tree, manifest):
     root, _ = tree
-    ds = ImageDataset(root, manifest, "test", image_size=8, classes=["street", "sea", "forest"],
-                      progress=False)
+    ds = ImageDataset(
+        root, manifest, "test", image_size=8, classes=["street", "sea", "forest"], progress=False
+    )
     assert [ds.classes[k] for k in ds.labels] == [p.split("/")[-2] for p in ds.paths]
     assert ds.labels.tolist() == [2, 1, 0]
     with pytest.raises(DataError, match="not among classes"):
@@ -617,10 +636,30 @@ def _tiny_manifest():
     for split, n in (("train", 5), ("test", 2)):
         for label in ("b", "a"):
             for i in range(n):
-                rows.append(dict(path=f"{split}/{label}/{i}.jpg", split=split, label=label, width=64,
-                                 height=64, mode="RGB", status="ok", reason=""))
-    rows.append(dict(path="train/a/x.txt", split="train", label="a", width=0, height=0, mode="",
-                     status="bad", reason="not an image (.txt)"))
+                rows.append(
+                    dict(
+                        path=f"{split}/{label}/{i}.jpg",
+                        split=split,
+                        label=label,
+                        width=64,
+                        height=64,
+                        mode="RGB",
+                        status="ok",
+                        reason="",
+                    )
+                )
+    rows.append(
+        dict(
+            path="train/a/x.txt",
+            split="train",
+            label="a",
+            width=0,
+            height=0,
+            mode="",
+            status="bad",
+            reason="not an image (.txt)",
+        )
+    )
     return pd.DataFrame(rows)
 
 

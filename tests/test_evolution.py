@@ -6,12 +6,14 @@ import pytest
 from helpers import evolution
 
 # 4 epochs x 5 images, true labels [0, 1, 2, 0, 1], worked out by hand below.
-PREDS = np.array([
-    [0, 0, 2, 1, 2],
-    [0, 1, 2, 0, 2],
-    [0, 1, 1, 0, 2],
-    [0, 1, 2, 2, 0],
-])
+PREDS = np.array(
+    [
+        [0, 0, 2, 1, 2],
+        [0, 1, 2, 0, 2],
+        [0, 1, 1, 0, 2],
+        [0, 1, 2, 2, 0],
+    ]
+)
 LABELS = np.array([0, 1, 2, 0, 1])
 
 
@@ -23,14 +25,19 @@ def test_image_stats_match_a_hand_count():
     # image 2 is correct at epochs 0,1 then wrong at 2 (one forgetting event), correct again at 3
     assert s["forgetting_events"].tolist() == [0, 0, 1, 1, 0]
     assert s["learned_epoch"].tolist() == [0, 1, 3, -1, -1]
-    assert s["category"].tolist() == ["learned early", "learned early", "forgotten",
-                                      "never learned", "never learned"]
+    assert s["category"].tolist() == [
+        "learned early",
+        "learned early",
+        "forgotten",
+        "never learned",
+        "never learned",
+    ]
     assert s["label_name"].tolist() == ["a", "b", "c", "a", "b"]
     assert np.allclose(s["change_frequency"], np.array([0, 1, 2, 2, 1]) / 3)
 
 
 def test_learned_late_needs_the_second_half():
-    preds = np.array([[1, 1], [1, 1], [1, 0], [0, 0]])   # image 0 learned at epoch 3 of 4
+    preds = np.array([[1, 1], [1, 1], [1, 0], [0, 0]])  # image 0 learned at epoch 3 of 4
     s = evolution.image_stats(preds, np.array([0, 0]))
     assert s["category"].tolist() == ["learned late", "learned late"]
     assert s["learned_epoch"].tolist() == [3, 2]
@@ -51,7 +58,7 @@ def test_flow_order_groups_by_class_hardest_first():
     order = evolution.flow_order(s)
     assert sorted(order) == list(range(5))
     assert LABELS[order].tolist() == sorted(LABELS)
-    assert order[:2].tolist() == [3, 0]          # class 0: never-learned image first
+    assert order[:2].tolist() == [3, 0]  # class 0: never-learned image first
 
 
 def test_class_summary_shares_add_up():
@@ -68,7 +75,7 @@ def test_shape_mismatch_is_an_error():
 
 
 def test_share_within_pairs_counts_both_directions():
-    cm = np.array([[5, 2, 0], [1, 5, 0], [3, 0, 5]])   # errors: a->b 2, b->a 1, c->a 3
+    cm = np.array([[5, 2, 0], [1, 5, 0], [3, 0, 5]])  # errors: a->b 2, b->a 1, c->a 3
     assert np.isclose(evolution.share_within_pairs(cm, ["a", "b", "c"], [("a", "b")]), 3 / 6)
     assert evolution.share_within_pairs(np.eye(3, dtype=int), ["a", "b", "c"], [("a", "b")]) == 0
 
@@ -94,7 +101,7 @@ def test_statistics_stop_at_the_audited_epoch():
     assert s["category"].tolist() == ["learned early", "never learned"]
     assert s["correct_at_end"].tolist() == [True, False]
     assert s["final_pred"].tolist() == [0, 0]
-    assert s["forgetting_events"].tolist() == [0, 0]          # the forgetting at epoch 2 is after the audit
+    assert s["forgetting_events"].tolist() == [0, 0]  # the forgetting at epoch 2 is after the audit
     assert evolution.image_stats(evolution.audited(history), labels).equals(s)
     assert evolution.confusion_per_epoch(preds, labels, 2, upto=1).shape == (2, 2, 2)
     # without a named best epoch the last one is audited
@@ -112,10 +119,14 @@ def test_categories_are_exclusive_and_never_learned_means_wrong_at_the_audited_e
         assert set(s["category"]) <= set(evolution.CATEGORIES)
         wrong = preds[upto] != labels
         np.testing.assert_array_equal(s["category"] == "never learned", wrong)
-        if upto > 0:   # some were right at an earlier epoch: still "never learned", not also "forgotten"
+        if (
+            upto > 0
+        ):  # some were right at an earlier epoch: still "never learned", not also "forgotten"
             assert (s["ever_correct"] & (s["category"] == "never learned")).any()
         right = s[~wrong]
-        np.testing.assert_array_equal(right["category"] == "forgotten", right["forgetting_events"] > 0)
+        np.testing.assert_array_equal(
+            right["category"] == "forgotten", right["forgetting_events"] > 0
+        )
         summary = evolution.class_summary(s, ["a", "b", "c"])
         np.testing.assert_allclose(summary[list(evolution.CATEGORIES)].sum(axis=1), 1)
 
@@ -148,19 +159,32 @@ def test_class_summary_gives_shares_with_wilson_intervals_and_n():
 
 def test_plots_of_notebook_03_stop_at_the_audited_epoch_and_show_intervals():
     import matplotlib
+
     matplotlib.use("Agg")
     from helpers import plots
 
-    history = SimpleNamespace(test_preds=PREDS, test_labels=LABELS, best_epoch=1,
-                              train_acc=np.linspace(.5, 1, 4), val_acc=np.linspace(.5, 1, 4),
-                              test_acc=np.linspace(.5, 1, 4), train_loss=np.linspace(1, .1, 4),
-                              val_loss=np.linspace(1, .1, 4))
+    history = SimpleNamespace(
+        test_preds=PREDS,
+        test_labels=LABELS,
+        best_epoch=1,
+        train_acc=np.linspace(0.5, 1, 4),
+        val_acc=np.linspace(0.5, 1, 4),
+        test_acc=np.linspace(0.5, 1, 4),
+        train_loss=np.linspace(1, 0.1, 4),
+        val_loss=np.linspace(1, 0.1, 4),
+    )
     stats = evolution.image_stats(PREDS, LABELS, upto=1)
-    fig = plots.instance_flow(history, stats, evolution.flow_order(stats), classes=["a", "b", "c"], upto=1)
+    fig = plots.instance_flow(
+        history, stats, evolution.flow_order(stats), classes=["a", "b", "c"], upto=1
+    )
     heat = [ax for ax in fig.axes if ax.images and ax.images[0].get_array().shape == (5, 2)]
     assert heat, "the images x epochs panel shows the two audited epochs"
     summary = evolution.class_summary(stats, ["a", "b", "c"])
     fig = plots.category_bars(summary)
     assert len(fig.axes) == len(evolution.CATEGORIES)
-    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a (n=2)", "b (n=2)", "c (n=1)"]
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [
+        "a (n=2)",
+        "b (n=2)",
+        "c (n=1)",
+    ]
     plots.plt.close("all")

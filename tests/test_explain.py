@@ -1,5 +1,6 @@
 """Tests for helpers.explain: shapes on every arch, references (hand Grad-CAM / Grad-CAM++ /
 saliency / guided backprop), IG completeness, determinism, hooks and modes, constant inputs."""
+
 import time
 
 import numpy as np
@@ -111,9 +112,9 @@ def hand_cam(model: TinyCNN, x, t, plus: bool):
     s = model.fc(a.mean(dim=(2, 3)))
     (g,) = torch.autograd.grad(s[torch.arange(len(t)), t].sum(), a)
     a = a.detach()
-    if plus:   # Grad-CAM++ closed form (exponential output), loop-free but written out
-        num = g ** 2
-        den = 2 * g ** 2 + a.sum(dim=(2, 3), keepdim=True) * g ** 3
+    if plus:  # Grad-CAM++ closed form (exponential output), loop-free but written out
+        num = g**2
+        den = 2 * g**2 + a.sum(dim=(2, 3), keepdim=True) * g**3
         alpha = torch.where(den != 0, num / torch.where(den != 0, den, torch.ones_like(den)), 0.0)
         w = (alpha * g.clamp(min=0)).sum(dim=(2, 3))
     else:
@@ -165,7 +166,7 @@ class _GuidedReLU(torch.autograd.Function):
 
 def test_guided_backprop_equals_hand_rule_with_a_reused_relu():
     torch.manual_seed(0)
-    model = TinyCNN(shared_relu=True)     # the same ReLU module runs twice per forward
+    model = TinyCNN(shared_relu=True)  # the same ReLU module runs twice per forward
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(6))
     xg = x.clone().requires_grad_(True)
     a = _GuidedReLU.apply(model.conv2(_GuidedReLU.apply(model.conv1(xg))))
@@ -184,12 +185,13 @@ def test_integrated_gradients_completeness(baseline):
     model = TinyCNN().double()
     x = torch.rand(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     t = torch.tensor([0, 2])
-    e = E.attribute(model, x, t, "integrated_gradients", baseline=baseline, n_steps=300,
-                    batch_size=64)
+    e = E.attribute(
+        model, x, t, "integrated_gradients", baseline=baseline, n_steps=300, batch_size=64
+    )
     delta = e.extras["delta"]
     assert delta.shape == (2,)
     with torch.no_grad():
-        with E._seeded(0, x.device):               # the "uniform" baseline is seeded: rebuild it
+        with E._seeded(0, x.device):  # the "uniform" baseline is seeded: rebuild it
             b = E.make_baseline(x, baseline)
         gap = model(x)[torch.arange(2), t] - model(b)[torch.arange(2), t]
     assert (gap.abs() > 1e-4).all(), gap
@@ -258,8 +260,12 @@ def test_smoothgrad_with_zero_noise_is_its_base(tiny, base):
 
 def test_batch_size_does_not_change_deterministic_methods(tiny):
     x = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(12))
-    for method, kw in [("integrated_gradients", {"n_steps": 12}), ("occlusion", {"window": 4}),
-                       ("gradcam", {"layer": "conv2"}), ("saliency", {})]:
+    for method, kw in [
+        ("integrated_gradients", {"n_steps": 12}),
+        ("occlusion", {"window": 4}),
+        ("gradcam", {"layer": "conv2"}),
+        ("saliency", {}),
+    ]:
         a = E.explain(tiny, x, 1, method, batch_size=2, **kw)
         b = E.explain(tiny, x, 1, method, batch_size=64, **kw)
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=method)
@@ -309,9 +315,9 @@ def test_modes_restored_per_module_also_on_error():
     E.explain(model, x, 0, "guided_backprop")
     assert not any(m.training for m in model.modules())
     model.train()
-    model.net.layer1.eval()                      # a mixed state comes back as it was
+    model.net.layer1.eval()  # a mixed state comes back as it was
     with pytest.raises(ValueError, match="ran 2 times|ran .* times"):
-        E.explain(model, x, 0, "gradcam", layer="net.layer1.0.relu")   # reused relu: an error
+        E.explain(model, x, 0, "gradcam", layer="net.layer1.0.relu")  # reused relu: an error
     assert model.training and not model.net.layer1.training and model.net.layer2.training
     assert not any(m.training for m in model.net.layer1.modules())
     assert hook_count(model) == 0
@@ -319,12 +325,22 @@ def test_modes_restored_per_module_also_on_error():
 
 class _Exploding(TinyCNN):
     def forward(self, x):
-        self.features(x)                # hooks on conv2 and the relu have fired by now
+        self.features(x)  # hooks on conv2 and the relu have fired by now
         raise RuntimeError("boom")
 
 
-@pytest.mark.parametrize("method", ["gradcam", "gradcam_pp", "guided_backprop", "guided_gradcam",
-                                    "smoothgrad", "occlusion", "lime"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "gradcam",
+        "gradcam_pp",
+        "guided_backprop",
+        "guided_gradcam",
+        "smoothgrad",
+        "occlusion",
+        "lime",
+    ],
+)
 def test_hooks_and_modes_restored_when_the_model_raises(method):
     model = _Exploding(shared_relu=True).train()
     kw = {"layer": "conv2"} if "cam" in method else {}
@@ -361,7 +377,9 @@ def test_zero_gradient_model_gives_finite_zero_maps(tiny):
             kw = {"window": 8}
         m = E.explain(tiny, x, 0, method, **kw)
         # lime's ridge fit on constant probabilities leaves ~1e-31 of round-off
-        assert torch.isfinite(m).all() and m.abs().max() <= (1e-12 if method == "lime" else 0), method
+        assert torch.isfinite(m).all() and m.abs().max() <= (1e-12 if method == "lime" else 0), (
+            method
+        )
 
 
 # --------------------------------------------------------------------------- errors
@@ -378,7 +396,7 @@ def test_clear_errors(tiny, lite, images):
     with pytest.raises(TypeError, match="unexpected hyperparameter.*n_step"):
         E.explain(lite, x, 0, "integrated_gradients", n_step=3)
     with pytest.raises(TypeError, match="unexpected hyperparameter"):
-        E.explain(lite, x, 0, "smoothgrad", n_steps=3)          # saliency has no n_steps
+        E.explain(lite, x, 0, "smoothgrad", n_steps=3)  # saliency has no n_steps
     with pytest.raises(ValueError, match="unknown base"):
         E.explain(lite, x, 0, "smoothgrad", base="lime")
     with pytest.raises(ValueError, match="unknown baseline"):
@@ -397,10 +415,24 @@ def test_clear_errors(tiny, lite, images):
 
 
 def test_registry():
-    assert set(E.available_methods()) == set(E.METHODS) >= {
-        "saliency", "integrated_gradients", "smoothgrad", "smoothgrad_sq", "vargrad",
-        "gradient_shap", "occlusion", "gradcam", "gradcam_pp", "guided_backprop",
-        "guided_gradcam", "lime"}
+    assert (
+        set(E.available_methods())
+        == set(E.METHODS)
+        >= {
+            "saliency",
+            "integrated_gradients",
+            "smoothgrad",
+            "smoothgrad_sq",
+            "vargrad",
+            "gradient_shap",
+            "occlusion",
+            "gradcam",
+            "gradcam_pp",
+            "guided_backprop",
+            "guided_gradcam",
+            "lime",
+        }
+    )
     assert E.grad_methods <= set(E.METHODS)
     assert E.hyperparameters("integrated_gradients")["n_steps"] == 50
     assert E.hyperparameters("smoothgrad")["noise_level"] == 0.15

@@ -16,9 +16,14 @@ class TinyFeatures(nn.Module):
     def __init__(self):
         super().__init__()
         g = torch.Generator().manual_seed(0)
-        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
-                                  nn.Conv2d(16, 128, 3, stride=2, padding=1), nn.ReLU(),
-                                  nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 128, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
         with torch.no_grad():
             for p in self.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
@@ -31,8 +36,9 @@ def _images(n, size=32, seed=0):
     g = torch.Generator().manual_seed(seed)
     # smooth random images (a few blobs) rather than white noise
     coarse = torch.rand(n, 3, 4, 4, generator=g)
-    return torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic",
-                                           align_corners=False).clamp(0, 1)
+    return torch.nn.functional.interpolate(
+        coarse, size=(size, size), mode="bicubic", align_corners=False
+    ).clamp(0, 1)
 
 
 @pytest.fixture
@@ -56,7 +62,7 @@ def test_hash_is_96_bits_stable_and_batch_independent(tiny_hasher):
     h = tiny_hasher(x)
     assert h.dtype == torch.bool and h.shape == (5, 96) and tiny_hasher.bits == 96
     assert torch.equal(h, tiny_hasher(x))
-    assert torch.equal(h, torch.cat([tiny_hasher(x[i:i + 1]) for i in range(5)]))
+    assert torch.equal(h, torch.cat([tiny_hasher(x[i : i + 1]) for i in range(5)]))
     # the same image at another size is resized to 32 first: a 2x nearest upscale is nearly the same image
     big = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
     assert hashing.hamming(tiny_hasher(big), h).float().mean() < 20
@@ -104,33 +110,37 @@ def test_neural_hash_bad_input(tiny_hasher):
 # ----------------------------------------------------------------------------- pHash
 def test_dct_matrix_is_scipy_orthonormal_dct():
     v = np.random.default_rng(0).random((32, 5))
-    np.testing.assert_allclose(hashing.dct_matrix(32).numpy() @ v, scipy.fft.dct(v, axis=0, norm="ortho"),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        hashing.dct_matrix(32).numpy() @ v, scipy.fft.dct(v, axis=0, norm="ortho"), atol=1e-12
+    )
 
 
 def test_phash_matches_hand_computation_with_scipy():
-    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64).float()
+    x = torch.rand(
+        3, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    ).float()
     h = hashing.phash(x)
     assert h.dtype == torch.bool and h.shape == (3, 64)
     for k in range(3):
         rgb = x[k].double().numpy()
         grey = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]  # 32 x 32 already: no resize
         coeffs = scipy.fft.dctn(grey, type=2, norm="ortho")
-        low = coeffs[1:9, 1:9].ravel()            # pHash.org: DC row and column excluded
+        low = coeffs[1:9, 1:9].ravel()  # pHash.org: DC row and column excluded
         np.testing.assert_array_equal(h[k].numpy(), low > np.median(low))
-        low_dc = coeffs[:8, :8].ravel()            # imagehash: from DC on
-        np.testing.assert_array_equal(hashing.phash(x[k:k + 1], include_dc=True)[0].numpy(),
-                                      low_dc > np.median(low_dc))
-    assert torch.all(h.sum(1) == 32)   # the median splits 64 distinct values in half
+        low_dc = coeffs[:8, :8].ravel()  # imagehash: from DC on
+        np.testing.assert_array_equal(
+            hashing.phash(x[k : k + 1], include_dc=True)[0].numpy(), low_dc > np.median(low_dc)
+        )
+    assert torch.all(h.sum(1) == 32)  # the median splits 64 distinct values in half
 
 
 def test_phash_resizes_to_32_and_ignores_small_changes():
     x = _images(2, size=96)
     h = hashing.phash(x)
     assert h.shape == (2, 64)
-    assert hashing.hamming(hashing.phash(hashing.quantize(x)), h).max() <= 2   # 8-bit rounding
+    assert hashing.hamming(hashing.phash(hashing.quantize(x)), h).max() <= 2  # 8-bit rounding
     grey = x.mean(1, keepdim=True)
-    assert hashing.phash(grey).shape == (2, 64)   # one channel works too
+    assert hashing.phash(grey).shape == (2, 64)  # one channel works too
 
 
 # ----------------------------------------------------------------------------- distances
@@ -161,8 +171,10 @@ def test_collision_reaches_target_hash_tiny(tiny_hasher):
     assert bool(r.reached.all()), r.distances[0, -1]
     steps = int(r.steps[0])
     assert 0 < steps < 200
-    assert torch.equal(tiny_hasher(r.x_adv)[0], target)            # the hash flipped to B's
-    assert r.distances.shape == (1, 201) and r.distances[0, 0] == start and r.distances[0, steps] == 0
+    assert torch.equal(tiny_hasher(r.x_adv)[0], target)  # the hash flipped to B's
+    assert (
+        r.distances.shape == (1, 201) and r.distances[0, 0] == start and r.distances[0, steps] == 0
+    )
     assert np.all(r.distances[0, steps:] == 0)
     assert r.margin[0] >= 0.1
     # an 8-bit image: the collision survives saving as PNG
@@ -188,15 +200,17 @@ def test_collision_flips_every_bit_tiny(tiny_hasher):
 def test_collision_respects_linf_bound_and_range(tiny_hasher, optimizer):
     x = _images(3, seed=11)
     target = tiny_hasher(_images(3, seed=12))
-    eps = torch.tensor([1, 2.5, 4]) / 255                 # 2.5/255: only whole levels, so 2
-    r = hashing.find_collision(tiny_hasher, x, target, eps=eps, max_steps=15, optimizer=optimizer,
-                               tv_weight=0.5)
+    eps = torch.tensor([1, 2.5, 4]) / 255  # 2.5/255: only whole levels, so 2
+    r = hashing.find_collision(
+        tiny_hasher, x, target, eps=eps, max_steps=15, optimizer=optimizer, tv_weight=0.5
+    )
     levels = (r.x_adv - r.x_start).abs().flatten(1).amax(1) * 255
     assert torch.all(levels <= torch.tensor([1, 2, 4]) + 1e-4)
     assert r.x_adv.min() >= 0 and r.x_adv.max() <= 1
     # unquantised, a plain float bound
-    r = hashing.find_collision(tiny_hasher, x, target, eps=3 / 255, max_steps=10, quantize=False,
-                               optimizer=optimizer)
+    r = hashing.find_collision(
+        tiny_hasher, x, target, eps=3 / 255, max_steps=10, quantize=False, optimizer=optimizer
+    )
     assert torch.all(r.linf <= 3 / 255 + 1e-7)
 
 
@@ -231,7 +245,7 @@ def test_collision_bad_input(tiny_hasher):
 
 def test_total_variation_hand_value():
     d = torch.zeros(1, 1, 2, 3)
-    d[0, 0, 0, 1] = 1.0                      # one pixel: 2 horizontal + 1 vertical differences of 1
+    d[0, 0, 0, 1] = 1.0  # one pixel: 2 horizontal + 1 vertical differences of 1
     assert hashing.total_variation(d).item() == pytest.approx(2 / 4 + 1 / 3)
     assert hashing.total_variation(torch.full((2, 3, 4, 4), 0.7)).abs().max() == 0
 
@@ -256,9 +270,14 @@ def test_transforms_keep_shape_and_do_what_they_say():
 def test_robustness_table_rows_columns_and_reference_row(tiny_hasher):
     x = _images(4, seed=21)
     transforms = {"identity": ("brightness", 1.0), "JPEG 50": ("jpeg", 50)}
-    df = hashing.robustness_table({"neural": tiny_hasher, "pHash": hashing.phash}, x, transforms=transforms)
+    df = hashing.robustness_table(
+        {"neural": tiny_hasher, "pHash": hashing.phash}, x, transforms=transforms
+    )
     assert list(df.index) == ["identity", "JPEG 50", "unrelated photos"]
-    assert list(df.columns) == ["neural", "pHash"] and df.attrs["bits"] == {"neural": 96, "pHash": 64}
+    assert list(df.columns) == ["neural", "pHash"] and df.attrs["bits"] == {
+        "neural": 96,
+        "pHash": 64,
+    }
     assert df.loc["identity"].tolist() == [0.0, 0.0]
     m = hashing.hamming_matrix(hashing.phash(x)).float()
     assert df.loc["unrelated photos", "pHash"] == pytest.approx((m.sum() / (4 * 3)).item())
@@ -269,8 +288,9 @@ def test_robustness_table_rows_columns_and_reference_row(tiny_hasher):
 def test_survival_table_unchanged_row(tiny_hasher):
     x = _images(2, seed=4)
     h = tiny_hasher(x)
-    df = hashing.survival_table(tiny_hasher, x, {"own": h, "flipped": ~h},
-                                transforms={"brighter": ("brightness", 1.1)})
+    df = hashing.survival_table(
+        tiny_hasher, x, {"own": h, "flipped": ~h}, transforms={"brighter": ("brightness", 1.1)}
+    )
     assert list(df.index) == ["unchanged", "brighter"]
     assert df.loc["unchanged"].tolist() == [0.0, 96.0]
     assert df.loc["brighter", "own"] + df.loc["brighter", "flipped"] == 96
@@ -288,8 +308,10 @@ def test_lite0_hash_and_collision_between_real_photos(lite0_hasher):
     x = hashing.quantize(photos.load_photos(["chelsea", "coffee"], size=128))
     h = lite0_hasher(x)
     assert h.shape == (2, 96) and lite0_hasher.dim == 1280
-    assert hashing.hamming(h[0], h[1]) > 25            # unrelated photos: far apart
-    r = hashing.find_collision(lite0_hasher, x[:1], h[1], eps=8 / 255, step_size=1 / 255, max_steps=120)
+    assert hashing.hamming(h[0], h[1]) > 25  # unrelated photos: far apart
+    r = hashing.find_collision(
+        lite0_hasher, x[:1], h[1], eps=8 / 255, step_size=1 / 255, max_steps=120
+    )
     assert bool(r.reached[0]) and r.linf[0] <= 8 / 255 + 1e-6
     assert torch.equal(lite0_hasher(r.x_adv)[0], h[1])
     assert hashing.hamming(hashing.phash(r.x_adv), hashing.phash(x[:1])).item() <= 4

@@ -8,7 +8,9 @@ from helpers import models
 
 def _photo(name, size=224):
     image = torch.tensor(getattr(skdata, name)()).permute(2, 0, 1)[None].float() / 255
-    return torch.nn.functional.interpolate(image, size=(size, size), mode="bilinear", antialias=True)
+    return torch.nn.functional.interpolate(
+        image, size=(size, size), mode="bilinear", antialias=True
+    )
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ no progress-bar residue or widget placeholder, no error, and files small enough 
 
 These tests read the committed files; they execute nothing (nbval re-executes the notebooks).
 """
+
 from __future__ import annotations
 
 import json
@@ -47,7 +48,8 @@ def notebook_problems(nb: dict) -> list[str]:
         outputs = cell.get("outputs", [])
         where = f"cell {k}"
         if MAKES_FIGURE.search(_source(cell)) and not any(
-                "image/png" in o.get("data", {}) for o in outputs):
+            "image/png" in o.get("data", {}) for o in outputs
+        ):
             problems.append(f"{where} makes a figure but shows no image")
         for o in outputs:
             if o.get("output_type") == "error":
@@ -93,7 +95,9 @@ def test_figure_sizes():
     assert sizes, "no figures committed"
     too_big = {name: size for name, size in sizes.items() if size > MAX_FIGURE_BYTES}
     assert too_big == {}
-    assert sum(sizes.values()) <= MAX_FIGURES_TOTAL_BYTES, f"figures/ holds {sum(sizes.values())} bytes"
+    assert sum(sizes.values()) <= MAX_FIGURES_TOTAL_BYTES, (
+        f"figures/ holds {sum(sizes.values())} bytes"
+    )
 
 
 def test_readme_figures_exist():
@@ -114,19 +118,23 @@ IMAGE = {"output_type": "display_data", "data": {"image/png": "iVBOR", "text/pla
 def test_checker_flags_figure_cell_without_image():
     nb = _nb(('fig = plots.class_balance(counts)\nplots.save_figure(fig, "01_x");', []))
     assert notebook_problems(nb) == ["cell 0 makes a figure but shows no image"]
-    nb = _nb(('fig, ax = plots.subplots()\nax.plot([1])', []))
+    nb = _nb(("fig, ax = plots.subplots()\nax.plot([1])", []))
     assert len(notebook_problems(nb)) == 1
 
 
 def test_checker_accepts_figure_cell_with_image():
-    nb = _nb(('fig = plots.class_balance(counts)\nplots.save_figure(fig, "01_x");', [IMAGE]),
-             ("print(1)", [{"output_type": "stream", "name": "stdout", "text": "1\n"}]))
+    nb = _nb(
+        ('fig = plots.class_balance(counts)\nplots.save_figure(fig, "01_x");', [IMAGE]),
+        ("print(1)", [{"output_type": "stream", "name": "stdout", "text": "1\n"}]),
+    )
     assert notebook_problems(nb) == []
 
 
 def test_checker_flags_widgets_progress_text_and_errors():
-    widget = {"output_type": "display_data",
-              "data": {WIDGET_MIME: {"model_id": "x"}, "text/plain": "scanning images:   0%|  | 0/10"}}
+    widget = {
+        "output_type": "display_data",
+        "data": {WIDGET_MIME: {"model_id": "x"}, "text/plain": "scanning images:   0%|  | 0/10"},
+    }
     stderr = {"output_type": "stream", "name": "stderr", "text": "epochs:  40%|####  | 4/10"}
     error = {"output_type": "error", "ename": "ValueError", "evalue": "bad", "traceback": []}
     problems = notebook_problems(_nb(("x = 1", [widget, stderr, error])))

@@ -27,6 +27,7 @@ folders. Per-notebook wall times are printed (``pytest -s``) and written to
 Measured on an idle 2-core machine: 3 min 50 s in all (5-28 s per notebook, 06 the longest); several
 times that when other jobs share the cores.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,36 +43,70 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-SIZE = 40            # toy image side (pixels), also the model input size
-TRAIN, TEST = 8, 4   # toy images per class
+SIZE = 40  # toy image side (pixels), also the model input size
+TRAIN, TEST = 8, 4  # toy images per class
 
 # Work-size parameters per notebook (papermill -p), on top of the profile and the toy model.
 MODEL = {"arch": "resnet18", "image_size": SIZE, "epochs": 1, "batch_size": 16}
 WORK = {
     "04": {"lime_samples": 60, "examples": 2, "lime_sample_counts": [40, 80]},
     "05": {"examples": 2, "images_per_class": 2, "sweep_layers": 3, "photo_size": 64},
-    "06": {"images_per_class": 1, "ig_steps": 4, "smoothgrad_samples": 3, "lime_samples": 40,
-           "occlusion_window": 20, "sanity_images": 1, "photo_size": 64},
+    "06": {
+        "images_per_class": 1,
+        "ig_steps": 4,
+        "smoothgrad_samples": 3,
+        "lime_samples": 40,
+        "occlusion_window": 20,
+        "sanity_images": 1,
+        "photo_size": 64,
+    },
     "07": {"imagenet_classes": ["strawberry", "lemon"], "visual_size": 48, "steps": 3, "jitter": 4},
-    "08": {"photo_names": ["chelsea"], "photo_targets": ["espresso"], "photo_size": 64,
-           "max_steps": 5},
-    "09": {"sweep_epsilons": [0, 2, 8], "attack_steps": 2, "region_images_per_class": 2, "reference_images": 2},
-    "10": {"attack_steps": 2, "region_images_per_class": 2, "explained_per_class": 2, "sanity_images": 6,
-           "temperature_folds": 2},
-    "11": {"photo_size": 64, "hash_size": 64, "sweep_levels": [2, 4], "max_steps": 5, "progress": False},
+    "08": {
+        "photo_names": ["chelsea"],
+        "photo_targets": ["espresso"],
+        "photo_size": 64,
+        "max_steps": 5,
+    },
+    "09": {
+        "sweep_epsilons": [0, 2, 8],
+        "attack_steps": 2,
+        "region_images_per_class": 2,
+        "reference_images": 2,
+    },
+    "10": {
+        "attack_steps": 2,
+        "region_images_per_class": 2,
+        "explained_per_class": 2,
+        "sanity_images": 6,
+        "temperature_folds": 2,
+    },
+    "11": {
+        "photo_size": 64,
+        "hash_size": 64,
+        "sweep_levels": [2, 4],
+        "max_steps": 5,
+        "progress": False,
+    },
 }
-VARIANTS = {"imagenet": {"weights": "imagenet"}, "random": {"weights": "none", "learning_rate": 1e-9}}
+VARIANTS = {
+    "imagenet": {"weights": "imagenet"},
+    "random": {"weights": "none", "learning_rate": 1e-9},
+}
 RUNS_ON = {"imagenet": NOTEBOOKS, "random": [nb for nb in NOTEBOOKS if "02" <= nb.name[:2] <= "10"]}
 PAPERMILL_WARNINGS = ("Unable to parse", "Passed unknown parameter")
 
 
-def write_intel_folder(root: Path, *, size: int = SIZE, n_train: int = TRAIN, n_test: int = TEST) -> Path:
+def write_intel_folder(
+    root: Path, *, size: int = SIZE, n_train: int = TRAIN, n_test: int = TEST
+) -> Path:
     """A folder in the Kaggle layout of the Intel data with no masks: the generated scenes'
     JPEGs, plus unlabelled images in ``seg_pred/seg_pred/``."""
     from helpers import scenes
 
     generated = root.parent / f"{root.name}-generated"
-    scenes.write_scenes(generated, n_train=n_train, n_test=n_test, size=size, seed=5, progress=False)
+    scenes.write_scenes(
+        generated, n_train=n_train, n_test=n_test, size=size, seed=5, progress=False
+    )
     for split in ("seg_train", "seg_test"):
         shutil.copytree(generated / split, root / split)
     pred = root / "seg_pred" / "seg_pred"
@@ -98,7 +133,12 @@ def write_torch_home(torch_home: Path, arch: str = "resnet18") -> Path:
 
 
 def papermill_args(notebook: Path, data_dir: Path, variant: str) -> list[str]:
-    params = {"data_dir": str(data_dir), **MODEL, **VARIANTS[variant], **WORK.get(notebook.name[:2], {})}
+    params = {
+        "data_dir": str(data_dir),
+        **MODEL,
+        **VARIANTS[variant],
+        **WORK.get(notebook.name[:2], {}),
+    }
     args = ["-f", str(ROOT / "profiles" / "paper.yaml")]
     for name, value in params.items():
         args += ["-y", yaml.safe_dump({name: value}, default_flow_style=True).strip()]
@@ -107,28 +147,49 @@ def papermill_args(notebook: Path, data_dir: Path, variant: str) -> list[str]:
 
 def run_notebooks(data_dir: Path, work: Path, variant: str, notebooks=NOTEBOOKS) -> dict:
     """Run ``notebooks`` as `make report PROFILE=paper` does; return {name: (seconds, log)}."""
-    env = {**os.environ, "TRUST_AUDIT_CACHE": str(work / "cache"), "TRUST_AUDIT_FIGURES": str(work / "figures"),
-           "TRUST_AUDIT_REPORTS": str(work / "reports"), "TORCH_HOME": str(work / "torch"),
-           "TQDM_DISABLE": "1", "MPLBACKEND": "Agg", "MALLOC_MMAP_THRESHOLD_": "4294967296",
-           "MALLOC_TRIM_THRESHOLD_": "4294967296"}
+    env = {
+        **os.environ,
+        "TRUST_AUDIT_CACHE": str(work / "cache"),
+        "TRUST_AUDIT_FIGURES": str(work / "figures"),
+        "TRUST_AUDIT_REPORTS": str(work / "reports"),
+        "TORCH_HOME": str(work / "torch"),
+        "TQDM_DISABLE": "1",
+        "MPLBACKEND": "Agg",
+        "MALLOC_MMAP_THRESHOLD_": "4294967296",
+        "MALLOC_TRIM_THRESHOLD_": "4294967296",
+    }
     results = {}
     for notebook in notebooks:
         out = work / "out" / notebook.name
         out.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "papermill", "--cwd", str(ROOT / "notebooks"), "--log-level", "WARNING",
-               str(notebook), str(out), *papermill_args(notebook, data_dir, variant)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "papermill",
+            "--cwd",
+            str(ROOT / "notebooks"),
+            "--log-level",
+            "WARNING",
+            str(notebook),
+            str(out),
+            *papermill_args(notebook, data_dir, variant),
+        ]
         start = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - start
         log = proc.stdout + proc.stderr
         results[notebook.name] = (seconds, log, proc.returncode)
-        print(f"{variant:8s} {notebook.name:32s} {seconds:6.1f} s  rc {proc.returncode}", flush=True)
+        print(
+            f"{variant:8s} {notebook.name:32s} {seconds:6.1f} s  rc {proc.returncode}", flush=True
+        )
     return results
 
 
 def printed_text(path: Path) -> str:
     notebook = json.loads(path.read_text())
-    return "".join("".join(o.get("text", "")) for c in notebook["cells"] for o in c.get("outputs", []))
+    return "".join(
+        "".join(o.get("text", "")) for c in notebook["cells"] for o in c.get("outputs", [])
+    )
 
 
 @pytest.fixture(scope="module")
@@ -150,29 +211,39 @@ def test_every_notebook_runs_under_the_paper_profile_without_masks(toy_setup, va
             for name, (seconds, _, rc) in results.items():
                 f.write(f"{variant}\t{name}\t{seconds:.1f}\t{rc}\n")
     failed = {name: log[-3000:] for name, (_, log, rc) in results.items() if rc != 0}
-    assert not failed, "notebooks failed:\n" + "\n\n".join(f"== {n}\n{log}" for n, log in failed.items())
-    warned = {name: [w for w in PAPERMILL_WARNINGS if w in log] for name, (_, log, _) in results.items()}
+    assert not failed, "notebooks failed:\n" + "\n\n".join(
+        f"== {n}\n{log}" for n, log in failed.items()
+    )
+    warned = {
+        name: [w for w in PAPERMILL_WARNINGS if w in log] for name, (_, log, _) in results.items()
+    }
     assert not any(warned.values()), f"papermill warnings: {warned}"
     out = work / "out"
     assert "test accuracy" in printed_text(out / "02_finetune.ipynb")
     from helpers import runs
 
     for name in ("05_gradcam.ipynb", "06_saliency.ipynb"):
-        assert runs.NO_MASKS in printed_text(out / name)          # said once, no crash
-    assert "shortcut model" in printed_text(out / "06_saliency.ipynb")   # the planted shortcut ran
+        assert runs.NO_MASKS in printed_text(out / name)  # said once, no crash
+    assert "shortcut model" in printed_text(out / "06_saliency.ipynb")  # the planted shortcut ran
     assert len(list((work / "cache").glob("marked-*/shortcut_marks.csv"))) == 1
     assert (work / "reports" / "trust_report.html").is_file()
     assert (work / "figures" / "07_scene_classes.png").is_file()
     runs_made = sorted(p.name for p in (work / "cache" / "runs").iterdir())
-    assert len(runs_made) == 2 and all(name.startswith("resnet18-") for name in runs_made)  # clean and shortcut
+    assert len(runs_made) == 2 and all(
+        name.startswith("resnet18-") for name in runs_made
+    )  # clean and shortcut
     if variant == "random":
         from helpers.train import predict_proba
 
         monkeypatch.setenv("TRUST_AUDIT_CACHE", str(work / "cache"))
-        run = runs.finetuned_run(data_dir=str(data_dir), **MODEL, **VARIANTS[variant], progress=False)
+        run = runs.finetuned_run(
+            data_dir=str(data_dir), **MODEL, **VARIANTS[variant], progress=False
+        )
 
         predicted = set(predict_proba(run.model, run.test_set)[0].argmax(1).tolist())
-        assert len(predicted) < len(run.classes), "the random model should leave some class unpredicted"
+        assert len(predicted) < len(run.classes), (
+            "the random model should leave some class unpredicted"
+        )
 
 
 def test_every_parameters_cell_parses_and_declares_the_profile():

@@ -16,5 +16,5 @@ def test_imagenet_model_names_the_real_photos():
     model = models.build_model("efficientnet_lite0").eval()
     with torch.no_grad():
         top5 = model(photos.load_photos(["chelsea", "coffee"])).topk(5).indices
-    assert set(top5[0].tolist()) & set(range(281, 286))   # a domestic cat
-    assert 967 in top5[1].tolist()                         # espresso
+    assert set(top5[0].tolist()) & set(range(281, 286))  # a domestic cat
+    assert 967 in top5[1].tolist()  # espresso

@@ -72,7 +72,9 @@ def test_overlay_colormaps_and_zero_maps_without_warnings():
     heat = fig.axes[0].get_images()[1]
     assert heat.cmap.name == plots.ABS_CMAP and np.isfinite(heat.get_array()).all()
     fig2, ax = plt.subplots()
-    out = plots.overlay(image.numpy(), np.random.default_rng(0).normal(size=(8, 8)), ax=ax, grey=False)
+    out = plots.overlay(
+        image.numpy(), np.random.default_rng(0).normal(size=(8, 8)), ax=ax, grey=False
+    )
     assert out is fig2
     heat = ax.get_images()[1]
     assert heat.cmap.name == plots.SIGNED_CMAP and heat.norm.vmin == -1 and heat.norm.vmax == 1
@@ -83,7 +85,11 @@ def test_overlay_colormaps_and_zero_maps_without_warnings():
 
 def test_attribution_grid_layout_and_legends():
     images = torch.rand(3, 3, 8, 8)
-    maps = {"gradient": torch.randn(3, 8, 8), "grad-cam": torch.rand(3, 8, 8), "broken": torch.zeros(3, 8, 8)}
+    maps = {
+        "gradient": torch.randn(3, 8, 8),
+        "grad-cam": torch.rand(3, 8, 8),
+        "broken": torch.zeros(3, 8, 8),
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fig = plots.attribution_grid(images, maps, titles=["a", "b", "c"])
@@ -99,7 +105,7 @@ def test_attribution_grid_layout_and_legends():
     assert all(np.isfinite(a).all() for a in _heat_arrays(fig))
     forced = plots.attribution_grid(images[:2], {"g": torch.randn(2, 8, 8)}, signed={"g": False})
     assert len(forced.axes) == 2 * 2 + 1
-    bar, = [ax for ax in forced.axes if not ax.get_images()]
+    (bar,) = [ax for ax in forced.axes if not ax.get_images()]
     assert bar.get_yticklabels()[-1].get_text() == "most"
 
 
@@ -115,7 +121,9 @@ def test_curve_plot_mean_and_band():
     assert "gradient" in line.get_label() and f"{result.auc.mean():.3f}" in line.get_label()
     assert "deleted" in ax.get_xlabel() and len(ax.collections) == 1  # the band
     fig2, ax2 = plt.subplots()
-    plots.curve_plot({"fractions": fr, "probs": probs, "auc": probs.mean(1), "kind": "insertion"}, ax=ax2)
+    plots.curve_plot(
+        {"fractions": fr, "probs": probs, "auc": probs.mean(1), "kind": "insertion"}, ax=ax2
+    )
     assert "inserted" in ax2.get_xlabel()
     plots.curve_plot(result, ax=ax2)  # both kinds on one axis: the label says so
     assert "deleted / inserted" in ax2.get_xlabel() and len(ax2.get_lines()) == 2
@@ -123,8 +131,10 @@ def test_curve_plot_mean_and_band():
 
 def test_randomisation_plot_lines_and_zero_line():
     stages = ["original", "fc", "layer4", "conv1"]
-    dfs = {"gradient": pd.DataFrame({"stage": stages, "spearman_abs": [1, 0.4, 0.1, 0.0]}),
-           "edges": pd.DataFrame({"stage": stages, "spearman_abs": [1.0] * 4})}
+    dfs = {
+        "gradient": pd.DataFrame({"stage": stages, "spearman_abs": [1, 0.4, 0.1, 0.0]}),
+        "edges": pd.DataFrame({"stage": stages, "spearman_abs": [1.0] * 4}),
+    }
     fig = plots.randomisation_plot(dfs)
     ax = fig.axes[0]
     lines = ax.get_lines()
@@ -139,7 +149,7 @@ def _reliability_inputs():
     rng = np.random.default_rng(0)
     conf = rng.uniform(0.4, 1.0, 400)
     probs = np.stack([conf, 1 - conf], 1)
-    labels = (rng.random(400) >= conf - 0.2).astype(int)        # over-confident by about 0.2
+    labels = (rng.random(400) >= conf - 0.2).astype(int)  # over-confident by about 0.2
     return probs, labels
 
 
@@ -159,7 +169,9 @@ def test_reliability_diagram_bars_are_the_bin_accuracies():
     ece = calibration.expected_calibration_error(probs, labels, n_bins=10)
     assert ax_d.get_title() == f"raw: ECE {ece:.3f}"
     diagonal = [l for l in ax_d.get_lines() if l.get_linestyle() == "--"]
-    assert len(diagonal) == 1 and list(diagonal[0].get_xdata()) == [0, 1] == list(diagonal[0].get_ydata())
+    assert len(diagonal) == 1 and list(diagonal[0].get_xdata()) == [0, 1] == list(
+        diagonal[0].get_ydata()
+    )
     np.testing.assert_allclose([b.get_height() for b in ax_h.containers[0]], bins["share"])
     # one Axes: the histogram becomes a line on a twin axis; nothing is saved
     fig2, ax = plt.subplots()
@@ -173,20 +185,31 @@ def test_reliability_comparison_side_by_side():
     fit = calibration.fit_temperature(probs, labels, kind="probs")
     fig = plots.reliability_comparison({"before": probs, "after T": fit.apply(probs)}, labels)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert len(fig.axes) == 4 and titles[0].startswith("before: ECE") and titles[1].startswith("after T: ECE")
+    assert (
+        len(fig.axes) == 4
+        and titles[0].startswith("before: ECE")
+        and titles[1].startswith("after T: ECE")
+    )
     before, after = (float(t.rsplit(" ", 1)[1]) for t in titles)
     assert after < before
 
 
 def test_trust_heatmap_shows_components_by_rank():
-    table = pd.DataFrame({"component_accuracy": [0.9, 0.5, np.nan], "component_robustness": [1.0, 0.2, 0.7],
-                          "trust_score": [0.95, 0.3, np.nan], "rank": [1, 2, 3]}, index=["sea", "forest", "street"])
-    table = table.iloc[[2, 0, 1]]                                # not in rank order
+    table = pd.DataFrame(
+        {
+            "component_accuracy": [0.9, 0.5, np.nan],
+            "component_robustness": [1.0, 0.2, 0.7],
+            "trust_score": [0.95, 0.3, np.nan],
+            "rank": [1, 2, 3],
+        },
+        index=["sea", "forest", "street"],
+    )
+    table = table.iloc[[2, 0, 1]]  # not in rank order
     fig = plots.trust_heatmap(table)
     ax = fig.axes[0]
     data = ax.get_images()[0].get_array()
     np.testing.assert_allclose(data.filled(np.nan)[:2], [[0.9, 1.0, 0.95], [0.5, 0.2, 0.3]])
-    assert data.mask[2, 0] and data.mask[2, 2]                   # missing stays visible as missing
+    assert data.mask[2, 0] and data.mask[2, 2]  # missing stays visible as missing
     assert [t.get_text() for t in ax.get_yticklabels()] == ["1. sea", "2. forest", "3. street"]
     assert sum(t.get_text() == "not defined" for t in ax.texts) == 2
     with pytest.raises(ValueError, match="trust.score"):
@@ -202,10 +225,20 @@ def _fragility_frame():
         for i in range(12):
             label = i % 3
             flipped = not (region == "background" and label == 2)
-            rows.append({"image": i, "region": region, "label": label, "already_wrong": i == 0,
-                         "flipped": flipped, "epsilon": scale * 0.01 * (1 + i) if flipped else np.nan,
-                         "confidence_before": 0.5 + 0.04 * i, "flip_class": (label + 1) % 3,
-                         "pixels": 100, "l2_norm": scale * (1 + i) if flipped else np.nan})
+            rows.append(
+                {
+                    "image": i,
+                    "region": region,
+                    "label": label,
+                    "already_wrong": i == 0,
+                    "flipped": flipped,
+                    "epsilon": scale * 0.01 * (1 + i) if flipped else np.nan,
+                    "confidence_before": 0.5 + 0.04 * i,
+                    "flip_class": (label + 1) % 3,
+                    "pixels": 100,
+                    "l2_norm": scale * (1 + i) if flipped else np.nan,
+                }
+            )
     df = pd.DataFrame(rows)
     df.attrs["max_eps"] = 0.5
     return df
@@ -251,23 +284,25 @@ def test_hamming_curve_ends_each_line_at_its_step():
     np.testing.assert_array_equal(lines[0].get_ydata(), [40, 20, 5, 0])
     np.testing.assert_array_equal(lines[1].get_ydata(), d[1])
     markers = [l.get_marker() for l in ax.get_lines() if l.get_marker() not in ("None", None, "")]
-    assert markers == ["o", "x"]      # reached (distance 0) vs not
+    assert markers == ["o", "x"]  # reached (distance 0) vs not
     chance = [l for l in ax.get_lines() if l.get_linestyle() == "--"]
     assert len(chance) == 1 and np.all(np.asarray(chance[0].get_ydata()) == 48)
-    plots.hamming_curve(torch.tensor([10, 3, 0]))   # one curve, no steps: the whole row
+    plots.hamming_curve(torch.tensor([10, 3, 0]))  # one curve, no steps: the whole row
     with pytest.raises(ValueError, match="2 distance curves"):
         plots.hamming_curve(d, steps=[3])
 
 
 def test_hash_robustness_bars_share_of_bits():
-    df = pd.DataFrame({"neural": [3.0, 48.0], "pHash": [0.0, 32.0]},
-                      index=pd.Index(["JPEG 90", "unrelated photos"], name="transformation"))
+    df = pd.DataFrame(
+        {"neural": [3.0, 48.0], "pHash": [0.0, 32.0]},
+        index=pd.Index(["JPEG 90", "unrelated photos"], name="transformation"),
+    )
     df.attrs["bits"] = {"neural": 96, "pHash": 64}
     fig = plots.hash_robustness_bars(df)
     ax = fig.axes[0]
     widths = sorted(round(p.get_width(), 6) for p in ax.patches)
     assert widths == sorted([3 / 96, 0.5, 0.0, 0.5])
-    assert sum(bool(p.get_hatch()) for p in ax.patches) == 2     # the reference row
+    assert sum(bool(p.get_hatch()) for p in ax.patches) == 2  # the reference row
     assert [t.get_text() for t in ax.get_yticklabels()] == ["JPEG 90", "unrelated photos"]
     with pytest.raises(ValueError, match="no bit count"):
         plots.hash_robustness_bars(df, bits={"neural": 96})
@@ -310,4 +345,6 @@ def test_save_figure_shows_the_same_png_in_a_notebook(isolated_cache, monkeypatc
     assert shown == []
     path = plots.save_figure(fig, "99_shown", show=True)
     assert len(shown) == 1 and shown[0].data == path.read_bytes()
-    assert fig.number not in plt.get_fignums()  # closed, so the inline backend does not draw it twice
+    assert (
+        fig.number not in plt.get_fignums()
+    )  # closed, so the inline backend does not draw it twice

@@ -57,8 +57,9 @@ def tiny_cnn(seed=0, classes=3):
     net.add_module("pool", nn.AdaptiveAvgPool2d(2))
     net.add_module("flat", nn.Flatten())
     net.add_module("fc", nn.Linear(24, classes))
-    return ImageClassifier(net, (0.5,) * 3, (0.25,) * 3, arch="tiny",
-                           class_names=[str(i) for i in range(classes)]).eval()
+    return ImageClassifier(
+        net, (0.5,) * 3, (0.25,) * 3, arch="tiny", class_names=[str(i) for i in range(classes)]
+    ).eval()
 
 
 def gradient_fn(model, x, target):
@@ -75,7 +76,7 @@ def edge_fn(model, x, target):
     dx = torch.zeros_like(g)
     dy[:, 1:] = g[:, 1:] - g[:, :-1]
     dx[:, :, 1:] = g[:, :, 1:] - g[:, :, :-1]
-    return (dx ** 2 + dy ** 2).sqrt()
+    return (dx**2 + dy**2).sqrt()
 
 
 # ----------------------------------------------------------------------------- deletion / insertion
@@ -106,8 +107,12 @@ def test_curves_start_and_end_where_they_must():
     np.testing.assert_allclose(d.probs[:, -1], p(torch.zeros_like(x)), atol=1e-6)
     np.testing.assert_allclose(i.probs[:, 0], p(q.make_baseline(x, "blurred")), atol=1e-6)
     np.testing.assert_allclose(i.probs[:, -1], p(x), atol=1e-6)
-    np.testing.assert_allclose(d.auc, np.trapezoid(d.probs, d.fractions, axis=1)
-                               if hasattr(np, "trapezoid") else np.trapz(d.probs, d.fractions, axis=1))
+    np.testing.assert_allclose(
+        d.auc,
+        np.trapezoid(d.probs, d.fractions, axis=1)
+        if hasattr(np, "trapezoid")
+        else np.trapz(d.probs, d.fractions, axis=1),
+    )
     assert d["auc"] is d.auc and i.kind == "insertion" and i.baseline == "blurred"
 
 
@@ -182,10 +187,9 @@ def test_pointing_game_hand_cases():
 
 
 def test_relevance_mass_and_rank_by_hand():
-    m = np.array([[4.0, 3.0, 0.0, -2.0],
-                  [1.0, 0.0, 0.0, 0.0],
-                  [0.0, 0.0, 2.0, 0.0],
-                  [-1.0, 0.0, 0.0, 0.0]])[None]
+    m = np.array(
+        [[4.0, 3.0, 0.0, -2.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0], [-1.0, 0.0, 0.0, 0.0]]
+    )[None]
     mask = np.zeros((1, 4, 4), bool)
     mask[0, 0, 0] = mask[0, 0, 1] = mask[0, 3, 0] = True  # holds 4 + 3 (and a negative -1)
     assert q.relevance_mass(m, mask)[0] == pytest.approx(7 / 10)
@@ -207,14 +211,18 @@ def test_compactness_hand_cases():
     for flat in (np.full((1, 10, 10), 3.0), np.zeros((1, 10, 10))):
         c = q.compactness(flat)
         assert c.loc[0, "gini"] == 0.0
-        assert c.loc[0, "area_50"] == pytest.approx(0.5) and c.loc[0, "area_90"] == pytest.approx(0.9)
+        assert c.loc[0, "area_50"] == pytest.approx(0.5) and c.loc[0, "area_90"] == pytest.approx(
+            0.9
+        )
         assert np.isfinite(c.to_numpy()).all()
     # 4 pixels of 3 and 12 of 1 (total 24; 16 pixels): 50 % = 12 -> the four 3s (4/16);
     # 90 % = 21.6 -> the four 3s + 10 ones = 22 (14/16)
     two = np.ones((1, 4, 4))
     two[0, 0] = -3.0  # absolute mass
     c = q.compactness(two)
-    assert c.loc[0, "area_50"] == pytest.approx(4 / 16) and c.loc[0, "area_90"] == pytest.approx(14 / 16)
+    assert c.loc[0, "area_50"] == pytest.approx(4 / 16) and c.loc[0, "area_90"] == pytest.approx(
+        14 / 16
+    )
     # Gini by the mean-absolute-difference definition
     v = np.abs(two.ravel())
     gini = np.abs(v[:, None] - v[None, :]).sum() / (2 * len(v) ** 2 * v.mean())
@@ -244,7 +252,7 @@ def test_shortcut_share_with_a_real_mark():
     image, box = add_shortcut_mark(np.zeros((32, 32, 3), np.uint8), np.random.default_rng(0))
     marked = np.any(image > 0, axis=-1).astype(float)[None]  # a map that is exactly the mark
     share, area = q.shortcut_share(marked, [box])
-    assert share[0] == pytest.approx(1.0) and area[0] == pytest.approx(marked.sum() / 32 ** 2)
+    assert share[0] == pytest.approx(1.0) and area[0] == pytest.approx(marked.sum() / 32**2)
 
 
 # ----------------------------------------------------------------------------- randomisation
@@ -261,7 +269,9 @@ def test_randomisation_drops_for_gradients_and_leaves_the_model_alone():
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert list(df["stage"]) == ["original", "fc", "conv2", "conv1"]
-    assert df.loc[0, "spearman_abs"] == pytest.approx(1.0) and df.loc[0, "spearman"] == pytest.approx(1.0)
+    assert df.loc[0, "spearman_abs"] == pytest.approx(1.0) and df.loc[
+        0, "spearman"
+    ] == pytest.approx(1.0)
     assert df["spearman_abs"].iloc[-1] < 0.5
     assert (df["undefined"] == 0).all()
 
@@ -276,10 +286,11 @@ def test_randomisation_of_a_map_that_ignores_the_model_stays_at_one():
 
 
 def test_randomisation_constant_maps_that_stay_constant_count_as_unchanged():
-    df = q.model_randomisation(tiny_cnn(), torch.rand(2, 3, SIZE, SIZE), 0,
-                               lambda m, x, t: torch.zeros(len(x), SIZE, SIZE))
+    df = q.model_randomisation(
+        tiny_cnn(), torch.rand(2, 3, SIZE, SIZE), 0, lambda m, x, t: torch.zeros(len(x), SIZE, SIZE)
+    )
     assert (df["undefined"] == 2).all() and np.isfinite(df["spearman_abs"]).all()
-    np.testing.assert_allclose(df["spearman_abs"], 1.0)     # all-zero before and after: no change
+    np.testing.assert_allclose(df["spearman_abs"], 1.0)  # all-zero before and after: no change
     assert df["per_image_undefined"].tolist() == [(True, True)] * len(df)
 
 
@@ -306,10 +317,12 @@ def test_a_map_that_vanishes_after_randomisation_counts_as_changed():
     assert q.cascade_correlation(sanity)["m"] == pytest.approx(2 / 3)
     gate = q.sanity_gate(sanity, "m")
     assert gate["mean"] == pytest.approx(2 / 3) and gate["n_images"] == 3
-    assert gate["n_undefined"] == len(randomised)         # one undefined correlation per randomised stage
+    assert gate["n_undefined"] == len(randomised)  # one undefined correlation per randomised stage
     import matplotlib
+
     matplotlib.use("Agg")
     from helpers import plots
+
     fig = plots.randomisation_plot({"m": df})
     assert "n = 3 images" in fig.axes[0].get_title()
     plots.plt.close("all")
@@ -320,8 +333,13 @@ def test_randomisation_is_cumulative_seeded_and_resets_batchnorm():
     with torch.no_grad():
         model.net.bn1.running_mean.fill_(0.3)
         model.net.bn1.weight.fill_(2.0)
-    keys = ["net.fc.weight", "net.layer4.0.conv1.weight", "net.bn1.running_mean", "net.bn1.weight",
-            "net.conv1.weight"]
+    keys = [
+        "net.fc.weight",
+        "net.layer4.0.conv1.weight",
+        "net.bn1.running_mean",
+        "net.bn1.weight",
+        "net.conv1.weight",
+    ]
     seen = []
 
     def spy(m, x, t):
@@ -330,7 +348,15 @@ def test_randomisation_is_cumulative_seeded_and_resets_batchnorm():
         return torch.rand(1, 4, 4)
 
     df = q.model_randomisation(model, None, 0, spy, seed=3)
-    assert list(df["stage"]) == ["original", "fc", "layer4", "layer3", "layer2", "layer1", "conv1+bn1"]
+    assert list(df["stage"]) == [
+        "original",
+        "fc",
+        "layer4",
+        "layer3",
+        "layer2",
+        "layer1",
+        "conv1+bn1",
+    ]
     orig = model.state_dict()
     changed = lambda s, key: not torch.equal(s[key], orig[key])  # noqa: E731
     # seen[0]: the original model, seen[1]: the untouched copy, seen[2]: fc random ...
@@ -349,11 +375,14 @@ def test_randomisation_is_cumulative_seeded_and_resets_batchnorm():
     assert all(torch.equal(a[k], b[k]) for a, b in zip(first_run, seen) for k in keys)
 
 
-@pytest.mark.parametrize("arch, first, last, count", [
-    ("resnet18", ("net.fc",), ("net.conv1", "net.bn1"), 6),
-    ("mobilenet_v2", ("net.classifier",), ("net.features.0",), 20),
-    ("efficientnet_lite0", ("net.classifier",), ("net.conv_stem", "net.bn1"), 10),
-])
+@pytest.mark.parametrize(
+    "arch, first, last, count",
+    [
+        ("resnet18", ("net.fc",), ("net.conv1", "net.bn1"), 6),
+        ("mobilenet_v2", ("net.classifier",), ("net.features.0",), 20),
+        ("efficientnet_lite0", ("net.classifier",), ("net.conv_stem", "net.bn1"), 10),
+    ],
+)
 def test_default_stages_per_arch(arch, first, last, count):
     model = build_model(arch, 3, weights=None)
     stages = q.randomisation_stages(model)
@@ -374,11 +403,16 @@ def test_fallback_stages_and_bad_layer_names():
 def test_summarise_one_row_per_method():
     model, x = KeyPixelModel(), key_images(2)
     masks = oracle_maps(2).bool().numpy()
-    table = q.summarise(model, x, 1, {"oracle": oracle_maps(2), "flat": torch.ones(2, SIZE, SIZE)},
-                        masks, steps=4)
+    table = q.summarise(
+        model, x, 1, {"oracle": oracle_maps(2), "flat": torch.ones(2, SIZE, SIZE)}, masks, steps=4
+    )
     assert list(table.index) == ["oracle", "flat"]
-    assert {"deletion_auc", "insertion_auc", "pointing_game", "relevance_mass", "gini"} <= set(table.columns)
-    assert table.loc["oracle", "relevance_mass"] == 1.0 and table.loc["flat", "pointing_game"] == 0.0
+    assert {"deletion_auc", "insertion_auc", "pointing_game", "relevance_mass", "gini"} <= set(
+        table.columns
+    )
+    assert (
+        table.loc["oracle", "relevance_mass"] == 1.0 and table.loc["flat", "pointing_game"] == 0.0
+    )
     assert np.isfinite(table.to_numpy(dtype=float)).all()
     assert isinstance(table, pd.DataFrame)
 
@@ -386,9 +420,13 @@ def test_summarise_one_row_per_method():
 def test_cascade_correlation_averages_the_randomised_stages_only():
     import pandas as pd
 
-    sanity = pd.DataFrame({"method": ["a"] * 3 + ["b"] * 3,
-                           "stage": ["original", "s1", "s2"] * 2,
-                           "spearman_abs": [1.0, 0.5, 0.1, 1.0, 0.9, 0.7]})
+    sanity = pd.DataFrame(
+        {
+            "method": ["a"] * 3 + ["b"] * 3,
+            "stage": ["original", "s1", "s2"] * 2,
+            "spearman_abs": [1.0, 0.5, 0.1, 1.0, 0.9, 0.7],
+        }
+    )
     result = q.cascade_correlation(sanity)
     assert result.to_dict() == pytest.approx({"a": 0.3, "b": 0.8})
 
@@ -396,10 +434,14 @@ def test_cascade_correlation_averages_the_randomised_stages_only():
 def test_method_settings_name_real_methods_with_accepted_arguments():
     from helpers import explain
 
-    settings = q.method_settings(ig_steps=7, lime_samples=11, smoothgrad_samples=5, occlusion_window=9, seed=3)
+    settings = q.method_settings(
+        ig_steps=7, lime_samples=11, smoothgrad_samples=5, occlusion_window=9, seed=3
+    )
     assert len(settings) == 11 and settings["IG (black)"]["n_steps"] == 7
     assert settings["GradientSHAP"]["n_samples"] == settings["SmoothGrad"]["n_samples"] == 5
-    assert settings["occlusion"]["window"] == 9 and q.method_settings()["occlusion"]["window"] is None
+    assert (
+        settings["occlusion"]["window"] == 9 and q.method_settings()["occlusion"]["window"] is None
+    )
     for kw in settings.values():
         kw = dict(kw)
         method = kw.pop("method")
@@ -411,8 +453,15 @@ def _sanity_frame(per_image_by_stage, method="m"):
     """A sanity_check-like frame from per-image correlations by stage (the original first)."""
     rows = []
     for stage, values in per_image_by_stage.items():
-        rows.append({"stage": stage, "spearman_abs": float(np.mean(values)), "per_image": tuple(values),
-                     "per_image_undefined": tuple(False for _ in values), "method": method})
+        rows.append(
+            {
+                "stage": stage,
+                "spearman_abs": float(np.mean(values)),
+                "per_image": tuple(values),
+                "per_image_undefined": tuple(False for _ in values),
+                "method": method,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -426,21 +475,34 @@ def test_sanity_gate_on_few_images_is_wide_and_undecided_when_it_straddles():
     # the same spread of values on 40 images is decided
     rng = np.random.default_rng(0)
     low = rng.uniform(0.0, 0.4, 40)
-    gate = q.sanity_gate(_sanity_frame({"original": [1] * 40, "head": list(low), "body": list(low)}), "m")
+    gate = q.sanity_gate(
+        _sanity_frame({"original": [1] * 40, "head": list(low), "body": list(low)}), "m"
+    )
     assert gate["decision"] == "pass" and gate["ci_high"] < 0.5 and gate["n_images"] == 40
     high = rng.uniform(0.6, 1.0, 40)
-    assert q.sanity_gate(_sanity_frame({"original": [1] * 40, "head": list(high)}), "m")["decision"] == "fail"
+    assert (
+        q.sanity_gate(_sanity_frame({"original": [1] * 40, "head": list(high)}), "m")["decision"]
+        == "fail"
+    )
     # one image: no interval to decide on; fewer than min_images: reported, not decided
-    assert q.sanity_gate(_sanity_frame({"original": [1], "head": [0.0]}), "m")["decision"] == "undecided"
+    assert (
+        q.sanity_gate(_sanity_frame({"original": [1], "head": [0.0]}), "m")["decision"]
+        == "undecided"
+    )
     tight = _sanity_frame({"original": [1] * 4, "head": [0.1, 0.12, 0.11, 0.1]})
-    assert q.sanity_gate(tight, "m")["ci_high"] < 0.5 and q.sanity_gate(tight, "m")["decision"] == "undecided"
+    assert (
+        q.sanity_gate(tight, "m")["ci_high"] < 0.5
+        and q.sanity_gate(tight, "m")["decision"] == "undecided"
+    )
     assert q.sanity_gate(tight, "m", min_images=2)["decision"] == "pass"
 
 
 def test_sanity_gate_stages_and_errors():
     frame = _sanity_frame({"original": [1, 1], "head": [0.9, 0.7], "body": [0.1, 0.3]})
     assert q.sanity_images(frame, "m")["correlation"].tolist() == pytest.approx([0.5, 0.5])
-    assert q.sanity_images(frame, "m", stage="last")["correlation"].tolist() == pytest.approx([0.1, 0.3])
+    assert q.sanity_images(frame, "m", stage="last")["correlation"].tolist() == pytest.approx(
+        [0.1, 0.3]
+    )
     assert q.sanity_gate(frame, "m", stage="head")["mean"] == pytest.approx(0.8)
     a = q.sanity_gate(frame, "m", seed=1)
     assert a == q.sanity_gate(frame, "m", seed=1)
@@ -458,7 +520,9 @@ def test_sanity_gate_rarely_decides_when_the_true_mean_sits_on_the_threshold():
     rng = np.random.default_rng(0)
     decided = 0
     for trial in range(300):
-        values = list(rng.beta(2, 2, 16))                       # mean 0.5, spread like real images
-        gate = q.sanity_gate(_sanity_frame({"original": [1] * 16, "all": values}), "m", seed=trial, n_boot=1000)
+        values = list(rng.beta(2, 2, 16))  # mean 0.5, spread like real images
+        gate = q.sanity_gate(
+            _sanity_frame({"original": [1] * 16, "all": values}), "m", seed=trial, n_boot=1000
+        )
         decided += gate["decision"] != "undecided"
     assert decided / 300 <= 0.12

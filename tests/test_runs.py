@@ -1,4 +1,5 @@
 """The cache helpers and the paper profile (ResNet50 on a folder in Intel layout), at toy scale."""
+
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +18,32 @@ def intel_folder(tmp_path_factory):
 
 
 def test_load_data_on_embedded_scenes_plants_and_reports_bad_files(isolated_cache):
-    source = runs.load_data(scenes_per_class=3, test_scenes_per_class=1, scene_size=48, progress=False)
+    source = runs.load_data(
+        scenes_per_class=3, test_scenes_per_class=1, scene_size=48, progress=False
+    )
     assert source.is_scenes and source.classes == list(scenes.CLASSES)
     bad = source.manifest[source.manifest.status == "bad"]
-    assert sorted(Path(p).name for p in bad.path) == sorted(set(runs.PLANTED_BAD_FILES) - {"greyscale.jpg"})
+    assert sorted(Path(p).name for p in bad.path) == sorted(
+        set(runs.PLANTED_BAD_FILES) - {"greyscale.jpg"}
+    )
     grey = source.manifest[source.manifest.path.str.endswith("greyscale.jpg")]
     assert grey.status.item() == "ok" and grey["mode"].item() == "L"
-    again = runs.load_data(scenes_per_class=3, test_scenes_per_class=1, scene_size=48, progress=False)
+    again = runs.load_data(
+        scenes_per_class=3, test_scenes_per_class=1, scene_size=48, progress=False
+    )
     assert again.root == source.root and again.manifest.equals(source.manifest)
 
 
 def test_paper_profile_at_toy_scale_trains_resnet50_and_caches(intel_folder, isolated_cache):
-    kw = dict(data_dir=str(intel_folder), arch="resnet50", weights="none", image_size=48, epochs=1,
-              batch_size=8, progress=False)
+    kw = dict(
+        data_dir=str(intel_folder),
+        arch="resnet50",
+        weights="none",
+        image_size=48,
+        epochs=1,
+        batch_size=8,
+        progress=False,
+    )
     run = runs.finetuned_run(**kw)
     assert run.model.arch == "resnet50" and run.classes == list(scenes.CLASSES)
     assert run.history.test_probs.shape == (1, 12, 6) and run.history.finished
@@ -41,7 +55,9 @@ def test_paper_profile_at_toy_scale_trains_resnet50_and_caches(intel_folder, iso
     assert (run.run_dir / "best.pt").stat().st_mtime_ns == mtime and cached.run_dir == run.run_dir
 
 
-def test_marked_copy_marks_the_shortcut_class_of_a_user_folder_and_leaves_it_alone(intel_folder, isolated_cache):
+def test_marked_copy_marks_the_shortcut_class_of_a_user_folder_and_leaves_it_alone(
+    intel_folder, isolated_cache
+):
     """06's planted shortcut on data without masks: a marked copy in the cache, training images
     of one class only; the user's folder is not touched."""
     before = {p: p.stat().st_mtime_ns for p in intel_folder.rglob("*") if p.is_file()}
@@ -50,18 +66,30 @@ def test_marked_copy_marks_the_shortcut_class_of_a_user_folder_and_leaves_it_alo
     marked = runs.load_data(**kw, shortcut_class="street")
     assert marked.root != clean.root and marked.root.is_relative_to(isolated_cache / "cache")
     assert not marked.is_scenes and marked.classes == clean.classes
-    assert marked.manifest[["path", "split", "label", "status"]].equals(clean.manifest[["path", "split", "label", "status"]])
+    assert marked.manifest[["path", "split", "label", "status"]].equals(
+        clean.manifest[["path", "split", "label", "status"]]
+    )
     marks = scenes.shortcut_marks(marked.root)
-    assert set(marks["class"]) == {"street"} and set(marks["split"]) == {"seg_train"} and 4 <= len(marks) <= 6
+    assert (
+        set(marks["class"]) == {"street"}
+        and set(marks["split"]) == {"seg_train"}
+        and 4 <= len(marks) <= 6
+    )
     for row in marks.itertuples():
         rel = f"{row.split}/{row.split}/street/{row.file}"
-        changed = np.abs(data.load_rgb(marked.root / rel).astype(int) - data.load_rgb(intel_folder / rel).astype(int))
+        changed = np.abs(
+            data.load_rgb(marked.root / rel).astype(int)
+            - data.load_rgb(intel_folder / rel).astype(int)
+        )
         inside = np.zeros(changed.shape[:2], bool)
-        inside[row.y0:row.y1, row.x0:row.x1] = True
+        inside[row.y0 : row.y1, row.x0 : row.x1] = True
         assert changed[inside].mean() > 40 and changed[~inside].mean() < 3
     unmarked = [p for p in clean.manifest.path if "street" not in p or "seg_test" in p]
-    assert all(data.load_rgb(marked.root / p).tobytes() == data.load_rgb(intel_folder / p).tobytes() for p in unmarked)
-    assert runs.load_data(**kw, shortcut_class="street").root == marked.root          # built once
+    assert all(
+        data.load_rgb(marked.root / p).tobytes() == data.load_rgb(intel_folder / p).tobytes()
+        for p in unmarked
+    )
+    assert runs.load_data(**kw, shortcut_class="street").root == marked.root  # built once
     with pytest.raises(ValueError, match="not a class"):
         runs.load_data(**kw, shortcut_class="desert")
     assert before == {p: p.stat().st_mtime_ns for p in intel_folder.rglob("*") if p.is_file()}
@@ -83,7 +111,7 @@ def test_add_shortcut_marks_changes_only_the_box():
 def test_pick_examples_spreads_over_classes():
     labels = np.repeat(np.arange(3), 10)
     preds = labels.copy()
-    preds[[0, 1, 2, 12]] = 2                       # three wrong in class 0, one in class 1
+    preds[[0, 1, 2, 12]] = 2  # three wrong in class 0, one in class 1
     idx = runs.pick_examples(labels, preds, correct=3, wrong=2, seed=0)
     right, wrong = idx[:3], idx[3:]
     assert (labels[right] == preds[right]).all() and sorted(labels[right]) == [0, 1, 2]
@@ -102,8 +130,15 @@ def test_cached_frame_computes_once_and_round_trips_types_and_attrs(tmp_path):
 
     def compute():
         calls.append(1)
-        df = pd.DataFrame({"eps": [0.1, np.nan], "flipped": [True, False], "label": [3, 1],
-                           "flip_class": pd.array([2, pd.NA], dtype="Int64"), "region": ["whole", "object"]})
+        df = pd.DataFrame(
+            {
+                "eps": [0.1, np.nan],
+                "flipped": [True, False],
+                "label": [3, 1],
+                "flip_class": pd.array([2, pd.NA], dtype="Int64"),
+                "region": ["whole", "object"],
+            }
+        )
         df.attrs["max_eps"] = 0.25
         return df
 
@@ -129,17 +164,25 @@ def test_shortcut_usage_sees_a_model_that_reads_the_mark():
             return torch.stack([torch.zeros_like(magenta), 10 * (magenta - 0.45)], 1)
 
     images = torch.full((4, 3, 48, 48), 0.2)
-    table = runs.shortcut_usage({"reader": MarkReader(), "blind": nn.Sequential(nn.Flatten(), nn.Linear(3 * 48 * 48, 2))},
-                                images, [0, 0, 0, 1], target=1)
+    table = runs.shortcut_usage(
+        {"reader": MarkReader(), "blind": nn.Sequential(nn.Flatten(), nn.Linear(3 * 48 * 48, 2))},
+        images,
+        [0, 0, 0, 1],
+        target=1,
+    )
     reader = table.loc["reader"]
     assert reader["accuracy"] == 0.75 and reader["accuracy, marked"] == 0.25
-    assert reader["P(target), other classes"] < 0.2 < 0.8 < reader["P(target), other classes, marked"]
+    assert (
+        reader["P(target), other classes"] < 0.2 < 0.8 < reader["P(target), other classes, marked"]
+    )
 
 
 def test_planted_greyscale_file_is_no_copy_of_another_image(isolated_cache):
     """The planted greyscale.jpg is trained on: it must be a scene of its own, not a copy of
     another image (which the train/validation split could put on both sides)."""
-    source = runs.load_data(scenes_per_class=4, test_scenes_per_class=1, scene_size=48, progress=False)
+    source = runs.load_data(
+        scenes_per_class=4, test_scenes_per_class=1, scene_size=48, progress=False
+    )
     ok = source.manifest[source.manifest.status == "ok"]
     grey_path = ok.path[ok.path.str.endswith("greyscale.jpg")].item()
     grey = data.load_rgb(source.root / grey_path).astype(float)[..., 0]
@@ -165,10 +208,15 @@ def test_fragility_attacks_every_test_image_and_equal_areas_per_class(tmp_path):
     labels = torch.arange(n) % 3
     masks = np.zeros((n, size, size), bool)
     for i in range(n):
-        masks[i, : 2 + i % 4, :] = True                    # objects of 2-5 rows: 25-62 %
+        masks[i, : 2 + i % 4, :] = True  # objects of 2-5 rows: 25-62 %
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, 3)).eval()
-    run = SimpleNamespace(model=model, run_dir=tmp_path, source=SimpleNamespace(is_scenes=True),
-                          test_set=SimpleNamespace(tensors=lambda: (x, labels)), test_masks=lambda: masks)
+    run = SimpleNamespace(
+        model=model,
+        run_dir=tmp_path,
+        source=SimpleNamespace(is_scenes=True),
+        test_set=SimpleNamespace(tensors=lambda: (x, labels)),
+        test_masks=lambda: masks,
+    )
     df = runs.fragility(run, region_images_per_class=2, steps=10, bf16=False)
     whole = df[df.region == "whole"]
     assert sorted(whole.image) == list(range(n))
@@ -177,7 +225,18 @@ def test_fragility_attacks_every_test_image_and_equal_areas_per_class(tmp_path):
     px = reg.pivot(index="image", columns="region", values="pixels")
     expected = np.minimum(masks.sum((1, 2)), size * size - masks.sum((1, 2)))[px.index]
     assert (px["object"] == px["background"]).all() and (px["object"].to_numpy() == expected).all()
-    assert {"image", "label", "region", "epsilon", "flipped", "already_wrong", "pixels",
-            "confidence_before", "flip_class"} <= set(df.columns)
+    assert {
+        "image",
+        "label",
+        "region",
+        "epsilon",
+        "flipped",
+        "already_wrong",
+        "pixels",
+        "confidence_before",
+        "flip_class",
+    } <= set(df.columns)
     again = runs.fragility(run, region_images_per_class=2, steps=10, bf16=False)
-    pd.testing.assert_frame_equal(again.reset_index(drop=True), df.reset_index(drop=True), check_dtype=False)
+    pd.testing.assert_frame_equal(
+        again.reset_index(drop=True), df.reset_index(drop=True), check_dtype=False
+    )

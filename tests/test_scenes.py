@@ -1,4 +1,5 @@
 """Tests of the procedural scene generator (helpers.scenes)."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,16 @@ import pytest
 from PIL import Image
 
 from helpers import scenes
-from helpers.scenes import (CLASSES, MARK_COLORS, add_shortcut_mark, load_mask, mask_path,
-                            render_scene, shortcut_marks, write_scenes)
+from helpers.scenes import (
+    CLASSES,
+    MARK_COLORS,
+    add_shortcut_mark,
+    load_mask,
+    mask_path,
+    render_scene,
+    shortcut_marks,
+    write_scenes,
+)
 
 SIZE = 48
 TINY = dict(n_train=3, n_test=2, size=32, progress=False)
@@ -91,8 +100,10 @@ def test_mask_follows_the_class_region():
 
 
 def test_classes_are_separable_by_simple_colour_features():
-    feats = {c: np.array([_render(c, index=i)[0].reshape(-1, 3).mean(0) for i in range(8)])
-             for c in CLASSES}
+    feats = {
+        c: np.array([_render(c, index=i)[0].reshape(-1, 3).mean(0) for i in range(8)])
+        for c in CLASSES
+    }
     means = np.array([f.mean(0) for f in feats.values()])
     # class mean colours differ: not one palette for all
     assert np.ptp(means, axis=0).max() > 20
@@ -150,8 +161,11 @@ def test_write_scenes_layout_counts_and_masks(tmp_path):
                     assert im.mode == "L" and im.size == (32, 32)
                     assert set(np.unique(np.asarray(im))) <= {0, 255}
     # nothing but images inside the Intel folders, no leftovers anywhere
-    assert not [p for p in root.rglob("*") if p.is_file() and p.suffix not in
-                (".jpg", ".png", ".csv", ".json")]
+    assert not [
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix not in (".jpg", ".png", ".csv", ".json")
+    ]
     assert not _files(root / "seg_train", "**/*.png")
     params = json.loads((root / "scenes.json").read_text())
     assert params["n_train"] == 3 and params["size"] == 32
@@ -235,8 +249,16 @@ def test_interrupted_run_resumes(tmp_path):
     assert (part / "scenes.json").exists()
 
 
-@pytest.mark.parametrize("bad", [dict(shortcut_class="desert"), dict(shortcut_fraction=1.5),
-                                 dict(n_train=0), dict(size=8), dict(jpeg_quality=0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(shortcut_class="desert"),
+        dict(shortcut_fraction=1.5),
+        dict(n_train=0),
+        dict(size=8),
+        dict(jpeg_quality=0),
+    ],
+)
 def test_bad_parameters_raise(tmp_path, bad):
     with pytest.raises(ValueError):
         write_scenes(tmp_path / "x", **{**TINY, **bad})
@@ -245,8 +267,7 @@ def test_bad_parameters_raise(tmp_path, bad):
 
 def test_shortcut_marks_only_on_train_images_of_the_class(tmp_path):
     params = {**TINY, "n_train": 10, "size": 64}
-    root = write_scenes(tmp_path / "m", **params, shortcut_class="forest",
-                        shortcut_fraction=0.6)
+    root = write_scenes(tmp_path / "m", **params, shortcut_class="forest", shortcut_fraction=0.6)
     plain = write_scenes(tmp_path / "p", **params)
     marks = shortcut_marks(root)
     assert list(marks.columns) == ["split", "class", "file", "x0", "y0", "x1", "y1"]
@@ -260,9 +281,11 @@ def test_shortcut_marks_only_on_train_images_of_the_class(tmp_path):
         assert same != is_marked, rel  # only the listed images differ from the unmarked set
     for row in marks.itertuples():
         with Image.open(root / "seg_train/seg_train/forest" / row.file) as im:
-            box = np.asarray(im)[row.y0:row.y1, row.x0:row.x1].astype(float)
-        drawn, _ = add_shortcut_mark(np.zeros((64, 64, 3), np.uint8),
-                                     scenes._scene_rng(0, "seg_train", "forest", int(row.file[:5]), 1))
+            box = np.asarray(im)[row.y0 : row.y1, row.x0 : row.x1].astype(float)
+        drawn, _ = add_shortcut_mark(
+            np.zeros((64, 64, 3), np.uint8),
+            scenes._scene_rng(0, "seg_train", "forest", int(row.file[:5]), 1),
+        )
         expected = drawn[drawn.sum(-1) > 0].reshape(-1, 3).mean(0)  # the mark's mean colour
         assert box[..., 0].mean() > 200  # magenta and yellow are both full red
         assert np.abs(box.reshape(-1, 3).mean(0) - expected).max() < 30
@@ -286,8 +309,10 @@ def test_mask_path_mapping(tmp_path):
     expected = tmp_path / "masks" / "seg_train" / "forest" / "00003.png"
     assert mask_path(tmp_path, "seg_train/seg_train/forest/00003.jpg") == expected
     assert mask_path(tmp_path, tmp_path / "seg_train/seg_train/forest/00003.jpg") == expected
-    assert mask_path(tmp_path, Path("seg_test/seg_test/sea/00010.jpg")) == \
-        tmp_path / "masks" / "seg_test" / "sea" / "00010.png"
+    assert (
+        mask_path(tmp_path, Path("seg_test/seg_test/sea/00010.jpg"))
+        == tmp_path / "masks" / "seg_test" / "sea" / "00010.png"
+    )
     with pytest.raises(ValueError):
         mask_path(tmp_path, "forest/00003.jpg")
     with pytest.raises(ValueError):
@@ -309,7 +334,9 @@ def test_load_mask_resizes_with_nearest(tmp_path):
 def test_hybrid_share_switches_twins_to_the_shared_scene_and_leaves_other_classes_alone():
     for name in scenes.CLASSES:
         default, _ = scenes.render_scene(name, np.random.default_rng(5), 48)
-        explicit, _ = scenes.render_scene(name, np.random.default_rng(5), 48, hybrid_share=scenes.HYBRID_SHARE)
+        explicit, _ = scenes.render_scene(
+            name, np.random.default_rng(5), 48, hybrid_share=scenes.HYBRID_SHARE
+        )
         assert np.array_equal(default, explicit)
         never, _ = scenes.render_scene(name, np.random.default_rng(5), 48, hybrid_share=0.0)
         always, _ = scenes.render_scene(name, np.random.default_rng(5), 48, hybrid_share=1.0)
@@ -320,10 +347,29 @@ def test_shortcut_hybrid_share_is_recorded_only_for_a_shortcut_set(tmp_path):
     import json
 
     scenes.write_scenes(tmp_path / "plain", n_train=1, n_test=1, size=32, progress=False)
-    assert "shortcut_hybrid_share" not in json.loads((tmp_path / "plain" / "scenes.json").read_text())
-    scenes.write_scenes(tmp_path / "marked", n_train=2, n_test=1, size=32, shortcut_class="street",
-                        shortcut_hybrid_share=1.0, progress=False)
-    assert json.loads((tmp_path / "marked" / "scenes.json").read_text())["shortcut_hybrid_share"] == 1.0
+    assert "shortcut_hybrid_share" not in json.loads(
+        (tmp_path / "plain" / "scenes.json").read_text()
+    )
+    scenes.write_scenes(
+        tmp_path / "marked",
+        n_train=2,
+        n_test=1,
+        size=32,
+        shortcut_class="street",
+        shortcut_hybrid_share=1.0,
+        progress=False,
+    )
+    assert (
+        json.loads((tmp_path / "marked" / "scenes.json").read_text())["shortcut_hybrid_share"]
+        == 1.0
+    )
     with pytest.raises(ValueError, match="shortcut_hybrid_share"):
-        scenes.write_scenes(tmp_path / "bad", n_train=1, n_test=1, size=32, shortcut_class="street",
-                            shortcut_hybrid_share=1.5, progress=False)
+        scenes.write_scenes(
+            tmp_path / "bad",
+            n_train=1,
+            n_test=1,
+            size=32,
+            shortcut_class="street",
+            shortcut_hybrid_share=1.5,
+            progress=False,
+        )

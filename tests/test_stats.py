@@ -1,4 +1,5 @@
 """helpers.stats: Wilson against the formula by hand, bootstrap coverage by simulation."""
+
 import math
 
 import numpy as np
@@ -32,7 +33,9 @@ def test_wilson_reference_values():
     # 5/10 is symmetric about 0.5: half-width z*sqrt(0.025+z^2/400)/(1+z^2/10)
     low, high = stats.wilson(5, 10)
     assert (low + high) / 2 == pytest.approx(0.5)
-    assert high - 0.5 == pytest.approx(1.96 * math.sqrt(0.025 + 1.96 ** 2 / 400) / (1 + 1.96 ** 2 / 10), abs=1e-3)
+    assert high - 0.5 == pytest.approx(
+        1.96 * math.sqrt(0.025 + 1.96**2 / 400) / (1 + 1.96**2 / 10), abs=1e-3
+    )
 
 
 def test_wilson_vectorised_and_empty():
@@ -102,8 +105,13 @@ def test_bootstrap_of_a_row_statistic():
 
 
 def test_per_group_wilson_and_bootstrap():
-    f = pd.DataFrame({"c": ["a"] * 10 + ["b"] * 4, "ok": [1] * 7 + [0] * 3 + [1, 1, 0, 0],
-                      "x": np.r_[np.arange(10.0), [5, 6, 7, 8]]})
+    f = pd.DataFrame(
+        {
+            "c": ["a"] * 10 + ["b"] * 4,
+            "ok": [1] * 7 + [0] * 3 + [1, 1, 0, 0],
+            "x": np.r_[np.arange(10.0), [5, 6, 7, 8]],
+        }
+    )
     t = stats.per_group(f, "c", "ok", groups=["a", "b", "z"])
     assert list(t.index) == ["a", "b", "z"]
     assert t.loc["a", "value"] == 0.7 and t.loc["a", "n"] == 10

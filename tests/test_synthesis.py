@@ -8,9 +8,15 @@ from helpers import synthesis
 def toy_model(seed=0, classes=4, size=16):
     """A tiny conv net on 16x16 images, normalising inside like the real models."""
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Dropout(0.1),
-                         nn.Linear(6 * 16, classes))
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Dropout(0.1),
+        nn.Linear(6 * 16, classes),
+    )
 
 
 def images(n=6, size=16, seed=1):
@@ -37,8 +43,8 @@ def test_fool_reaches_every_target_and_stops_at_once(norm, step):
     model.train()
     before = x.clone()
     res = synthesis.fool(model, x, target, norm=norm, step_size=step, max_steps=500)
-    assert model.training and all(m.training for m in model.modules())   # mode restored
-    assert torch.equal(x, before)                                        # input untouched
+    assert model.training and all(m.training for m in model.modules())  # mode restored
+    assert torch.equal(x, before)  # input untouched
     assert res.reached.all() and torch.equal(predict(model, res.x_adv), target)
     assert 0 <= res.x_adv.min() and res.x_adv.max() <= 1
     delta = (res.x_adv - x).flatten(1)
@@ -56,13 +62,15 @@ def test_fool_reaches_every_target_and_stops_at_once(norm, step):
     # stopped as soon as: one step fewer does not reach the target, for every image
     for i in range(len(x) - 1):
         k = int(res.steps[i])
-        short = synthesis.fool(model, x[i:i + 1], target[i:i + 1], norm=norm, step_size=step,
-                               max_steps=k - 1)
+        short = synthesis.fool(
+            model, x[i : i + 1], target[i : i + 1], norm=norm, step_size=step, max_steps=k - 1
+        )
         assert not short.reached[0] and predict(model, short.x_adv)[0] != target[i]
         assert short.steps[0] == k - 1
         # and the batched run froze the image there (alone it stops at step k too)
-        alone = synthesis.fool(model, x[i:i + 1], target[i:i + 1], norm=norm, step_size=step,
-                               max_steps=k + 5)
+        alone = synthesis.fool(
+            model, x[i : i + 1], target[i : i + 1], norm=norm, step_size=step, max_steps=k + 5
+        )
         assert alone.steps[0] == k
         torch.testing.assert_close(alone.x_adv[0], res.x_adv[i], atol=1e-5, rtol=0)
 
@@ -106,7 +114,7 @@ def test_magnified_difference():
 def test_visualize_class_on_a_toy_model():
     model = toy_model(size=32).train()
     with torch.no_grad():
-        model[-1].weight.mul_(20)   # scores of a few units, so "much higher" is measurable
+        model[-1].weight.mul_(20)  # scores of a few units, so "much higher" is measurable
     kw = dict(size=32, steps=15, jitter=2, progress=False)
     x = synthesis.visualize_class(model, [0, 3], seed=0, **kw)
     assert x.shape == (2, 3, 32, 32) and 0 <= x.min() and x.max() <= 1
@@ -131,7 +139,7 @@ def test_visualize_class_raises_imagenet_scores(param):
     from helpers import models
 
     model = models.build_model("efficientnet_lite0")
-    targets = [130, 980]   # flamingo, volcano
+    targets = [130, 980]  # flamingo, volcano
     kw = dict(param=param, size=64, seed=0, progress=False)
     x = synthesis.visualize_class(model, targets, steps=30, **kw)
     start = synthesis.visualize_class(model, targets, steps=0, **kw)
@@ -147,14 +155,14 @@ def test_visualize_class_raises_imagenet_scores(param):
 def test_fool_with_confidence_goes_on_until_the_target_is_that_probable():
     model, x = toy_model(), images()
     with torch.no_grad():
-        model[-1].weight.mul_(20)   # so that 90 % is within reach
+        model[-1].weight.mul_(20)  # so that 90 % is within reach
     target = pick_targets(model, x)
     plain = synthesis.fool(model, x, target, step_size=4 / 255, max_steps=500)
     sure = synthesis.fool(model, x, target, step_size=4 / 255, max_steps=500, confidence=0.9)
     assert sure.reached.all() and (sure.target_prob >= 0.9).all()
     assert torch.equal(predict(model, sure.x_adv), target)
     assert (sure.steps >= plain.steps).all() and (sure.linf >= plain.linf - 1e-7).all()
-    assert (plain.target_prob < 0.9).any()      # the bare flip is not that confident
+    assert (plain.target_prob < 0.9).any()  # the bare flip is not that confident
     with pytest.raises(ValueError, match="confidence"):
         synthesis.fool(model, x, target, confidence=1.0)
 
@@ -162,7 +170,7 @@ def test_fool_with_confidence_goes_on_until_the_target_is_that_probable():
 def test_fourier_image_range_grey_and_shape_check():
     zero = torch.zeros(2, 3, 16, 9, 2)
     torch.testing.assert_close(synthesis.fourier_image(zero, 16), torch.full((2, 3, 16, 16), 0.5))
-    spec = synthesis.random_spectrum(3, 16, seed=0, std=5.0)   # large: saturates the sigmoid
+    spec = synthesis.random_spectrum(3, 16, seed=0, std=5.0)  # large: saturates the sigmoid
     img = synthesis.fourier_image(spec, 16)
     assert img.shape == (3, 3, 16, 16) and 0 < img.min() and img.max() < 1 and img.std() > 0.1
     with pytest.raises(ValueError, match="spectrum"):
@@ -188,7 +196,7 @@ def _one_coefficient(size, channel, fy, fx, value=0.5):
 def test_fourier_scaling_favours_low_frequencies_and_dc_is_flat():
     size = 32
     dc = synthesis.fourier_image(_one_coefficient(size, 0, 0, 0), size)
-    assert dc.std(dim=(2, 3)).max() < 1e-6 and (dc > 0.5).all()   # a constant, brighter image
+    assert dc.std(dim=(2, 3)).max() < 1e-6 and (dc > 0.5).all()  # a constant, brighter image
     amplitude = lambda img: (img - 0.5).abs().amax().item()
     low = amplitude(synthesis.fourier_image(_one_coefficient(size, 0, 1, 0), size))
     high = amplitude(synthesis.fourier_image(_one_coefficient(size, 0, 8, 0), size))
@@ -199,8 +207,10 @@ def test_first_colour_axis_is_brightness_the_others_are_colour():
     size = 16
     bright = synthesis.fourier_image(_one_coefficient(size, 0, 0, 0, 2.0), size)[0, :, 0, 0] - 0.5
     assert (bright > 0).all() and bright.max() - bright.min() < 0.1 * bright.mean()
-    for axis in (1, 2):   # colour-opponent axes: some channels up, some down
-        colour = synthesis.fourier_image(_one_coefficient(size, axis, 0, 0, 2.0), size)[0, :, 0, 0] - 0.5
+    for axis in (1, 2):  # colour-opponent axes: some channels up, some down
+        colour = (
+            synthesis.fourier_image(_one_coefficient(size, axis, 0, 0, 2.0), size)[0, :, 0, 0] - 0.5
+        )
         assert colour.max() > 0.005 and colour.min() < -0.005
 
 
@@ -223,7 +233,9 @@ def test_visualize_class_fourier_on_a_toy_model():
     assert x.shape == (2, 3, 32, 32) and 0 < x.min() and x.max() < 1
     assert model.training and all(p.grad is None for p in model.parameters())
     start = synthesis.visualize_class(model, [0, 3], seed=0, **{**kw, "steps": 0})
-    torch.testing.assert_close(start, synthesis.fourier_image(synthesis.random_spectrum(2, 32, seed=0), 32))
+    torch.testing.assert_close(
+        start, synthesis.fourier_image(synthesis.random_spectrum(2, 32, seed=0), 32)
+    )
     score, prob = synthesis.class_scores(model, x, [0, 3])
     score0, prob0 = synthesis.class_scores(model, start, [0, 3])
     assert (score > score0 + 3).all() and (prob > prob0).all()
@@ -236,8 +248,9 @@ def test_visualize_class_checks_its_arguments():
     with pytest.raises(ValueError, match="param"):
         synthesis.visualize_class(model, [0], param="cppn", size=16, steps=1, progress=False)
     with pytest.raises(ValueError, match="init"):
-        synthesis.visualize_class(model, [0], param="fourier", init=images(1), size=16, steps=1,
-                                  progress=False)
+        synthesis.visualize_class(
+            model, [0], param="fourier", init=images(1), size=16, steps=1, progress=False
+        )
     with pytest.raises(ValueError, match="init"):
         synthesis.visualize_class(model, [0], init="zeros", size=16, steps=1, progress=False)
 
@@ -253,7 +266,7 @@ def test_fooling_table_reports_the_result_in_grey_levels():
     assert list(table["model_said"]) == [names[int(k)] for k in predict(model, x)]
     assert table["reached"].all() and list(table["steps"]) == res.steps.tolist()
     assert table["linf_255"].to_numpy() == pytest.approx(255 * res.linf.numpy(), rel=1e-5)
-    assert (table["linf_255"] <= 2 * table["steps"] + 1e-3).all()   # steps of 2/255 each
+    assert (table["linf_255"] <= 2 * table["steps"] + 1e-3).all()  # steps of 2/255 each
     rms = (res.x_adv - x).flatten(1).pow(2).mean(1).sqrt() * 255
     assert table["rms_255"].to_numpy() == pytest.approx(rms.numpy(), rel=1e-4)
     assert (table["rms_255"] <= table["linf_255"] + 1e-6).all()
@@ -269,7 +282,9 @@ def test_visualization_table_matches_class_scores_and_the_prediction():
     assert list(table["class"]) == ["a", "b", "d"]
     assert table["logit"].to_numpy() == pytest.approx(logit.numpy(), rel=1e-6)
     assert table["probability"].to_numpy() == pytest.approx(prob.numpy(), rel=1e-6)
-    assert table["logit_start"].to_numpy() == pytest.approx(synthesis.class_scores(model, start, [0, 1, 3])[0].numpy())
+    assert table["logit_start"].to_numpy() == pytest.approx(
+        synthesis.class_scores(model, start, [0, 1, 3])[0].numpy()
+    )
     with torch.no_grad():
         probs = model.eval()(x).softmax(1)
     assert list(table["model_says"]) == [model.class_names[k] for k in probs.argmax(1)]
@@ -292,14 +307,15 @@ def test_fool_with_random_start_reports_the_image_itself_and_the_returned_image(
     model = _Sum()
     x0 = torch.full((24, 3, 4, 4), 0.5)
     target = torch.ones(24, dtype=torch.long)
-    res = synthesis.fool(model, x0, target, norm=norm, step_size=0.05, max_steps=0,
-                         random_start=True, seed=3)
+    res = synthesis.fool(
+        model, x0, target, norm=norm, step_size=0.05, max_steps=0, random_start=True, seed=3
+    )
     with torch.no_grad():
         clean = model(x0).softmax(1)
         returned = model(res.x_adv).softmax(1)
-    assert (res.x_adv != x0).any()                      # the start was jittered
-    assert (returned.argmax(1) == 1).any()              # and some starts already say class 1
-    assert torch.equal(res.original_pred, clean.argmax(1))           # what it said about x0
+    assert (res.x_adv != x0).any()  # the start was jittered
+    assert (returned.argmax(1) == 1).any()  # and some starts already say class 1
+    assert torch.equal(res.original_pred, clean.argmax(1))  # what it said about x0
     torch.testing.assert_close(res.original_prob, clean.amax(1))
-    torch.testing.assert_close(res.target_prob, returned[:, 1])      # at the returned image
+    torch.testing.assert_close(res.target_prob, returned[:, 1])  # at the returned image
     assert torch.equal(res.reached, returned.argmax(1) == 1)

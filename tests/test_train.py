@@ -28,8 +28,17 @@ class ColourSquares(torch.utils.data.Dataset):
         return self.images[i], int(self.labels[i]), i
 
 
-CFG = TrainConfig(arch="resnet18", weights=None, image_size=32, epochs=3, batch_size=8,
-                  learning_rate=3e-3, patience=5, device="cpu", val_fraction=0.25)
+CFG = TrainConfig(
+    arch="resnet18",
+    weights=None,
+    image_size=32,
+    epochs=3,
+    batch_size=8,
+    learning_rate=3e-3,
+    patience=5,
+    device="cpu",
+    val_fraction=0.25,
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +57,10 @@ def test_history_records_every_test_image_every_epoch(tmp_path, datasets):
     assert (history.epoch_seconds > 0).all() and history.val_loss.shape == (3,)
     assert history.val_loss[history.best_epoch] == history.val_loss.min()
     loaded = TrainHistory.load(tmp_path / "history.npz")
-    assert np.array_equal(loaded.test_probs, history.test_probs) and loaded.classes == ColourSquares.classes
+    assert (
+        np.array_equal(loaded.test_probs, history.test_probs)
+        and loaded.classes == ColourSquares.classes
+    )
     best = models.load_model(tmp_path / "best.pt", device="cpu")
     assert best.class_names == ColourSquares.classes
 
@@ -64,7 +76,9 @@ def test_same_seed_repeats_exactly(tmp_path, datasets):
     a = fine_tune(CFG, *datasets, tmp_path / "a", progress=False)
     b = fine_tune(CFG, *datasets, tmp_path / "b", progress=False)
     assert np.array_equal(a.test_probs, b.test_probs) and np.array_equal(a.train_loss, b.train_loss)
-    other = fine_tune(TrainConfig(**{**CFG.to_dict(), "seed": 1}), *datasets, tmp_path / "c", progress=False)
+    other = fine_tune(
+        TrainConfig(**{**CFG.to_dict(), "seed": 1}), *datasets, tmp_path / "c", progress=False
+    )
     assert not np.array_equal(a.test_probs, other.test_probs)
 
 
@@ -86,7 +100,9 @@ def test_resume_after_interruption_gives_the_same_run(tmp_path, datasets):
     assert all(torch.equal(a[k], b[k]) for k in a)
     # a finished run returns at once, without training
     calls = []
-    fine_tune(CFG, *datasets, tmp_path / "cut", progress=False, on_epoch_end=lambda e, h: calls.append(e))
+    fine_tune(
+        CFG, *datasets, tmp_path / "cut", progress=False, on_epoch_end=lambda e, h: calls.append(e)
+    )
     assert calls == []
 
 
@@ -118,14 +134,19 @@ def test_resume_after_a_crash_between_history_and_state(tmp_path, datasets, monk
 def test_a_different_config_in_the_same_folder_is_refused(tmp_path, datasets):
     fine_tune(CFG, *datasets, tmp_path, progress=False)
     with pytest.raises(ValueError, match="another config"):
-        fine_tune(TrainConfig(**{**CFG.to_dict(), "learning_rate": 1e-4}), *datasets, tmp_path, progress=False)
+        fine_tune(
+            TrainConfig(**{**CFG.to_dict(), "learning_rate": 1e-4}),
+            *datasets,
+            tmp_path,
+            progress=False,
+        )
 
 
 def test_early_stopping_stops_after_patience(tmp_path, datasets, monkeypatch):
     import helpers.train as train
 
     real = train.predict_proba
-    val_losses = iter([1.0, 0.5, 0.6, 0.7, 0.4, 0.3, 0.2, 0.1])   # best at epoch 1, then worse
+    val_losses = iter([1.0, 0.5, 0.6, 0.7, 0.4, 0.3, 0.2, 0.1])  # best at epoch 1, then worse
 
     def scripted_val_loss(model, dataset, *, indices=None, **kw):
         probs, loss = real(model, dataset, indices=indices, **kw)
@@ -138,7 +159,9 @@ def test_early_stopping_stops_after_patience(tmp_path, datasets, monkeypatch):
     assert models.load_checkpoint(tmp_path / "best.pt")["epoch"] == 1
 
 
-@pytest.mark.parametrize("bad", [{"arch": "vgg"}, {"epochs": 0}, {"val_fraction": 1.0}, {"learning_rate": -1}])
+@pytest.mark.parametrize(
+    "bad", [{"arch": "vgg"}, {"epochs": 0}, {"val_fraction": 1.0}, {"learning_rate": -1}]
+)
 def test_bad_config_is_a_clear_error(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad)

@@ -1,4 +1,5 @@
 """The trust figures: heat table with intervals, per-class component plot with error bars."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,10 +12,22 @@ from helpers import plots  # noqa: E402
 
 
 def _table():
-    t = pd.DataFrame({"component_accuracy": [0.9, 0.5, np.nan], "component_robustness": [1.0, 0.2, 0.7],
-                      "trust_score": [0.95, 0.3, np.nan], "rank": [1, 2, 3], "n_test": [50, 40, 30],
-                      "n_attacked": [8, 7, 6]}, index=["sea", "forest", "street"])
-    for c, half in (("component_accuracy", .1), ("component_robustness", .2), ("trust_score", .15)):
+    t = pd.DataFrame(
+        {
+            "component_accuracy": [0.9, 0.5, np.nan],
+            "component_robustness": [1.0, 0.2, 0.7],
+            "trust_score": [0.95, 0.3, np.nan],
+            "rank": [1, 2, 3],
+            "n_test": [50, 40, 30],
+            "n_attacked": [8, 7, 6],
+        },
+        index=["sea", "forest", "street"],
+    )
+    for c, half in (
+        ("component_accuracy", 0.1),
+        ("component_robustness", 0.2),
+        ("trust_score", 0.15),
+    ):
         t[f"{c}_ci_low"], t[f"{c}_ci_high"] = (t[c] - half).clip(0, 1), (t[c] + half).clip(0, 1)
     return t.iloc[[2, 0, 1]]
 
@@ -23,7 +36,7 @@ def test_heatmap_ignores_interval_columns_and_writes_them_in_the_cells():
     fig = plots.trust_heatmap(_table())
     ax = fig.axes[0]
     data = ax.get_images()[0].get_array()
-    assert data.shape == (3, 3)                                   # two components and the score, no CI columns
+    assert data.shape == (3, 3)  # two components and the score, no CI columns
     np.testing.assert_allclose(data.filled(np.nan)[:2], [[0.9, 1.0, 0.95], [0.5, 0.2, 0.3]])
     texts = [t.get_text() for t in ax.texts]
     assert "0.90\n0.80-1.00" in texts and "0.20\n0.00-0.40" in texts
@@ -35,13 +48,13 @@ def test_component_plot_draws_one_bar_per_defined_value():
     panels = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in panels] == ["accuracy", "robustness", "trust score"]
     acc = panels[0]
-    bars = [c for c in acc.collections]                           # errorbar's LineCollection
+    bars = [c for c in acc.collections]  # errorbar's LineCollection
     segments = bars[0].get_segments()
-    assert len(segments) == 2                                     # street's accuracy is not defined
+    assert len(segments) == 2  # street's accuracy is not defined
     np.testing.assert_allclose(sorted(s[:, 0].tolist() for s in segments), [[0.4, 0.6], [0.8, 1.0]])
     texts = [t.get_text() for t in acc.texts]
     assert "not defined" in texts and "n=50" in texts and "n=40" in texts
-    assert [t.get_text() for t in acc.get_yticklabels()] == ["sea", "forest", "street"]    # by rank
+    assert [t.get_text() for t in acc.get_yticklabels()] == ["sea", "forest", "street"]  # by rank
     with pytest.raises(ValueError, match="trust.score"):
         plots.trust_components(_table().drop(columns="trust_score_ci_low"))
     plt.close(fig)

@@ -29,26 +29,93 @@ Two kinds of empty cell are told apart. A value that *cannot be computed* for th
 reason}``. A NaN that no source explains is **missing** (a bug): :func:`build_table` raises
 unless ``allow_missing``.
 """
+
 from __future__ import annotations
 
-from .common import (COLUMNS, COMPONENTS, DERIVED as _DERIVED, LEVEL, N_BOOT, N_COLUMN, NEVER_PREDICTED,
-                     NO_TEST_IMAGE, NONE_ATTACKED, NONE_EXPLAINED, ci_columns, is_ci,
-                     is_missing as _is_missing)
-from .output import format_value, read_csv, verdict_series as _verdict_series, write_csv, write_html
-from .rules import (RULES, THRESHOLDS, model_verdict, robustness_verdict, sanity_clause, verdict_items,
-                    verdicts)
-from .score import (DEFAULT_BUDGET, SCORE_FORMULA, components, pairwise_better, rank_probabilities, ranking,
-                    score)
-from .sources import (SANITY_THRESHOLD, from_sanity_check, model_level, per_class_from_fragility,
-                      per_class_from_history, per_class_from_predictions, per_class_localisation,
-                      per_class_means)
+from .common import (
+    COLUMNS,
+    COMPONENTS,
+    LEVEL,
+    N_BOOT,
+    N_COLUMN,
+    NEVER_PREDICTED,
+    NO_TEST_IMAGE,
+    NONE_ATTACKED,
+    NONE_EXPLAINED,
+    ci_columns,
+    is_ci,
+)
+from .common import (
+    DERIVED as _DERIVED,
+)
+from .common import (
+    is_missing as _is_missing,
+)
+from .output import format_value, read_csv, write_csv, write_html
+from .output import verdict_series as _verdict_series
+from .rules import (
+    RULES,
+    THRESHOLDS,
+    model_verdict,
+    robustness_verdict,
+    sanity_clause,
+    verdict_items,
+    verdicts,
+)
+from .score import (
+    DEFAULT_BUDGET,
+    SCORE_FORMULA,
+    components,
+    pairwise_better,
+    rank_probabilities,
+    ranking,
+    score,
+)
+from .sources import (
+    SANITY_THRESHOLD,
+    from_sanity_check,
+    model_level,
+    per_class_from_fragility,
+    per_class_from_history,
+    per_class_from_predictions,
+    per_class_localisation,
+    per_class_means,
+)
 from .table import build_table, provenance, undefined
 
 __all__ = [
-    "COLUMNS", "COMPONENTS", "THRESHOLDS", "SCORE_FORMULA", "DEFAULT_BUDGET", "RULES", "N_COLUMN", "LEVEL",
-    "per_class_means", "per_class_from_predictions", "per_class_from_history", "per_class_from_fragility",
-    "per_class_localisation", "model_level", "from_sanity_check", "build_table",
-    "provenance", "undefined", "components", "score", "ranking", "rank_probabilities", "pairwise_better",
-    "model_verdict", "robustness_verdict", "sanity_clause", "verdict_items", "verdicts", "format_value",
-    "write_csv", "read_csv", "write_html", "ci_columns", "is_ci",
+    "COLUMNS",
+    "COMPONENTS",
+    "THRESHOLDS",
+    "SCORE_FORMULA",
+    "DEFAULT_BUDGET",
+    "RULES",
+    "N_COLUMN",
+    "LEVEL",
+    "per_class_means",
+    "per_class_from_predictions",
+    "per_class_from_history",
+    "per_class_from_fragility",
+    "per_class_localisation",
+    "model_level",
+    "from_sanity_check",
+    "build_table",
+    "provenance",
+    "undefined",
+    "components",
+    "score",
+    "ranking",
+    "rank_probabilities",
+    "pairwise_better",
+    "model_verdict",
+    "robustness_verdict",
+    "sanity_clause",
+    "verdict_items",
+    "verdicts",
+    "format_value",
+    "write_csv",
+    "read_csv",
+    "write_html",
+    "ci_columns",
+    "is_ci",
 ]

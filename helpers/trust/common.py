@@ -1,4 +1,5 @@
 """What every part of the trust report shares: column meanings, reasons, small converters."""
+
 from __future__ import annotations
 
 import math
@@ -8,9 +9,9 @@ import pandas as pd
 
 from .. import calibration
 
-LEVEL = 0.95            # every interval of the report is a 95 % interval
-N_BOOT = 2000           # bootstrap replicates per class and statistic
-SEED = 0                # base seed of every bootstrap (class k of a source uses SEED + k)
+LEVEL = 0.95  # every interval of the report is a 95 % interval
+N_BOOT = 2000  # bootstrap replicates per class and statistic
+SEED = 0  # base seed of every bootstrap (class k of a source uses SEED + k)
 
 # What each column a source function produces means (shown in the HTML report). Every per-class
 # number X also has X_ci_low / X_ci_high (its 95 % interval) and rests on the images counted in
@@ -23,28 +24,28 @@ COLUMNS = {
     "mean_confidence": "mean confidence (max. probability) of the predictions of the class (bootstrap)",
     "calibration_error": "ECE over the images predicted as the class (15 bins; 0 = honest confidence; bootstrap)",
     "calibration_error_expected": "mean ECE a class with these confidences would show if its confidence were "
-                                  "honest (correct ~ Bernoulli(confidence), 2000 draws): the ECE of pure noise",
+    "honest (correct ~ Bernoulli(confidence), 2000 draws): the ECE of pure noise",
     "calibration_p_value": "share of those honest draws with an ECE at least the observed one (small: "
-                           "miscalibrated)",
+    "miscalibrated)",
     "mean_confidence_ts": "mean confidence after temperature scaling (bootstrap)",
     "calibration_error_ts": "calibration error after temperature scaling (bootstrap)",
     "n_history": "test images of the class followed through training (up to the audited epoch)",
     "share_learned_early": "share right from the first half of training on, never forgotten, right at the "
-                           "audited epoch (Wilson)",
+    "audited epoch (Wilson)",
     "share_learned_late": "share right only from the second half of training on (Wilson)",
     "share_forgotten": "share right at the audited epoch after at least one right-to-wrong flip (Wilson)",
     "share_never_learned": "share wrong at the audited epoch (Wilson)",
     "mean_prediction_changes": "mean number of epochs at which an image's prediction changed (bootstrap)",
     "history_epochs": "epochs of the training history used (the first to the audited one; model level)",
     "n_attacked": "correctly classified test images attacked (minimum-norm PGD search of the smallest "
-                  "flipping L-inf epsilon)",
+    "flipping L-inf epsilon)",
     "median_eps_whole": "median smallest L-inf epsilon that flips the prediction, whole image (bootstrap)",
     "median_eps_object": "the same with the perturbation confined to the object (bootstrap)",
     "median_eps_background": "the same confined to a background region of the same pixel count (bootstrap)",
     "share_not_flipped_whole": "share of attacked images not flipped up to the largest epsilon searched (Wilson)",
     "n_object_background": "attacked images with a defined object/background ratio",
     "object_background_ratio": "median over images of epsilon(object) / epsilon(background), equal pixel "
-                               "counts (> 1: the background is the weak spot; bootstrap)",
+    "counts (> 1: the background is the weak spot; bootstrap)",
     "object_background_p_value": "two-sided sign test of that ratio against 1 (exact binomial)",
     "attack_max_eps": "largest epsilon the attack searched (model level)",
     "n_explained": "test images explained (the map explains the PREDICTED class)",
@@ -55,21 +56,21 @@ COLUMNS = {
     "area_50": "smallest share of the image holding half the |attribution| (small = compact; bootstrap)",
     "gini": "Gini coefficient of |attribution| (0 = spread evenly, 1 = one pixel; bootstrap)",
     "sanity_correlation": "cascading randomisation: mean rank correlation with the original map over the "
-                          "randomised stages and images (near 0 = the explanation depends on the weights; "
-                          "model level; t interval over images)",
+    "randomised stages and images (near 0 = the explanation depends on the weights; "
+    "model level; t interval over images)",
     "n_sanity": "images of the sanity check (model level)",
     "n_sanity_undefined": "of those, images whose correlation is not defined (a constant map) at some stage",
     "sanity_gate": "pass: the interval of sanity_correlation lies below the threshold; fail: above; "
-                   "undecided: it straddles it",
+    "undecided: it straddles it",
     "explanation_method": "the explanation method of the localisation and the sanity check",
     "component_accuracy": "A = accuracy",
     "component_calibration": "C = 1 - calibration_error",
     "component_robustness": "R = share of the attacked images whose smallest flipping epsilon exceeds the "
-                            "budget (Wilson)",
+    "budget (Wilson)",
     "component_localisation": "L = clip((relevance_mass - mask_share) / (1 - mask_share), 0, 1)",
     "component_stability": "S = share_learned_early = 1 - learned late - forgotten - never learned (Wilson)",
     "trust_score": "weighted geometric mean of the components (interval: per-source bootstrap replicates "
-                   "combined)",
+    "combined)",
     "rank": "1 = the most trusted class (ties share the better rank)",
     "rank_ci_low": "best rank in 95 % of the bootstrap replicates of the trust scores",
     "rank_ci_high": "worst rank in 95 % of the bootstrap replicates of the trust scores",
@@ -77,19 +78,36 @@ COLUMNS = {
 
 # The image count each per-class number rests on.
 N_COLUMN = {
-    "accuracy": "n_test", "precision": "n_predicted", "mean_confidence": "n_predicted",
-    "calibration_error": "n_predicted", "calibration_error_expected": "n_predicted",
-    "calibration_p_value": "n_predicted", "mean_confidence_ts": "n_predicted",
-    "calibration_error_ts": "n_predicted", "share_learned_early": "n_history",
-    "share_learned_late": "n_history", "share_forgotten": "n_history", "share_never_learned": "n_history",
-    "mean_prediction_changes": "n_history", "median_eps_whole": "n_attacked",
-    "median_eps_object": "n_attacked", "median_eps_background": "n_attacked",
-    "share_not_flipped_whole": "n_attacked", "object_background_ratio": "n_object_background",
-    "object_background_p_value": "n_object_background", "pointing_game": "n_explained",
-    "relevance_mass": "n_explained", "mask_share": "n_explained", "localisation_p_value": "n_explained", "area_50": "n_explained",
-    "gini": "n_explained", "sanity_correlation": "n_sanity",
-    "component_accuracy": "n_test", "component_calibration": "n_predicted",
-    "component_robustness": "n_attacked", "component_localisation": "n_explained",
+    "accuracy": "n_test",
+    "precision": "n_predicted",
+    "mean_confidence": "n_predicted",
+    "calibration_error": "n_predicted",
+    "calibration_error_expected": "n_predicted",
+    "calibration_p_value": "n_predicted",
+    "mean_confidence_ts": "n_predicted",
+    "calibration_error_ts": "n_predicted",
+    "share_learned_early": "n_history",
+    "share_learned_late": "n_history",
+    "share_forgotten": "n_history",
+    "share_never_learned": "n_history",
+    "mean_prediction_changes": "n_history",
+    "median_eps_whole": "n_attacked",
+    "median_eps_object": "n_attacked",
+    "median_eps_background": "n_attacked",
+    "share_not_flipped_whole": "n_attacked",
+    "object_background_ratio": "n_object_background",
+    "object_background_p_value": "n_object_background",
+    "pointing_game": "n_explained",
+    "relevance_mass": "n_explained",
+    "mask_share": "n_explained",
+    "localisation_p_value": "n_explained",
+    "area_50": "n_explained",
+    "gini": "n_explained",
+    "sanity_correlation": "n_sanity",
+    "component_accuracy": "n_test",
+    "component_calibration": "n_predicted",
+    "component_robustness": "n_attacked",
+    "component_localisation": "n_explained",
     "component_stability": "n_history",
 }
 
@@ -144,9 +162,15 @@ def labels_of(labels, classes: list[str], name: str = "labels") -> np.ndarray:
     y = numpy(labels)
     if y.ndim != 1:
         raise ValueError(f"{name} must be [N] class indices, got shape {y.shape}")
-    if len(y) and (not np.issubdtype(y.dtype, np.number) or np.any(np.mod(y, 1) != 0)
-                   or y.min() < 0 or y.max() >= len(classes)):
-        raise ValueError(f"{name} must be integer class indices in [0, {len(classes)}), got {y[:5]}...")
+    if len(y) and (
+        not np.issubdtype(y.dtype, np.number)
+        or np.any(np.mod(y, 1) != 0)
+        or y.min() < 0
+        or y.max() >= len(classes)
+    ):
+        raise ValueError(
+            f"{name} must be integer class indices in [0, {len(classes)}), got {y[:5]}..."
+        )
     return y.astype(np.int64)
 
 
@@ -201,7 +225,7 @@ def pct(v: float) -> str:
 
 
 def interval_text(row, column: str, fmt=pct) -> str:
-    """"95 % CI 60-85 %, 50 images" style bracket content for a column of a row."""
+    """ "95 % CI 60-85 %, 50 images" style bracket content for a column of a row."""
     lo, hi = num(row, column + CI[0]), num(row, column + CI[1])
     n_col = N_COLUMN.get(column)
     n = num(row, n_col) if n_col else None

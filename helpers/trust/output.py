@@ -1,5 +1,6 @@
 """Writing the trust table: CSV (every number with its interval and n) and the HTML page
 (:mod:`helpers.report`)."""
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,9 @@ from .table import undefined
 __all__ = ["format_value", "write_csv", "read_csv", "write_html"]
 
 
-def format_value(value, *, column: str = "", max_eps: float | None = None, reason: str | None = None) -> str:
+def format_value(
+    value, *, column: str = "", max_eps: float | None = None, reason: str | None = None
+) -> str:
     """How a cell prints: ``"not defined (<reason>)"`` for NaN/None with a ``reason``,
     ``"MISSING"`` without one, integers as they are, other numbers to 3 significant digits,
     ``inf`` in an epsilon column as ``"> max_eps"`` (never flipped up to the largest epsilon
@@ -67,10 +70,14 @@ def write_csv(table: pd.DataFrame, path, *, verdicts=None) -> Path:
     series = verdict_series(verdicts, table)
     if series is not None:
         frame["verdict"] = series.to_numpy()
-    reasons = {k: v for k, v in undefined(table).items() if not k[1].endswith(("_ci_low", "_ci_high"))}
+    reasons = {
+        k: v for k, v in undefined(table).items() if not k[1].endswith(("_ci_low", "_ci_high"))
+    }
     if reasons:
-        frame["not_defined"] = ["; ".join(f"{col}: {why}" for (c, col), why in reasons.items() if c == cls) or "-"
-                                for cls in table.index]
+        frame["not_defined"] = [
+            "; ".join(f"{col}: {why}" for (c, col), why in reasons.items() if c == cls) or "-"
+            for cls in table.index
+        ]
     text = frame.to_csv(index_label="class", na_rep="NaN")
     return _write(path, text.encode("utf-8"))
 

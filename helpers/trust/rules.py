@@ -6,6 +6,7 @@ Each rule is a small function ``rule(row, ctx) -> [(kind, clause), ...]`` with i
 of each rule that has a null (how often it fires when nothing is wrong) is simulated in
 tests/test_trust_rules.py.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,25 +19,33 @@ from scipy import stats as _st
 from .. import stats
 from .common import CI, grey, interval_text, is_missing, join_and, num, pct
 
-__all__ = ["THRESHOLDS", "RULES", "Context", "model_verdict", "robustness_verdict", "sanity_clause",
-           "verdict_items", "verdicts"]
+__all__ = [
+    "THRESHOLDS",
+    "RULES",
+    "Context",
+    "model_verdict",
+    "robustness_verdict",
+    "sanity_clause",
+    "verdict_items",
+    "verdicts",
+]
 
 THRESHOLDS = {
-    "accurate": 0.85,       # accuracy: "accurate" when the Wilson interval lies above this
-    "inaccurate": 0.75,     # accuracy / precision: "often wrong" / "false alarm" when the interval lies below
-    "weak_p": 0.025,        # "less accurate than the other classes": one-sided Fisher exact p below this
-    "calibrated": 0.05,     # "well calibrated" when the ECE's interval lies below this
-    "miscalibrated_p": 0.05,   # "over-/under-confident" when consistency resampling gives p below this
-    "robust_share": 0.5,    # robust at the budget when the interval of R lies above this; fragile below
-    "not_robust": 0.5,      # model-level: every class's R interval below this -> "not robust at the budget"
-    "context_p": 0.05,      # object/background: sign test p below this AND the ratio's interval excludes 1
-    "localised": 0.0,       # localisation component L: "points at the object" when its interval lies above this
-    "localised_p": 0.025,   # ... and a one-sided t test of relevance mass > mask share gives p below this
-    "unlocalised": 0.1,     # L: "no better than chance" when its interval lies below this
-    "stable_share": 0.75,   # S: "learned early and stably" above, "unstable in training" below (interval)
-    "sanity_max": 0.5,      # the sanity check passes when the correlation's interval lies below this
-    "chance_z": 1.96,       # model not usable: Wilson lower bound (this z) of overall accuracy <= chance
-    "few_images": 10,       # fewer test images than this: "its numbers rest on only n images"
+    "accurate": 0.85,  # accuracy: "accurate" when the Wilson interval lies above this
+    "inaccurate": 0.75,  # accuracy / precision: "often wrong" / "false alarm" when the interval lies below
+    "weak_p": 0.025,  # "less accurate than the other classes": one-sided Fisher exact p below this
+    "calibrated": 0.05,  # "well calibrated" when the ECE's interval lies below this
+    "miscalibrated_p": 0.05,  # "over-/under-confident" when consistency resampling gives p below this
+    "robust_share": 0.5,  # robust at the budget when the interval of R lies above this; fragile below
+    "not_robust": 0.5,  # model-level: every class's R interval below this -> "not robust at the budget"
+    "context_p": 0.05,  # object/background: sign test p below this AND the ratio's interval excludes 1
+    "localised": 0.0,  # localisation component L: "points at the object" when its interval lies above this
+    "localised_p": 0.025,  # ... and a one-sided t test of relevance mass > mask share gives p below this
+    "unlocalised": 0.1,  # L: "no better than chance" when its interval lies below this
+    "stable_share": 0.75,  # S: "learned early and stably" above, "unstable in training" below (interval)
+    "sanity_max": 0.5,  # the sanity check passes when the correlation's interval lies below this
+    "chance_z": 1.96,  # model not usable: Wilson lower bound (this z) of overall accuracy <= chance
+    "few_images": 10,  # fewer test images than this: "its numbers rest on only n images"
 }
 
 
@@ -45,7 +54,7 @@ class Context:
     t: dict
     model: dict = field(default_factory=dict)
     budget: float | None = None
-    totals: tuple[int, int] | None = None     # (right, images) over all classes
+    totals: tuple[int, int] | None = None  # (right, images) over all classes
 
 
 def _ci(row, column):
@@ -58,14 +67,23 @@ def rule_few_images(row, ctx) -> list:
     n = num(row, "n_test")
     if n is None or n >= ctx.t["few_images"]:
         return []
-    return [("note", f"its numbers rest on only {int(n)} test image{'s' if n != 1 else ''}" if n > 0 else
-             "it has no test image, so most of its numbers are not defined")]
+    return [
+        (
+            "note",
+            f"its numbers rest on only {int(n)} test image{'s' if n != 1 else ''}"
+            if n > 0
+            else "it has no test image, so most of its numbers are not defined",
+        )
+    ]
 
 
 def rule_never_predicted(row, ctx) -> list:
     """A class the model never predicts: a fact, not an estimate."""
-    return [("bad", "never predicted: the model does not answer this class for any test image")] \
-        if num(row, "n_predicted") == 0 else []
+    return (
+        [("bad", "never predicted: the model does not answer this class for any test image")]
+        if num(row, "n_predicted") == 0
+        else []
+    )
 
 
 def rule_accuracy(row, ctx) -> list:
@@ -90,11 +108,13 @@ def weaker_than_rest(k: int, n: int, k_all: int, n_all: int) -> float:
     rest_k, rest_n = k_all - k, n_all - n
     if n == 0 or rest_n == 0:
         return float("nan")
-    return float(_st.fisher_exact([[k, n - k], [rest_k, rest_n - rest_k]], alternative="less").pvalue)
+    return float(
+        _st.fisher_exact([[k, n - k], [rest_k, rest_n - rest_k]], alternative="less").pvalue
+    )
 
 
 def rule_weak_class(row, ctx) -> list:
-    """"Less accurate than the other classes" when a one-sided Fisher exact test of the class
+    """ "Less accurate than the other classes" when a one-sided Fisher exact test of the class
     against the rest gives p < ``weak_p`` (0.025). A class exactly as accurate as the model is
     singled out at most 2.5 % of the time (Fisher's test is exact and conservative)."""
     acc, n = num(row, "accuracy"), num(row, "n_test")
@@ -106,18 +126,28 @@ def rule_weak_class(row, ctx) -> list:
     if math.isnan(p) or p >= ctx.t["weak_p"]:
         return []
     rest = (k_all - k) / (n_all - n)
-    return [("bad", f"less accurate than the other classes: {pct(acc)} right against {pct(rest)} "
-                    f"(one-sided Fisher test p = {p:.2g}, {int(n)} images)")]
+    return [
+        (
+            "bad",
+            f"less accurate than the other classes: {pct(acc)} right against {pct(rest)} "
+            f"(one-sided Fisher test p = {p:.2g}, {int(n)} images)",
+        )
+    ]
 
 
 def rule_precision(row, ctx) -> list:
-    """"Often a false alarm" when the Wilson interval of precision lies below ``inaccurate``."""
+    """ "Often a false alarm" when the Wilson interval of precision lies below ``inaccurate``."""
     prec = num(row, "precision")
     lo, hi = _ci(row, "precision")
     if prec is None or hi is None or hi >= ctx.t["inaccurate"]:
         return []
-    return [("bad", f"often a false alarm: only {pct(prec)} of the images it predicts as {row.name} are "
-                    f"{row.name} ({interval_text(row, 'precision')})")]
+    return [
+        (
+            "bad",
+            f"often a false alarm: only {pct(prec)} of the images it predicts as {row.name} are "
+            f"{row.name} ({interval_text(row, 'precision')})",
+        )
+    ]
 
 
 def rule_calibration(row, ctx) -> list:
@@ -139,13 +169,23 @@ def rule_calibration(row, ctx) -> list:
         way = "mis" if conf is None or prec is None else ("over-" if conf > prec else "under-")
         said = f"; says {pct(conf)} on average and is right {pct(prec)}" if way != "mis" else ""
         word = "miscalibrated" if way == "mis" else f"{way}confident"
-        return [("bad", f"{word} (ECE {ce:.2f}, honest confidence would give about {expected:.2f} with "
-                        f"{int(n)} images, p = {p:.2g}{said})")]
+        return [
+            (
+                "bad",
+                f"{word} (ECE {ce:.2f}, honest confidence would give about {expected:.2f} with "
+                f"{int(n)} images, p = {p:.2g}{said})",
+            )
+        ]
     if hi is not None and hi < ctx.t["calibrated"] - 1e-9:
         return [("good", f"well calibrated (ECE {ce:.2f}, 95 % CI {lo:.2f} to {hi:.2f})")]
     if p is not None and expected is not None:
-        return [("note", f"calibration error {ce:.2f} is within what honest confidence gives with {int(n)} "
-                         f"images (about {expected:.2f}; p = {p:.2g}): no evidence of miscalibration")]
+        return [
+            (
+                "note",
+                f"calibration error {ce:.2f} is within what honest confidence gives with {int(n)} "
+                f"images (about {expected:.2f}; p = {p:.2g}): no evidence of miscalibration",
+            )
+        ]
     return []
 
 
@@ -167,7 +207,12 @@ def rule_robustness(row, ctx) -> list:
         cap = ctx.model.get("attack_max_eps")
 
         def eps_text(e):
-            return (f"more than {grey(float(cap))}" if cap else "never fooled") if math.isinf(e) else grey(e)
+            return (
+                (f"more than {grey(float(cap))}" if cap else "never fooled")
+                if math.isinf(e)
+                else grey(e)
+            )
+
         if mlo is not None and mhi is not None and math.isinf(mlo):
             ci = ", 95 % CI wholly beyond the largest change searched"
         elif mlo is not None and mhi is not None:
@@ -177,11 +222,21 @@ def rule_robustness(row, ctx) -> list:
         median = f"; median smallest change {eps_text(med)}{ci}"
     n = int(num(row, "n_attacked") or 0)
     if lo > ctx.t["robust_share"]:
-        return [("good", f"robust at {b}: {pct(r)} of its {n} attacked images withstand it "
-                         f"(95 % CI {pct(lo)} to {pct(hi)}{median})")]
+        return [
+            (
+                "good",
+                f"robust at {b}: {pct(r)} of its {n} attacked images withstand it "
+                f"(95 % CI {pct(lo)} to {pct(hi)}{median})",
+            )
+        ]
     if hi < ctx.t["robust_share"]:
-        return [("bad", f"fragile at {b}: only {pct(r)} of its {n} attacked images withstand it "
-                        f"(95 % CI {pct(lo)} to {pct(hi)}{median})")]
+        return [
+            (
+                "bad",
+                f"fragile at {b}: only {pct(r)} of its {n} attacked images withstand it "
+                f"(95 % CI {pct(lo)} to {pct(hi)}{median})",
+            )
+        ]
     return []
 
 
@@ -199,11 +254,21 @@ def rule_object_background(row, ctx) -> list:
     n = int(num(row, "n_object_background") or 0)
     ci = f"95 % CI {lo:.3g} to {hi:.3g}, sign test p = {p:.2g}, {n} images"
     if lo > 1:
-        return [("bad", f"leans on the background: a change confined to the background fools it with a "
-                        f"{ratio:.3g}x smaller epsilon than one on the object of the same size (median ratio; {ci})")]
+        return [
+            (
+                "bad",
+                f"leans on the background: a change confined to the background fools it with a "
+                f"{ratio:.3g}x smaller epsilon than one on the object of the same size (median ratio; {ci})",
+            )
+        ]
     if hi < 1:
-        return [("good", f"relies on the object: the object needs a {1 / ratio:.3g}x smaller change than a "
-                         f"background region of the same size (median ratio {ratio:.3g}; {ci})")]
+        return [
+            (
+                "good",
+                f"relies on the object: the object needs a {1 / ratio:.3g}x smaller change than a "
+                f"background region of the same size (median ratio {ratio:.3g}; {ci})",
+            )
+        ]
     return []
 
 
@@ -219,19 +284,31 @@ def rule_localisation(row, ctx) -> list:
         return []
     gate = ctx.model.get("sanity_gate")
     if gate in ("fail", "undecided"):
-        return []                       # said once for the model (sanity_clause)
+        return []  # said once for the model (sanity_clause)
     loc = num(row, "component_localisation")
     lo, hi = _ci(row, "component_localisation")
     if loc is None or lo is None:
         return []
     mass, share = num(row, "relevance_mass"), num(row, "mask_share")
-    facts = (f"relevance mass {mass:.2f} against {share:.2f} by chance; L = {loc:.2f}, 95 % CI {lo:.2f} to "
-             f"{hi:.2f}, {int(num(row, 'n_explained') or 0)} images")
+    facts = (
+        f"relevance mass {mass:.2f} against {share:.2f} by chance; L = {loc:.2f}, 95 % CI {lo:.2f} to "
+        f"{hi:.2f}, {int(num(row, 'n_explained') or 0)} images"
+    )
     p = num(row, "localisation_p_value")
     if lo > ctx.t["localised"] and (p is None or p < ctx.t["localised_p"]):
-        return [("good", f"explanations of its predictions point at the object more than chance ({facts})")]
+        return [
+            (
+                "good",
+                f"explanations of its predictions point at the object more than chance ({facts})",
+            )
+        ]
     if hi < ctx.t["unlocalised"]:
-        return [("bad", f"explanations of its predictions no better than chance at finding the object ({facts})")]
+        return [
+            (
+                "bad",
+                f"explanations of its predictions no better than chance at finding the object ({facts})",
+            )
+        ]
     return []
 
 
@@ -249,19 +326,42 @@ def rule_stability(row, ctx) -> list:
         lo, hi = _ci(row, "component_stability")
     if s is None or lo is None:
         return []
-    parts = [(num(row, f"share_{c}"), c.replace("_", " ")) for c in ("learned_late", "forgotten", "never_learned")]
+    parts = [
+        (num(row, f"share_{c}"), c.replace("_", " "))
+        for c in ("learned_late", "forgotten", "never_learned")
+    ]
     detail = ", ".join(f"{pct(v)} {name}" for v, name in parts if v is not None)
     n = int(num(row, "n_history") or 0)
     if lo > ctx.t["stable_share"]:
-        return [("good", f"learned early and stably: {pct(s)} of its {n} images (95 % CI {pct(lo)} to {pct(hi)})")]
+        return [
+            (
+                "good",
+                f"learned early and stably: {pct(s)} of its {n} images (95 % CI {pct(lo)} to {pct(hi)})",
+            )
+        ]
     if hi < ctx.t["stable_share"]:
-        return [("bad", f"unstable in training: only {pct(s)} of its {n} images learned early and kept "
-                        f"(95 % CI {pct(lo)} to {pct(hi)}; {detail})")]
+        return [
+            (
+                "bad",
+                f"unstable in training: only {pct(s)} of its {n} images learned early and kept "
+                f"(95 % CI {pct(lo)} to {pct(hi)}; {detail})",
+            )
+        ]
     return []
 
 
-RULES = (rule_few_images, rule_never_predicted, rule_accuracy, rule_weak_class, rule_precision,
-         rule_calibration, rule_robustness, rule_object_background, rule_localisation, rule_stability)
+RULES = (
+    rule_few_images,
+    rule_never_predicted,
+    rule_accuracy,
+    rule_weak_class,
+    rule_precision,
+    rule_calibration,
+    rule_robustness,
+    rule_object_background,
+    rule_localisation,
+    rule_stability,
+)
 
 
 # ----------------------------------------------------------------------------- model level
@@ -287,11 +387,15 @@ def model_verdict(table: pd.DataFrame, *, thresholds: dict | None = None) -> str
     low, _ = stats.wilson(round(p * total), total, level=level)
     if low > chance:
         return None
-    return (f"the model is no better than chance: {p:.0%} of {int(total)} test images right, "
-            f"guessing gets {chance:.0%}")
+    return (
+        f"the model is no better than chance: {p:.0%} of {int(total)} test images right, "
+        f"guessing gets {chance:.0%}"
+    )
 
 
-def robustness_verdict(table: pd.DataFrame, *, thresholds: dict | None = None, short: bool = False) -> str | None:
+def robustness_verdict(
+    table: pd.DataFrame, *, thresholds: dict | None = None, short: bool = False
+) -> str | None:
     """A sentence when the model is not robust at the budget: every class's R interval lies
     below ``not_robust`` (0.5: in every class most attacked images flip within the budget), so
     no class is called robust and ranking them by robustness would rank noise."""
@@ -306,9 +410,11 @@ def robustness_verdict(table: pd.DataFrame, *, thresholds: dict | None = None, s
         return None
     if short:
         return f"the model is not robust at {grey(budget)}"
-    return (f"the model is not robust at a budget of {grey(budget)} (one grey level is the smallest change an "
-            f"8-bit image can store): in every class most attacked images flip within it (at most {hi.max():.0%} "
-            "withstand it, upper ends of 95 % intervals), so no class is robust, whatever their order")
+    return (
+        f"the model is not robust at a budget of {grey(budget)} (one grey level is the smallest change an "
+        f"8-bit image can store): in every class most attacked images flip within it (at most {hi.max():.0%} "
+        "withstand it, upper ends of 95 % intervals), so no class is robust, whatever their order"
+    )
 
 
 def sanity_clause(table: pd.DataFrame, *, short: bool = False) -> str | None:
@@ -317,22 +423,33 @@ def sanity_clause(table: pd.DataFrame, *, short: bool = False) -> str | None:
     gate = model.get("sanity_gate")
     if gate is None or gate == "pass":
         return None
-    corr, lo, hi = (model.get(k) for k in ("sanity_correlation", "sanity_correlation_ci_low",
-                                           "sanity_correlation_ci_high"))
+    corr, lo, hi = (
+        model.get(k)
+        for k in ("sanity_correlation", "sanity_correlation_ci_low", "sanity_correlation_ci_high")
+    )
     n = model.get("n_sanity")
-    ci = (f", 95 % CI {float(lo):.2f} to {float(hi):.2f}" if lo is not None and not is_missing(lo) else
-          ", no interval")
+    ci = (
+        f", 95 % CI {float(lo):.2f} to {float(hi):.2f}"
+        if lo is not None and not is_missing(lo)
+        else ", no interval"
+    )
     what = "fail" if gate == "fail" else "are undecided on"
     if short:
         return f"its explanations {what} the sanity check, so where they point is not judged"
     few = ""
-    if gate == "undecided" and lo is not None and not is_missing(lo) and \
-            (float(hi) < THRESHOLDS["sanity_max"] or float(lo) > THRESHOLDS["sanity_max"]):
+    if (
+        gate == "undecided"
+        and lo is not None
+        and not is_missing(lo)
+        and (float(hi) < THRESHOLDS["sanity_max"] or float(lo) > THRESHOLDS["sanity_max"])
+    ):
         few = " (too few images checked for a decision, although the interval lies on one side)"
     corr_text = "not defined" if corr is None or is_missing(corr) else f"{float(corr):.2f}"
-    return (f"the explanations {what} the sanity check{few} (mean correlation after randomising the weights "
-            f"{corr_text}{ci}, {n} images; threshold {THRESHOLDS['sanity_max']:g}), so where they point "
-            "is not judged")
+    return (
+        f"the explanations {what} the sanity check{few} (mean correlation after randomising the weights "
+        f"{corr_text}{ci}, {n} images; threshold {THRESHOLDS['sanity_max']:g}), so where they point "
+        "is not judged"
+    )
 
 
 def _totals(table):
@@ -343,7 +460,9 @@ def _totals(table):
     return int(round((acc * n).sum())), int(n.sum())
 
 
-def verdict_items(table: pd.DataFrame, *, thresholds: dict | None = None, budget: float | None = None) -> dict:
+def verdict_items(
+    table: pd.DataFrame, *, thresholds: dict | None = None, budget: float | None = None
+) -> dict:
     """The verdict of each class as a list of ``(kind, clause)``, ``kind`` one of ``"model"``
     (the model is not usable, :func:`model_verdict`), ``"model_note"`` (a model-level fact
     that limits every class: not robust at the budget, the explanations' sanity check),
@@ -358,7 +477,9 @@ def verdict_items(table: pd.DataFrame, *, thresholds: dict | None = None, budget
         budget = table.attrs.get("score", {}).get("budget")
     ctx = Context(t=t, model=model, budget=budget, totals=_totals(table))
     unusable = model_verdict(table, thresholds=thresholds)
-    model_notes = [x for x in (robustness_verdict(table, thresholds=thresholds), sanity_clause(table)) if x]
+    model_notes = [
+        x for x in (robustness_verdict(table, thresholds=thresholds), sanity_clause(table)) if x
+    ]
     out = {}
     for cls, row in table.iterrows():
         items = [("model", unusable)] if unusable else []
@@ -370,7 +491,9 @@ def verdict_items(table: pd.DataFrame, *, thresholds: dict | None = None, budget
     return out
 
 
-def verdicts(table: pd.DataFrame, *, thresholds: dict | None = None, budget: float | None = None) -> pd.Series:
+def verdicts(
+    table: pd.DataFrame, *, thresholds: dict | None = None, budget: float | None = None
+) -> pd.Series:
     """One sentence per class (a Series indexed like ``table``) joined from
     :func:`verdict_items`: model-level facts first ("Not usable: ..."), then notes, strengths,
     "but" and the weaknesses; "no word is supported by the intervals" when no rule fires. With
@@ -378,12 +501,20 @@ def verdicts(table: pd.DataFrame, *, thresholds: dict | None = None, budget: flo
     3 in 95 % of bootstrap draws): ". ``attrs["items"]`` holds the lists (the HTML shows them)."""
     items = verdict_items(table, thresholds=thresholds, budget=budget)
     # the model-level facts in short (the HTML report says them in full, once)
-    short = [x for x in (robustness_verdict(table, thresholds=thresholds, short=True),
-                         sanity_clause(table, short=True)) if x]
+    short = [
+        x
+        for x in (
+            robustness_verdict(table, thresholds=thresholds, short=True),
+            sanity_clause(table, short=True),
+        )
+        if x
+    ]
     out = {}
     for cls, row in table.iterrows():
-        kinds = {k: [text for kind, text in items[cls] if kind == k]
-                 for k in ("model", "model_note", "note", "good", "bad")}
+        kinds = {
+            k: [text for kind, text in items[cls] if kind == k]
+            for k in ("model", "model_note", "note", "good", "bad")
+        }
         if kinds["model_note"]:
             kinds["model_note"] = short
         good, bad = kinds["good"], kinds["bad"]
@@ -406,11 +537,16 @@ def verdicts(table: pd.DataFrame, *, thresholds: dict | None = None, budget: flo
             rank = ""
             if "rank" in row.index:
                 rlo, rhi = num(row, "rank_ci_low"), num(row, "rank_ci_high")
-                spread = (f", {int(rlo)} to {int(rhi)} in 95 % of bootstrap draws"
-                          if rlo is not None and rhi is not None and rlo != rhi else "")
+                spread = (
+                    f", {int(rlo)} to {int(rhi)} in 95 % of bootstrap draws"
+                    if rlo is not None and rhi is not None and rlo != rhi
+                    else ""
+                )
                 rank = f"rank {int(row['rank'])} of {len(table)}{spread}"
             if ts is None:
-                head = f"trust score not defined ({rank}): " if rank else "trust score not defined: "
+                head = (
+                    f"trust score not defined ({rank}): " if rank else "trust score not defined: "
+                )
             else:
                 ci = f"95 % CI {lo:.2f} to {hi:.2f}" if lo is not None and hi is not None else ""
                 inner = "; ".join(x for x in (ci, rank) if x)

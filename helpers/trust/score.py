@@ -17,6 +17,7 @@ The trust score's interval propagates the components': each source's bootstrap r
 combined replicate by replicate in the geometric mean, and the ranks of the replicates give
 each class's rank interval and which classes cannot be told apart.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,14 +26,22 @@ import numpy as np
 import pandas as pd
 
 from .. import stats
-from .common import Bag, COMPONENTS, DERIVED, LEVEL, N_BOOT, SEED, ci_columns, is_missing, num
+from .common import COMPONENTS, DERIVED, LEVEL, N_BOOT, SEED, Bag, ci_columns, is_missing, num
 from .sources import SANITY_THRESHOLD, boot_indices, ece_rows
 from .table import provenance, undefined
 
-__all__ = ["DEFAULT_BUDGET", "SCORE_FORMULA", "components", "score", "ranking", "rank_probabilities",
-           "pairwise_better", "robustness_summary"]
+__all__ = [
+    "DEFAULT_BUDGET",
+    "SCORE_FORMULA",
+    "components",
+    "score",
+    "ranking",
+    "rank_probabilities",
+    "pairwise_better",
+    "robustness_summary",
+]
 
-DEFAULT_BUDGET = 1 / 255     # one grey level: the smallest change an 8-bit image can store
+DEFAULT_BUDGET = 1 / 255  # one grey level: the smallest change an 8-bit image can store
 
 SCORE_FORMULA = (
     "trust = (A^wA * C^wC * R^wR * L^wL * S^wS) ^ (1 / (wA + wC + wR + wL + wS)), with "
@@ -44,21 +53,36 @@ SCORE_FORMULA = (
 )
 
 # The columns each component is computed from (for the reasons of an undefined component).
-_INPUTS = {"accuracy": ("accuracy",), "calibration": ("calibration_error",),
-           "robustness": ("median_eps_whole",), "localisation": ("relevance_mass", "mask_share"),
-           "stability": ("share_learned_early",)}
-_SOURCE_HINT = {"accuracy": ("accuracy", "per_class_from_predictions"),
-                "calibration": ("calibration_error", "per_class_from_predictions"),
-                "robustness": ("n_attacked", "per_class_from_fragility"),
-                "localisation": ("relevance_mass", "per_class_localisation"),
-                "stability": ("share_learned_early", "per_class_from_history")}
-_SAMPLES = {"accuracy": "correct", "calibration": "calibration", "robustness": "eps_whole",
-            "localisation": "localisation", "stability": "learned_early"}
+_INPUTS = {
+    "accuracy": ("accuracy",),
+    "calibration": ("calibration_error",),
+    "robustness": ("median_eps_whole",),
+    "localisation": ("relevance_mass", "mask_share"),
+    "stability": ("share_learned_early",),
+}
+_SOURCE_HINT = {
+    "accuracy": ("accuracy", "per_class_from_predictions"),
+    "calibration": ("calibration_error", "per_class_from_predictions"),
+    "robustness": ("n_attacked", "per_class_from_fragility"),
+    "localisation": ("relevance_mass", "per_class_localisation"),
+    "stability": ("share_learned_early", "per_class_from_history"),
+}
+_SAMPLES = {
+    "accuracy": "correct",
+    "calibration": "calibration",
+    "robustness": "eps_whole",
+    "localisation": "localisation",
+    "stability": "learned_early",
+}
 
 
 def _check_budget(budget) -> float:
-    if not (isinstance(budget, (int, float, np.floating)) and math.isfinite(budget) and budget >= 0):
-        raise ValueError(f"budget must be an L-inf epsilon >= 0 in [0, 1] pixel units (e.g. 1/255), got {budget!r}")
+    if not (
+        isinstance(budget, (int, float, np.floating)) and math.isfinite(budget) and budget >= 0
+    ):
+        raise ValueError(
+            f"budget must be an L-inf epsilon >= 0 in [0, 1] pixel units (e.g. 1/255), got {budget!r}"
+        )
     return float(budget)
 
 
@@ -68,8 +92,15 @@ def _loc(a):
         return np.clip((mass - share) / (1 - share), 0, 1)
 
 
-def components(table: pd.DataFrame, *, budget: float = DEFAULT_BUDGET, which=COMPONENTS,
-               n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL) -> pd.DataFrame:
+def components(
+    table: pd.DataFrame,
+    *,
+    budget: float = DEFAULT_BUDGET,
+    which=COMPONENTS,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+    level: float = LEVEL,
+) -> pd.DataFrame:
     """The components ``component_<name>`` of ``which`` (default all five), each with
     ``_ci_low`` / ``_ci_high``; ``attrs["replicates"]`` ``{name: [classes, n_boot]}`` (the
     bootstrap replicates the score combines), ``attrs["budget"]`` and ``attrs["undefined"]``.
@@ -85,8 +116,10 @@ def components(table: pd.DataFrame, *, budget: float = DEFAULT_BUDGET, which=COM
     for name in which:
         column, fn = _SOURCE_HINT[name]
         if column not in table.columns or _SAMPLES[name] not in samples:
-            raise ValueError(f"component {name!r} needs column {column!r} and its per-image values "
-                             f"(trust.{fn}); add that source or give the component weight 0")
+            raise ValueError(
+                f"component {name!r} needs column {column!r} and its per-image values "
+                f"(trust.{fn}); add that source or give the component weight 0"
+            )
         per = samples[_SAMPLES[name]]
         est, lo, hi = np.full(C, np.nan), np.full(C, np.nan), np.full(C, np.nan)
         rep = np.full((C, n_boot), np.nan)
@@ -101,10 +134,12 @@ def components(table: pd.DataFrame, *, budget: float = DEFAULT_BUDGET, which=COM
                 lo[k], hi[k] = stats.wilson(int(hits.sum()), len(hits), level=level)
                 rep[k] = hits[idx].mean(1)
             elif name == "calibration":
-                est[k] = 1 - ece_rows(v[None, :, 0], v[None, :, 1], table.attrs.get("n_bins", 15))[0]
+                est[k] = (
+                    1 - ece_rows(v[None, :, 0], v[None, :, 1], table.attrs.get("n_bins", 15))[0]
+                )
                 rep[k] = 1 - ece_rows(v[idx, 0], v[idx, 1], table.attrs.get("n_bins", 15))
                 lo[k], hi[k] = stats.percentile_interval(rep[k], level=level)
-            else:                                     # localisation
+            else:  # localisation
                 est[k] = float(_loc(v[None])[0])
                 rep[k] = _loc(v[idx])
                 lo[k], hi[k] = stats.percentile_interval(rep[k], level=level)
@@ -113,15 +148,20 @@ def components(table: pd.DataFrame, *, budget: float = DEFAULT_BUDGET, which=COM
         out[ci_columns(col)[0]], out[ci_columns(col)[1]] = lo, hi
         reps[name] = rep
     frame = pd.DataFrame(out, index=table.index)
-    frame.attrs = {"replicates": Bag(reps), "budget": budget,
-                   "undefined": _component_reasons(table, frame)}
+    frame.attrs = {
+        "replicates": Bag(reps),
+        "budget": budget,
+        "undefined": _component_reasons(table, frame),
+    }
     return frame
 
 
 def _component_reasons(table, frame) -> dict:
     known = undefined(table)
     out = {}
-    for column in [c for c in frame.columns if c.startswith("component_") and not c.endswith(("_low", "_high"))]:
+    for column in [
+        c for c in frame.columns if c.startswith("component_") and not c.endswith(("_low", "_high"))
+    ]:
         name = column.removeprefix("component_")
         for cls in frame.index:
             if not is_missing(frame.at[cls, column]):
@@ -161,6 +201,7 @@ def robustness_summary(table: pd.DataFrame, *, near_zero: float | None = None) -
     model is not robust at the budget: ``{"budget", "high"}`` (the largest upper end), else None."""
     if near_zero is None:
         from .rules import THRESHOLDS
+
         near_zero = THRESHOLDS["not_robust"]
     col = "component_robustness"
     if col not in table.columns:
@@ -172,9 +213,16 @@ def robustness_summary(table: pd.DataFrame, *, near_zero: float | None = None) -
     return {"budget": table.attrs.get("score", {}).get("budget"), "high": float(hi.max())}
 
 
-def score(table: pd.DataFrame, *, weights: dict | None = None, budget: float = DEFAULT_BUDGET,
-          sanity_max: float | None = None, n_boot: int = N_BOOT, seed: int = SEED,
-          level: float = LEVEL) -> pd.DataFrame:
+def score(
+    table: pd.DataFrame,
+    *,
+    weights: dict | None = None,
+    budget: float = DEFAULT_BUDGET,
+    sanity_max: float | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+    level: float = LEVEL,
+) -> pd.DataFrame:
     """``table`` with the components (:func:`components`), ``trust_score``, ``rank`` and their
     intervals (``*_ci_low`` / ``*_ci_high``) added.
 
@@ -198,7 +246,11 @@ def score(table: pd.DataFrame, *, weights: dict | None = None, budget: float = D
     for key, value in (weights or {}).items():
         if key not in w:
             raise ValueError(f"unknown weight {key!r}; components are {COMPONENTS}")
-        if not (isinstance(value, (int, float, np.floating, np.integer)) and value >= 0 and math.isfinite(value)):
+        if not (
+            isinstance(value, (int, float, np.floating, np.integer))
+            and value >= 0
+            and math.isfinite(value)
+        ):
             raise ValueError(f"weight of {key!r} must be a finite number >= 0, got {value!r}")
         w[key] = float(value)
     budget = _check_budget(budget)
@@ -210,16 +262,28 @@ def score(table: pd.DataFrame, *, weights: dict | None = None, budget: float = D
         if gate is not None and gate != "pass":
             w["localisation"] = 0.0
             lo, hi = model.get("sanity_correlation_ci_low"), model.get("sanity_correlation_ci_high")
-            interval = (f", 95 % CI {float(lo):.2f} to {float(hi):.2f}" if lo is not None and not is_missing(lo)
-                        else "")
-            notes.append(f"localisation left out of the score: the explanation method "
-                         f"{'fails' if gate == 'fail' else 'has not been shown to pass'} the sanity check "
-                         f"(mean correlation {float(sanity):.2f}{interval}, {model.get('n_sanity', '?')} images; "
-                         f"it passes when the whole interval lies below {sanity_max:g})")
-        elif gate is None and sanity is not None and not is_missing(sanity) and float(sanity) > sanity_max:
+            interval = (
+                f", 95 % CI {float(lo):.2f} to {float(hi):.2f}"
+                if lo is not None and not is_missing(lo)
+                else ""
+            )
+            notes.append(
+                f"localisation left out of the score: the explanation method "
+                f"{'fails' if gate == 'fail' else 'has not been shown to pass'} the sanity check "
+                f"(mean correlation {float(sanity):.2f}{interval}, {model.get('n_sanity', '?')} images; "
+                f"it passes when the whole interval lies below {sanity_max:g})"
+            )
+        elif (
+            gate is None
+            and sanity is not None
+            and not is_missing(sanity)
+            and float(sanity) > sanity_max
+        ):
             w["localisation"] = 0.0
-            notes.append(f"localisation left out of the score: the explanation method fails the sanity check "
-                         f"(sanity_correlation {float(sanity):.3g} > {sanity_max:g})")
+            notes.append(
+                f"localisation left out of the score: the explanation method fails the sanity check "
+                f"(sanity_correlation {float(sanity):.3g} > {sanity_max:g})"
+            )
     active = [c for c in COMPONENTS if w[c] > 0]
     if not active:
         raise ValueError("all weights are 0; at least one component must count")
@@ -227,22 +291,25 @@ def score(table: pd.DataFrame, *, weights: dict | None = None, budget: float = D
     wv = np.array([w[c] for c in active])
     values = np.stack([comp[f"component_{c}"].to_numpy() for c in active], axis=1)
     trust_score = _geomean(values, wv)
-    rep = np.stack([comp.attrs["replicates"][c] for c in active], axis=1)      # [C, K, B]
-    rep_score = _geomean(rep, wv)                                             # [C, B]
+    rep = np.stack([comp.attrs["replicates"][c] for c in active], axis=1)  # [C, K, B]
+    rep_score = _geomean(rep, wv)  # [C, B]
     lo = np.full(len(table), np.nan)
     hi = np.full(len(table), np.nan)
     for i in range(len(table)):
         if not np.isnan(trust_score[i]):
             lo[i], hi[i] = stats.percentile_interval(rep_score[i], level=level)
-    rank_rep = _ranks(rep_score)                                              # [C, B]
+    rank_rep = _ranks(rep_score)  # [C, B]
     alpha = (1 - level) / 2
     rank_lo = np.quantile(rank_rep, alpha, axis=1, method="inverted_cdf")
     rank_hi = np.quantile(rank_rep, 1 - alpha, axis=1, method="inverted_cdf")
     reasons = {**undefined(table), **comp.attrs["undefined"]}
     for i, cls in enumerate(table.index):
         if np.isnan(trust_score[i]):
-            whys = [f"{c}: {reasons[(cls, f'component_{c}')]}" for c in active
-                    if (cls, f"component_{c}") in reasons]
+            whys = [
+                f"{c}: {reasons[(cls, f'component_{c}')]}"
+                for c in active
+                if (cls, f"component_{c}") in reasons
+            ]
             if whys and len(whys) == int(np.isnan(values[i]).sum()):
                 for c in ("trust_score", *ci_columns("trust_score")):
                     reasons[(cls, c)] = "; ".join(whys)
@@ -255,19 +322,38 @@ def score(table: pd.DataFrame, *, weights: dict | None = None, budget: float = D
     out["trust_score_ci_low"], out["trust_score_ci_high"] = lo, hi
     out["rank"] = _ranks(trust_score).astype(int)
     out["rank_ci_low"], out["rank_ci_high"] = rank_lo.astype(int), rank_hi.astype(int)
-    for c in ("trust_score", "trust_score_ci_low", "trust_score_ci_high", "rank", "rank_ci_low", "rank_ci_high"):
+    for c in (
+        "trust_score",
+        "trust_score_ci_low",
+        "trust_score_ci_high",
+        "rank",
+        "rank_ci_low",
+        "rank_ci_high",
+    ):
         prov[c] = DERIVED
     replicates = Bag({**comp.attrs["replicates"], "trust_score": rep_score})
-    out.attrs = {**table.attrs, "provenance": prov, "undefined": reasons, "replicates": replicates,
-                 "score": {"formula": SCORE_FORMULA, "weights": w, "budget": budget, "level": level,
-                           "n_boot": n_boot, "notes": notes}}
+    out.attrs = {
+        **table.attrs,
+        "provenance": prov,
+        "undefined": reasons,
+        "replicates": replicates,
+        "score": {
+            "formula": SCORE_FORMULA,
+            "weights": w,
+            "budget": budget,
+            "level": level,
+            "n_boot": n_boot,
+            "notes": notes,
+        },
+    }
     weak = robustness_summary(out)
     if weak is not None:
         out.attrs["score"]["notes"].append(
             f"the model is not robust at a budget of {budget * 255:.3g}/255: in every class most attacked "
             f"images flip within it (at most {weak['high']:.0%} withstand it, upper ends of the 95 % intervals), "
             "so R is low everywhere and the trust scores and their ranking mostly reflect that, not a "
-            "difference between the classes")
+            "difference between the classes"
+        )
     return out
 
 
@@ -278,7 +364,9 @@ def pairwise_better(table: pd.DataFrame) -> pd.DataFrame:
     if rep is None:
         raise ValueError("the table has no trust-score replicates; call trust.score(table) first")
     r = np.where(np.isnan(rep), -np.inf, rep)
-    better = (r[:, None, :] > r[None, :, :]).mean(2) + 0.5 * (r[:, None, :] == r[None, :, :]).mean(2)
+    better = (r[:, None, :] > r[None, :, :]).mean(2) + 0.5 * (r[:, None, :] == r[None, :, :]).mean(
+        2
+    )
     return pd.DataFrame(better, index=table.index, columns=table.index)
 
 
@@ -304,21 +392,38 @@ def ranking(table: pd.DataFrame, *, level: float | None = None) -> pd.DataFrame:
     if "trust_score" not in table.columns:
         raise ValueError("the table has no trust_score; call trust.score(table) first")
     level = table.attrs.get("score", {}).get("level", LEVEL) if level is None else level
-    cols = ["rank", "rank_ci_low", "rank_ci_high", "trust_score", "trust_score_ci_low", "trust_score_ci_high"]
-    cols += [c for c in table.columns if c.startswith("component_") and not c.endswith(("_ci_low", "_ci_high"))]
+    cols = [
+        "rank",
+        "rank_ci_low",
+        "rank_ci_high",
+        "trust_score",
+        "trust_score_ci_low",
+        "trust_score_ci_high",
+    ]
+    cols += [
+        c
+        for c in table.columns
+        if c.startswith("component_") and not c.endswith(("_ci_low", "_ci_high"))
+    ]
     out = table[[c for c in cols if c in table.columns]].copy()
     if table.attrs.get("replicates", {}).get("trust_score") is not None:
         better = pairwise_better(table)
         alpha = (1 - level) / 2
         out["p_top"] = rank_probabilities(table)[1]
         out["cannot_tell_apart"] = [
-            ", ".join(str(b) for b in table.index if b != a and alpha <= better.at[a, b] <= 1 - alpha)
-            for a in table.index]
+            ", ".join(
+                str(b) for b in table.index if b != a and alpha <= better.at[a, b] <= 1 - alpha
+            )
+            for a in table.index
+        ]
     out = out.sort_values(["rank", "trust_score"], ascending=[True, False], kind="stable")
     weak = robustness_summary(table)
-    out.attrs = {"note": None if weak is None else
-                 f"The model is not robust at {table.attrs['score']['budget'] * 255:.3g}/255: in every class most "
-                 f"attacked images flip within it (at most {weak['high']:.0%} withstand it, upper ends of 95 % "
-                 "intervals), so every trust score is held down by R and the order of the classes says little "
-                 "about anything else."}
+    out.attrs = {
+        "note": None
+        if weak is None
+        else f"The model is not robust at {table.attrs['score']['budget'] * 255:.3g}/255: in every class most "
+        f"attacked images flip within it (at most {weak['high']:.0%} withstand it, upper ends of 95 % "
+        "intervals), so every trust score is held down by R and the order of the classes says little "
+        "about anything else."
+    }
     return out

@@ -10,22 +10,45 @@ Bootstrap seeds: class k of any source uses ``seed + k``; two sources with the s
 a class in the same order (predictions and training history: the test set) therefore resample
 the same images in every replicate, which keeps their dependence in the combined score.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
-from .. import calibration
-from .. import stats
-from .common import (Bag, LEVEL, N_BOOT, NEVER_PREDICTED, NO_TEST_IMAGE, NONE_ATTACKED, NONE_EXPLAINED, SEED,
-                     ci_columns, class_list, explain, frame_of, labels_of, numpy)
+from .. import calibration, stats
+from .common import (
+    LEVEL,
+    N_BOOT,
+    NEVER_PREDICTED,
+    NO_TEST_IMAGE,
+    NONE_ATTACKED,
+    NONE_EXPLAINED,
+    SEED,
+    Bag,
+    ci_columns,
+    class_list,
+    explain,
+    frame_of,
+    labels_of,
+    numpy,
+)
 
-__all__ = ["per_class_means", "per_class_from_predictions", "per_class_from_history",
-           "per_class_from_fragility", "per_class_localisation", "model_level", "from_sanity_check",
-           "boot_indices", "ece_rows", "SANITY_THRESHOLD"]
+__all__ = [
+    "per_class_means",
+    "per_class_from_predictions",
+    "per_class_from_history",
+    "per_class_from_fragility",
+    "per_class_localisation",
+    "model_level",
+    "from_sanity_check",
+    "boot_indices",
+    "ece_rows",
+    "SANITY_THRESHOLD",
+]
 
-SANITY_THRESHOLD = 0.5       # mean rank correlation above which the maps do not depend on the weights
+SANITY_THRESHOLD = 0.5  # mean rank correlation above which the maps do not depend on the weights
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -35,7 +58,9 @@ def boot_indices(n: int, k: int, *, n_boot: int = N_BOOT, seed: int = SEED) -> n
     return rng.integers(0, n, size=(n_boot, n)) if n > 0 else np.zeros((n_boot, 0), dtype=int)
 
 
-def ece_rows(confidence: np.ndarray, correct: np.ndarray, n_bins: int = calibration.N_BINS) -> np.ndarray:
+def ece_rows(
+    confidence: np.ndarray, correct: np.ndarray, n_bins: int = calibration.N_BINS
+) -> np.ndarray:
     """ECE of each row of ``[B, n]`` confidences and 0/1 correctness, same bins as
     :mod:`helpers.calibration` (bin m holds ((m-1)/M, m/M]): sum over bins of
     |sum confidence - sum correct| / n."""
@@ -46,8 +71,12 @@ def ece_rows(confidence: np.ndarray, correct: np.ndarray, n_bins: int = calibrat
         return np.full(rows, np.nan)
     inner = np.arange(1, n_bins) / n_bins
     flat = np.searchsorted(inner, conf, side="left") + n_bins * np.arange(rows)[:, None]
-    c = np.bincount(flat.ravel(), weights=conf.ravel(), minlength=rows * n_bins).reshape(rows, n_bins)
-    h = np.bincount(flat.ravel(), weights=hit.ravel(), minlength=rows * n_bins).reshape(rows, n_bins)
+    c = np.bincount(flat.ravel(), weights=conf.ravel(), minlength=rows * n_bins).reshape(
+        rows, n_bins
+    )
+    h = np.bincount(flat.ravel(), weights=hit.ravel(), minlength=rows * n_bins).reshape(
+        rows, n_bins
+    )
     return np.abs(c - h).sum(1) / n
 
 
@@ -99,16 +128,27 @@ def per_class_means(labels, classes, **columns) -> pd.DataFrame:
     for name, values in columns.items():
         v = numpy(values).astype(np.float64)
         if v.shape != y.shape:
-            raise ValueError(f"{name} must be [N] with N={len(y)} (one per label), got shape {v.shape}")
+            raise ValueError(
+                f"{name} must be [N] with N={len(y)} (one per label), got shape {v.shape}"
+            )
         groups = [v[(y == k) & ~np.isnan(v)] for k in range(len(classes))]
         _boot_cols(rows, name, groups, _mean, n_boot=N_BOOT, seed=SEED, level=LEVEL)
     return frame_of(rows, classes)
 
 
 # ----------------------------------------------------------------------------- predictions
-def per_class_from_predictions(labels, probs, classes, *, calibrated_probs=None,
-                               n_bins: int = calibration.N_BINS, n_boot: int = N_BOOT, seed: int = SEED,
-                               n_null: int = 2000, level: float = LEVEL) -> pd.DataFrame:
+def per_class_from_predictions(
+    labels,
+    probs,
+    classes,
+    *,
+    calibrated_probs=None,
+    n_bins: int = calibration.N_BINS,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+    n_null: int = 2000,
+    level: float = LEVEL,
+) -> pd.DataFrame:
     """Source "predictions" from test ``probs`` ``[N, C]`` of the audited model.
 
     Columns (each number with its 95 % interval): ``n_test``, ``accuracy`` (recall, Wilson),
@@ -142,6 +182,7 @@ def per_class_from_predictions(labels, probs, classes, *, calibrated_probs=None,
 
     def ece(a):
         return ece_rows(a[..., 0], a[..., 1], n_bins)
+
     _boot_cols(rows, "calibration_error", by_pred, ece, **kw)
     expected, p_value = np.full(C, np.nan), np.full(C, np.nan)
     for k, g in enumerate(by_pred):
@@ -157,8 +198,10 @@ def per_class_from_predictions(labels, probs, classes, *, calibrated_probs=None,
     if calibrated_probs is not None:
         q = calibration._probs(calibrated_probs, "calibrated_probs")
         if q.shape != p.shape or np.any(q.argmax(1) != pred):
-            raise ValueError("calibrated_probs must have the shape and the arg-max of probs "
-                             "(temperature scaling never changes a prediction)")
+            raise ValueError(
+                "calibrated_probs must have the shape and the arg-max of probs "
+                "(temperature scaling never changes a prediction)"
+            )
         qc = q.max(1)
         by_pred_ts = [np.column_stack([qc[pred == k], (y[pred == k] == k)]) for k in range(C)]
         _boot_cols(rows, "mean_confidence_ts", [g[:, 0] for g in by_pred_ts], _mean, **kw)
@@ -168,21 +211,41 @@ def per_class_from_predictions(labels, probs, classes, *, calibrated_probs=None,
         if n_test[k] == 0:
             reasons[(cls, "accuracy")] = NO_TEST_IMAGE
         if n_pred[k] == 0:
-            reasons.update({(cls, c): NEVER_PREDICTED for c in
-                            ("precision", "mean_confidence", "calibration_error", "calibration_error_expected",
-                             "calibration_p_value", "mean_confidence_ts", "calibration_error_ts")})
+            reasons.update(
+                {
+                    (cls, c): NEVER_PREDICTED
+                    for c in (
+                        "precision",
+                        "mean_confidence",
+                        "calibration_error",
+                        "calibration_error_expected",
+                        "calibration_p_value",
+                        "mean_confidence_ts",
+                        "calibration_error_ts",
+                    )
+                }
+            )
     frame = explain(frame_of(rows, classes), reasons)
     frame.attrs["samples"] = Bag(
         correct={cls: (pred[y == k] == k).astype(float) for k, cls in enumerate(classes)},
-        calibration={cls: by_pred[k] for k, cls in enumerate(classes)})
+        calibration={cls: by_pred[k] for k, cls in enumerate(classes)},
+    )
     frame.attrs["n_bins"] = n_bins
     return frame
 
 
 # ----------------------------------------------------------------------------- training history
-def per_class_from_history(history, labels=None, classes=None, *, late_fraction: float = 0.5,
-                           upto="audited", n_boot: int = N_BOOT, seed: int = SEED,
-                           level: float = LEVEL) -> pd.DataFrame:
+def per_class_from_history(
+    history,
+    labels=None,
+    classes=None,
+    *,
+    late_fraction: float = 0.5,
+    upto="audited",
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+    level: float = LEVEL,
+) -> pd.DataFrame:
     """Source "training" from a :class:`helpers.train.TrainHistory` (or anything with
     ``test_preds [E, N]`` and ``test_labels``; or a plain ``[E, N]`` array with ``labels``).
 
@@ -202,7 +265,9 @@ def per_class_from_history(history, labels=None, classes=None, *, late_fraction:
         preds = np.asarray(history.test_preds)
         own = numpy(history.test_labels)
         if labels is not None and not np.array_equal(numpy(labels), own):
-            raise ValueError("labels differ from history.test_labels: the history is of another test set")
+            raise ValueError(
+                "labels differ from history.test_labels: the history is of another test set"
+            )
         labels = own
         classes = classes if classes is not None else getattr(history, "classes", None)
         if isinstance(upto, str):
@@ -227,16 +292,33 @@ def per_class_from_history(history, labels=None, classes=None, *, late_fraction:
         k = np.bincount(y[image["category"].to_numpy() == cat], minlength=C)
         _wilson_cols(rows, f"share_{cat.replace(' ', '_')}", k, n, level)
     changes = image["changes"].to_numpy(float)
-    _boot_cols(rows, "mean_prediction_changes", [changes[y == k] for k in range(C)], _mean,
-               n_boot=n_boot, seed=seed, level=level)
+    _boot_cols(
+        rows,
+        "mean_prediction_changes",
+        [changes[y == k] for k in range(C)],
+        _mean,
+        n_boot=n_boot,
+        seed=seed,
+        level=level,
+    )
     used = preds.shape[0] if upto is None else int(upto) + 1
     rows["history_epochs"] = [used] * C
     frame = frame_of(rows, classes)
     frame.attrs["model_level"] = ["history_epochs"]
     early = (image["category"].to_numpy() == "learned early").astype(float)
-    frame.attrs["samples"] = Bag(learned_early={cls: early[y == k] for k, cls in enumerate(classes)})
-    return explain(frame, {(cls, col): NO_TEST_IMAGE for k, cls in enumerate(classes)
-                           if n[k] == 0 for col in rows if col != "n_history" and col != "history_epochs"})
+    frame.attrs["samples"] = Bag(
+        learned_early={cls: early[y == k] for k, cls in enumerate(classes)}
+    )
+    return explain(
+        frame,
+        {
+            (cls, col): NO_TEST_IMAGE
+            for k, cls in enumerate(classes)
+            if n[k] == 0
+            for col in rows
+            if col != "n_history" and col != "history_epochs"
+        },
+    )
 
 
 # ----------------------------------------------------------------------------- attacks
@@ -247,8 +329,15 @@ def _ratio(obj: np.ndarray, bg: np.ndarray) -> np.ndarray:
     return r[~np.isnan(r)]
 
 
-def per_class_from_fragility(fragility: pd.DataFrame, classes, *, max_eps: float | None = None,
-                             n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL) -> pd.DataFrame:
+def per_class_from_fragility(
+    fragility: pd.DataFrame,
+    classes,
+    *,
+    max_eps: float | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+    level: float = LEVEL,
+) -> pd.DataFrame:
     """Source "attacks" from the long frame of :func:`helpers.attacks.fragility_by_region` (one
     row per image and region: ``image``, ``label``, ``region`` in whole / object / background,
     ``epsilon`` (the smallest flipping L-inf epsilon of the minimum-norm PGD search; NaN when
@@ -264,8 +353,10 @@ def per_class_from_fragility(fragility: pd.DataFrame, classes, *, max_eps: float
     robustness component (``attrs["samples"]["eps_whole"]``); ``attack_max_eps`` is model level."""
     classes = class_list(classes)
     if not isinstance(fragility, pd.DataFrame) or "region" not in fragility.columns:
-        raise ValueError("fragility must be the long DataFrame of attacks.fragility_by_region (one row per image "
-                         "and region); the per-class summary has no per-image epsilons for intervals")
+        raise ValueError(
+            "fragility must be the long DataFrame of attacks.fragility_by_region (one row per image "
+            "and region); the per-class summary has no per-image epsilons for intervals"
+        )
     max_eps = fragility.attrs.get("max_eps") if max_eps is None else max_eps
     ok = fragility[~fragility["already_wrong"].astype(bool)]
     regions = list(dict.fromkeys(fragility["region"]))
@@ -275,15 +366,25 @@ def per_class_from_fragility(fragility: pd.DataFrame, classes, *, max_eps: float
     eps = {}
     for region in regions:
         sel = ok[ok["region"] == region]
-        eps[region] = [sel.loc[sel["label"] == k].set_index("image")["epsilon"].astype(float).fillna(np.inf)
-                       for k in range(C)]
-    n_all = np.array([fragility[(fragility["region"] == "whole") & (fragility["label"] == k)]["image"].nunique()
-                      for k in range(C)])
+        eps[region] = [
+            sel.loc[sel["label"] == k].set_index("image")["epsilon"].astype(float).fillna(np.inf)
+            for k in range(C)
+        ]
+    n_all = np.array(
+        [
+            fragility[(fragility["region"] == "whole") & (fragility["label"] == k)][
+                "image"
+            ].nunique()
+            for k in range(C)
+        ]
+    )
     rows = {"n_attacked": np.array([len(e) for e in eps["whole"]])}
     kw = dict(n_boot=n_boot, seed=seed, level=level)
     for region in ("whole", "object", "background"):
         if region in eps:
-            _boot_cols(rows, f"median_eps_{region}", [e.to_numpy() for e in eps[region]], _median, **kw)
+            _boot_cols(
+                rows, f"median_eps_{region}", [e.to_numpy() for e in eps[region]], _median, **kw
+            )
     not_flipped = [int(np.isinf(e.to_numpy()).sum()) for e in eps["whole"]]
     _wilson_cols(rows, "share_not_flipped_whole", not_flipped, rows["n_attacked"], level)
     both = "object" in eps and "background" in eps
@@ -298,7 +399,9 @@ def per_class_from_fragility(fragility: pd.DataFrame, classes, *, max_eps: float
         pv = []
         for r in ratios:
             above, below = int(np.sum(r > 1)), int(np.sum(r < 1))
-            pv.append(_st.binomtest(above, above + below, 0.5).pvalue if above + below else 1.0)  # all ties: no evidence
+            pv.append(
+                _st.binomtest(above, above + below, 0.5).pvalue if above + below else 1.0
+            )  # all ties: no evidence
         rows["object_background_p_value"] = np.array(pv)
     out = frame_of(rows, classes)
     if max_eps is not None:
@@ -309,28 +412,55 @@ def per_class_from_fragility(fragility: pd.DataFrame, classes, *, max_eps: float
     reasons = {}
     for k, cls in enumerate(classes):
         if rows["n_attacked"][k] == 0:
-            none = "none of its images was in the attacked sample" if n_all[k] == 0 else NONE_ATTACKED
-            reasons.update({(cls, c): none for c in out.columns if not c.startswith("n_") and c != "attack_max_eps"})
+            none = (
+                "none of its images was in the attacked sample" if n_all[k] == 0 else NONE_ATTACKED
+            )
+            reasons.update(
+                {
+                    (cls, c): none
+                    for c in out.columns
+                    if not c.startswith("n_") and c != "attack_max_eps"
+                }
+            )
             continue
         for region in ("object", "background"):
             if region in eps and len(eps[region][k]) == 0:
-                why = (f"none of the images attacked in the {region} is one the model gets right "
-                       "(the region sample is the first images of each class)")
-                reasons.update({(cls, c): why for c in out.columns if c.startswith(f"median_eps_{region}")})
+                why = (
+                    f"none of the images attacked in the {region} is one the model gets right "
+                    "(the region sample is the first images of each class)"
+                )
+                reasons.update(
+                    {(cls, c): why for c in out.columns if c.startswith(f"median_eps_{region}")}
+                )
         if both and rows["n_object_background"][k] == 0:
-            why = ("no image of this class the model gets right was attacked in both regions"
-                   if len(eps["object"][k]) == 0 or len(eps["background"][k]) == 0 else
-                   "on every attacked image the object alone and the background alone both withstand the "
-                   "largest epsilon searched (or both flip at 0)")
-            reasons.update({(cls, c): why for c in ("object_background_ratio", "object_background_p_value")})
+            why = (
+                "no image of this class the model gets right was attacked in both regions"
+                if len(eps["object"][k]) == 0 or len(eps["background"][k]) == 0
+                else "on every attacked image the object alone and the background alone both withstand the "
+                "largest epsilon searched (or both flip at 0)"
+            )
+            reasons.update(
+                {(cls, c): why for c in ("object_background_ratio", "object_background_p_value")}
+            )
     out = explain(out, reasons)
-    out.attrs["samples"] = Bag(eps_whole={cls: eps["whole"][k].to_numpy() for k, cls in enumerate(classes)})
+    out.attrs["samples"] = Bag(
+        eps_whole={cls: eps["whole"][k].to_numpy() for k, cls in enumerate(classes)}
+    )
     return out
 
 
 # ----------------------------------------------------------------------------- explanations
-def per_class_localisation(maps, masks, labels, classes, *, tolerance: float = 0, n_boot: int = N_BOOT,
-                           seed: int = SEED, level: float = LEVEL) -> pd.DataFrame:
+def per_class_localisation(
+    maps,
+    masks,
+    labels,
+    classes,
+    *,
+    tolerance: float = 0,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+    level: float = LEVEL,
+) -> pd.DataFrame:
     """Source "explanations" from attribution maps ``[N, H, W]`` of N test images, each map
     explaining the class the model PREDICTED for the image (what it actually used), their object
     masks ``[N, H, W]`` and the images' true ``labels`` ``[N]`` (the rows' classes).
@@ -359,8 +489,12 @@ def per_class_localisation(maps, masks, labels, classes, *, tolerance: float = 0
     rows = {"n_explained": n}
     _wilson_cols(rows, "pointing_game", np.bincount(y, weights=hit, minlength=C), n, level)
     kw = dict(n_boot=n_boot, seed=seed, level=level)
-    for name, v in (("relevance_mass", mass), ("mask_share", share),
-                    ("area_50", compact["area_50"].to_numpy(float)), ("gini", compact["gini"].to_numpy(float))):
+    for name, v in (
+        ("relevance_mass", mass),
+        ("mask_share", share),
+        ("area_50", compact["area_50"].to_numpy(float)),
+        ("gini", compact["gini"].to_numpy(float)),
+    ):
         _boot_cols(rows, name, [v[(y == k) & ~np.isnan(v)] for k in range(C)], _mean, **kw)
     pv = np.full(C, np.nan)
     for k in range(C):
@@ -371,10 +505,21 @@ def per_class_localisation(maps, masks, labels, classes, *, tolerance: float = 0
             pv[k] = 0.0 if np.all(d > 0) and len(d) >= 2 else 1.0
     rows["localisation_p_value"] = pv
     frame = frame_of(rows, classes)
-    frame = explain(frame, {(cls, col): NONE_EXPLAINED for k, cls in enumerate(classes)
-                            if n[k] == 0 for col in frame.columns if col != "n_explained"})
-    frame.attrs["samples"] = Bag(localisation={cls: np.column_stack([mass[y == k], share[y == k]])
-                                               for k, cls in enumerate(classes)})
+    frame = explain(
+        frame,
+        {
+            (cls, col): NONE_EXPLAINED
+            for k, cls in enumerate(classes)
+            if n[k] == 0
+            for col in frame.columns
+            if col != "n_explained"
+        },
+    )
+    frame.attrs["samples"] = Bag(
+        localisation={
+            cls: np.column_stack([mass[y == k], share[y == k]]) for k, cls in enumerate(classes)
+        }
+    )
     return frame
 
 
@@ -384,14 +529,24 @@ def model_level(classes, **values) -> pd.DataFrame:
     class's row, the columns listed in ``attrs["model_level"]`` (the HTML shows them once)."""
     classes = class_list(classes)
     if not values:
-        raise ValueError("give at least one model-level value, e.g. model_level(classes, temperature=1.7)")
+        raise ValueError(
+            "give at least one model-level value, e.g. model_level(classes, temperature=1.7)"
+        )
     frame = frame_of({k: [v] * len(classes) for k, v in values.items()}, classes)
     frame.attrs["model_level"] = list(values)
     return frame
 
 
-def from_sanity_check(sanity: pd.DataFrame, method: str, classes, *, threshold: float = SANITY_THRESHOLD,
-                      level: float = LEVEL, n_boot: int = N_BOOT, seed: int = SEED) -> pd.DataFrame:
+def from_sanity_check(
+    sanity: pd.DataFrame,
+    method: str,
+    classes,
+    *,
+    threshold: float = SANITY_THRESHOLD,
+    level: float = LEVEL,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+) -> pd.DataFrame:
     """Source "sanity check" (model level) from the frame of :func:`helpers.quality.sanity_check`,
     through :func:`helpers.quality.sanity_gate`: ``sanity_correlation`` (mean over images of the
     rank correlation with the original map after randomisation, near 0 = the maps depend on the
@@ -403,10 +558,18 @@ def from_sanity_check(sanity: pd.DataFrame, method: str, classes, *, threshold: 
 
     g = sanity_gate(sanity, method, threshold=threshold, level=level, n_boot=n_boot, seed=seed)
     lo, hi = ci_columns("sanity_correlation")
-    frame = model_level(classes, sanity_correlation=float(g["mean"]), **{lo: float(g["ci_low"]),
-                        hi: float(g["ci_high"])}, n_sanity=int(g["n_images"]),
-                        n_sanity_undefined=int(g["n_undefined"]), sanity_gate=str(g["decision"]),
-                        explanation_method=str(method))
-    why = ("fewer than two images with a correlation: no interval" if not np.isnan(g["mean"]) else
-           "no image has a defined rank correlation")
+    frame = model_level(
+        classes,
+        sanity_correlation=float(g["mean"]),
+        **{lo: float(g["ci_low"]), hi: float(g["ci_high"])},
+        n_sanity=int(g["n_images"]),
+        n_sanity_undefined=int(g["n_undefined"]),
+        sanity_gate=str(g["decision"]),
+        explanation_method=str(method),
+    )
+    why = (
+        "fewer than two images with a correlation: no interval"
+        if not np.isnan(g["mean"])
+        else "no image has a defined rank correlation"
+    )
     return explain(frame, {(cls, "sanity_correlation"): why for cls in frame.index})

@@ -1,4 +1,5 @@
 """The trust table: the per-class sources joined, checked, with provenance."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -30,13 +31,17 @@ def build_table(sources: dict, *, classes=None, allow_missing=False) -> pd.DataF
     frames = {}
     for name, frame in sources.items():
         if not isinstance(frame, pd.DataFrame):
-            raise ValueError(f"source {name!r} is a {type(frame).__name__}, expected a DataFrame indexed by class")
+            raise ValueError(
+                f"source {name!r} is a {type(frame).__name__}, expected a DataFrame indexed by class"
+            )
         if "class" in frame.columns:
             frame = frame.set_index("class")
         index = frame.index.astype(str)
         if index.has_duplicates:
-            raise ValueError(f"source {name!r} has several rows for class(es) "
-                             f"{sorted(set(index[index.duplicated()]))}")
+            raise ValueError(
+                f"source {name!r} has several rows for class(es) "
+                f"{sorted(set(index[index.duplicated()]))}"
+            )
         frames[name] = frame.set_axis(index, axis=0)
     first = next(iter(frames))
     order = class_list(frames[first].index if classes is None else classes)
@@ -44,23 +49,35 @@ def build_table(sources: dict, *, classes=None, allow_missing=False) -> pd.DataF
     model: dict = {}
     reasons: dict = {}
     for name, frame in frames.items():
-        reasons.update({(str(cls), col): why for (cls, col), why in sources[name].attrs.get("undefined", {}).items()})
+        reasons.update(
+            {
+                (str(cls), col): why
+                for (cls, col), why in sources[name].attrs.get("undefined", {}).items()
+            }
+        )
         missing = [c for c in order if c not in frame.index]
         if missing:
-            raise ValueError(f"source {name!r} has no row for class(es) {missing} "
-                             f"(it has {list(frame.index)})")
+            raise ValueError(
+                f"source {name!r} has no row for class(es) {missing} (it has {list(frame.index)})"
+            )
         unknown = [c for c in frame.index if c not in order]
         if unknown:
-            raise ValueError(f"source {name!r} has rows for unknown class(es) {unknown}; classes are {order}")
+            raise ValueError(
+                f"source {name!r} has rows for unknown class(es) {unknown}; classes are {order}"
+            )
         for column in frame.columns:
             if column in seen:
-                raise ValueError(f"column {column!r} comes from both source {seen[column]!r} and {name!r}; "
-                                 "rename it in one of them")
+                raise ValueError(
+                    f"column {column!r} comes from both source {seen[column]!r} and {name!r}; "
+                    "rename it in one of them"
+                )
             seen[column] = name
         for column in sources[name].attrs.get("model_level", ()):
             values = frame[column]
             if values.nunique(dropna=False) != 1:
-                raise ValueError(f"model-level column {column!r} of source {name!r} differs between classes")
+                raise ValueError(
+                    f"model-level column {column!r} of source {name!r} differs between classes"
+                )
             model[column] = values.iloc[0]
     table = pd.concat([frames[name].loc[order] for name in frames], axis=1)
     table.index.name = "class"
@@ -75,14 +92,22 @@ def build_table(sources: dict, *, classes=None, allow_missing=False) -> pd.DataF
     if bad:
         listed = "; ".join(f"{col} of {cls!r} (source {seen[col]!r})" for cls, col in bad[:12])
         more = f" and {len(bad) - 12} more" if len(bad) > 12 else ""
-        raise ValueError(f"{len(bad)} missing value(s): {listed}{more}. Fix the source, or pass "
-                         f"allow_missing={sorted({c for _, c in bad})} to show them as errors in the report")
+        raise ValueError(
+            f"{len(bad)} missing value(s): {listed}{more}. Fix the source, or pass "
+            f"allow_missing={sorted({c for _, c in bad})} to show them as errors in the report"
+        )
     samples = Bag()
     for name in frames:
         for key, per_class in sources[name].attrs.get("samples", {}).items():
             samples[key] = {str(c): v for c, v in per_class.items()}
-    table.attrs = {"provenance": dict(seen), "model_level": model, "sources": list(frames),
-                   "missing": holes, "undefined": undefined_, "samples": samples}
+    table.attrs = {
+        "provenance": dict(seen),
+        "model_level": model,
+        "sources": list(frames),
+        "missing": holes,
+        "undefined": undefined_,
+        "samples": samples,
+    }
     return table
 
 
