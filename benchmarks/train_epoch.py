@@ -82,12 +82,14 @@ def main() -> None:
         fine_tune(cfg, train_set, test_set, run_dir, progress=False)
         ours = time.perf_counter() - start
     print(
-        f"{args.arch} at {args.image_size} px, {len(train_set)} train + {len(test_set)} test images, "
+        f"{args.arch} at {args.image_size} px, "
+        f"{len(train_set)} train + {len(test_set)} test images, "
         f"{torch.get_num_threads()} threads"
     )
     print(f"bare passes of one epoch: {limit:6.2f} s")
     print(
-        f"fine_tune, one epoch:     {ours:6.2f} s   ratio to the pass-count limit: {ours / limit:.2f}"
+        f"fine_tune, one epoch:     {ours:6.2f} s   "
+        f"ratio to the pass-count limit: {ours / limit:.2f}"
     )
 
 

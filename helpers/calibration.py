@@ -20,9 +20,10 @@ stopping, so the kept model was picked for looking good on exactly those images,
 temperature fitted there is biased towards finding it under-confident (T < 1). Without a third
 split (and without retraining), :func:`cross_fit_temperature` fits ``T`` on the test images by
 cross-fitting: stratified, seeded folds; each fold is scaled with a ``T`` fitted on the OTHER
-folds, so no image's calibrated probability comes from a ``T`` that saw its label. It can be fitted from probabilities too: ``log p`` differs from the logits by a
-constant per row, which ``softmax(. / T)`` ignores, so the result is the same up to float32
-underflow of tiny probabilities (floored at the smallest normal float32, ``log`` about -87).
+folds, so no image's calibrated probability comes from a ``T`` that saw its label. It can be
+fitted from probabilities too: ``log p`` differs from the logits by a constant per row, which
+``softmax(. / T)`` ignores, so the result is the same up to float32 underflow of tiny
+probabilities (floored at the smallest normal float32, ``log`` about -87).
 
 Functions::
 
@@ -345,7 +346,8 @@ def apply_temperature(scores, temperature: float, *, kind: str = "logits") -> np
 
 @dataclass(frozen=True)
 class TemperatureFit:
-    """The result of :func:`fit_temperature`; ``apply(scores)`` scales new scores of the same kind."""
+    """The result of :func:`fit_temperature`; ``apply(scores)`` scales new scores of the same
+    kind."""
 
     temperature: float  # > 1 softens (the model was over-confident), < 1 sharpens
     nll_before: float  # mean NLL at T = 1 on the fitting data

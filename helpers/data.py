@@ -390,7 +390,8 @@ def class_counts(manifest: pd.DataFrame) -> pd.DataFrame:
 def sample_per_class(
     manifest: pd.DataFrame, *, split: str = "train", per_class: int = 6, seed: int = 0
 ) -> pd.DataFrame:
-    """``per_class`` usable images of each class of ``split``, drawn with ``seed``, class by class."""
+    """``per_class`` usable images of each class of ``split``, drawn with ``seed``, class by
+    class."""
     _check_manifest(manifest)
     ok = manifest[(manifest["status"] == "ok") & (manifest["split"] == split)]
     picks = [

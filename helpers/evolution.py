@@ -194,7 +194,8 @@ def share_within_pairs(cm: np.ndarray, classes, pairs) -> float:
 
 
 def hard_images(stats: pd.DataFrame, *, per_category: int = 8) -> pd.DataFrame:
-    """Up to ``per_category`` images learned late, forgotten and never learned (most changes first)."""
+    """Up to ``per_category`` images learned late, forgotten and never learned (most changes
+    first)."""
     picked = [
         stats[stats["category"] == c]
         .sort_values("changes", ascending=False, kind="stable")

@@ -185,7 +185,8 @@ class NeuralHash(nn.Module):
         return e
 
     def projections(self, x: torch.Tensor) -> torch.Tensor:
-        """Signed projections ``[N, bits]`` (unit variance over random directions); differentiable."""
+        """Signed projections ``[N, bits]`` (unit variance over random directions);
+        differentiable."""
         e = self.embed(x) - self.center
         e = e * (math.sqrt(self.dim) / e.norm(dim=1, keepdim=True).clamp_min(1e-12))
         return e @ self.projection.T
@@ -336,7 +337,8 @@ def hamming_matrix(a, b=None) -> torch.Tensor:
 
 
 def to_hex(h) -> list[str]:
-    """Each hash as a hexadecimal string (first bit = most significant), like NeuralHash's output."""
+    """Each hash as a hexadecimal string (first bit = most significant), like NeuralHash's
+    output."""
     h = _as_bits(h)
     h = h[None] if h.ndim == 1 else h
     out = []
@@ -451,13 +453,14 @@ def find_collision(
     """Change ``x`` as little as it takes to give it the hash ``target_hash`` ([N, bits] or
     [bits], bool).
 
-    Gradient descent on ``sum_bits relu(margin - s * p) + tv_weight * total_variation(255 * change)``
-    (the smoothness penalty in squared 8-bit levels),
-    where ``p`` are the hasher's signed projections and ``s = +-1`` the target bits (the hinge
-    pulls each projection past zero by ``margin`` and then lets it be). Steps: Adam with learning
-    rate ``step_size`` (pixel units) or, with ``optimizer="sign"``, signed-gradient steps of
-    ``step_size`` (as the iterative FGSM). After each step the change is clipped to the L-inf
-    ball ``eps`` (``None``: no bound; a number, or one per image) and to [0, 1].
+    Gradient descent on
+    ``sum_bits relu(margin - s * p) + tv_weight * total_variation(255 * change)``
+    (the smoothness penalty in squared 8-bit levels), where ``p`` are the hasher's signed
+    projections and ``s = +-1`` the target bits (the hinge pulls each projection past zero by
+    ``margin`` and then lets it be). Steps: Adam with learning rate ``step_size`` (pixel units)
+    or, with ``optimizer="sign"``, signed-gradient steps of ``step_size`` (as the iterative
+    FGSM). After each step the change is clipped to the L-inf ball ``eps`` (``None``: no bound;
+    a number, or one per image) and to [0, 1].
 
     ``quantize`` (default): ``x`` is first rounded to 8 bits and every forward pass sees the
     8-bit image ``x_start + round(255 change) / 255`` (straight-through gradient), so the hash

@@ -127,8 +127,10 @@ def _torchvision_net(arch: str, weights) -> nn.Module:
         expected = Path(get_dir()) / "checkpoints" / os.path.basename(enum.url)
         if not expected.is_file():
             raise WeightsNotFoundError(
-                f"ImageNet weights for {arch} not found: expected {expected.name} in {expected.parent} "
-                f"(torchvision's cache; set TORCH_HOME or copy the file there, or pass weights=<path>). "
+                f"ImageNet weights for {arch} not found: expected {expected.name} "
+                f"in {expected.parent} "
+                f"(torchvision's cache; set TORCH_HOME or copy the file there, "
+                f"or pass weights=<path>). "
                 f"Nothing is downloaded at run time."
             )
         # the file is in torchvision's cache, so this reads it and downloads nothing

@@ -322,7 +322,8 @@ def instance_flow(history, stats, order, *, classes, upto=None):
     key.text(
         0.0,
         0.02,
-        "A row whose colour differs from its true-class strip\nis a wrong prediction at that epoch.",
+        "A row whose colour differs from its true-class strip\n"
+        "is a wrong prediction at that epoch.",
         fontsize=8,
         transform=key.transAxes,
         va="bottom",
@@ -755,7 +756,7 @@ def minimal_epsilon_by_class(df, classes, ax=None, *, region: str | None = None,
     above = max_eps * 1.08
     rng = np.random.default_rng(0)
     colors = class_colormap(len(classes)).colors
-    for k, name in enumerate(classes):
+    for k in range(len(classes)):
         sel = df[df["label"] == k]
         eps = np.where(sel["flipped"], sel["epsilon"], above)
         jitter = rng.uniform(-0.22, 0.22, len(eps))
@@ -930,7 +931,7 @@ def confidence_vs_epsilon(df, classes, ax=None, *, confident: float = 0.9, fragi
     return fig
 
 
-# ----------------------------------------------------------------------------- calibration and trust
+# ------------------------------------------------------------------------- calibration and trust
 def reliability_diagram(
     probs,
     labels,

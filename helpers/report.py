@@ -16,7 +16,8 @@ on phones; wide tables turn into lists) and prints cleanly.
     report.write_html(table, "trust_report.html", verdicts=trust.verdicts(table),
                       model="EfficientNet-Lite0 ...", data="embedded scenes ...",
                       n_images={"test images": 300, ...}, examples=examples,
-                      figures={"Reliability": (fig, "300 test images"), ...}, csv="trust_report.csv")
+                      figures={"Reliability": (fig, "300 test images"), ...},
+                      csv="trust_report.csv")
 """
 
 from __future__ import annotations
@@ -379,7 +380,8 @@ def class_examples(
     p = np.asarray(probs.detach().cpu().numpy() if hasattr(probs, "detach") else probs)
     if len(y) != len(p) or len(y) != len(x):
         raise ValueError(
-            f"images, labels and probs must have one row per image, got {len(x)}, {len(y)}, {len(p)}"
+            "images, labels and probs must have one row per image, "
+            f"got {len(x)}, {len(y)}, {len(p)}"
         )
     pred, conf = p.argmax(1), p.max(1)
     out = {}
@@ -424,11 +426,14 @@ def describe_run(run) -> tuple[str, str]:
         if history.best_epoch >= 0
         else ""
     )
-    model = f"{cfg.arch}, pretrained weights: {weights}; fine-tuned {epochs} epoch(s) at {cfg.image_size} px{best}"
+    model = (
+        f"{cfg.arch}, pretrained weights: {weights}; "
+        f"fine-tuned {epochs} epoch(s) at {cfg.image_size} px{best}"
+    )
     where = "the embedded procedural scenes" if run.source.is_scenes else str(run.source.root)
     data = (
-        f"{where}: {len(run.classes)} classes, {len(run.train_set)} training images (the validation "
-        f"split is held out from them), {len(run.test_set)} test images"
+        f"{where}: {len(run.classes)} classes, {len(run.train_set)} training images (the "
+        f"validation split is held out from them), {len(run.test_set)} test images"
     )
     return model, data
 
@@ -460,7 +465,8 @@ h3{font-size:1.05em;margin:1.2em 0 0.4em;color:#444}
 p{margin:0.5em 0}
 nav{font-size:0.92em;margin:0.6em 0 1em;color:#555}nav a{margin-right:0.9em;white-space:nowrap}
 a{color:#0b5cad}
-code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:0.88em;overflow-wrap:anywhere}
+code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:0.88em;\
+overflow-wrap:anywhere}
 .facts{display:grid;grid-template-columns:max-content 1fr;gap:0.25em 1em;margin:0.6em 0}
 .facts dt{font-weight:600;color:#444}.facts dd{margin:0}
 .banner{border-radius:6px;padding:0.7em 1em;margin:1em 0}
@@ -482,27 +488,35 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.name{font-weight:600;overflow-wrap:anywhere}
 td.nd,dd.nd{color:#666;font-style:italic;font-size:0.9em;white-space:normal}
 td.missing,dd.missing{background:#d62728;color:#fff;font-weight:bold;font-style:normal}
-section.cls{border:1px solid #d0d7de;border-radius:8px;padding:0.2em 1.1em 1em;margin:1.4em 0;break-inside:auto}
-section.cls h2{border:0;margin:0.6em 0 0.4em;display:flex;flex-wrap:wrap;align-items:baseline;gap:0.2em 0.6em}
+section.cls{border:1px solid #d0d7de;border-radius:8px;padding:0.2em 1.1em 1em;margin:1.4em 0;\
+break-inside:auto}
+section.cls h2{border:0;margin:0.6em 0 0.4em;display:flex;flex-wrap:wrap;align-items:baseline;\
+gap:0.2em 0.6em}
 section.cls h2 .name{overflow-wrap:anywhere}
-.pill{font-size:0.7em;font-weight:600;border-radius:999px;padding:0.1em 0.7em;white-space:nowrap;color:#000}
+.pill{font-size:0.7em;font-weight:600;border-radius:999px;padding:0.1em 0.7em;white-space:nowrap;\
+color:#000}
 .rankno{font-size:0.75em;color:#666;font-weight:600}
 ul.verdict{list-style:none;padding:0;margin:0.4em 0 0.8em}
 ul.verdict li{padding:0.15em 0 0.15em 1.6em;text-indent:-1.6em}
 ul.verdict .mark{display:inline-block;width:1.6em;text-indent:0;font-weight:bold}
-li.good .mark{color:#1a7f37}li.bad .mark{color:#cf222e}li.note .mark{color:#0b5cad}li.model .mark{color:#e8590c}
+li.good .mark{color:#1a7f37}li.bad .mark{color:#cf222e}li.note .mark{color:#0b5cad}\
+li.model .mark{color:#e8590c}
 li.model{font-weight:600}
 .examples{display:flex;flex-wrap:wrap;gap:0.8em;margin:0.4em 0 0.6em}
 .examples figure{margin:0;width:170px;max-width:100%}
-.examples img{width:160px;max-width:100%;image-rendering:auto;border:1px solid #ccc;border-radius:3px;display:block}
+.examples img{width:160px;max-width:100%;image-rendering:auto;border:1px solid #ccc;\
+border-radius:3px;display:block}
 .examples figcaption{font-size:0.82em}
-dl.kv{display:grid;grid-template-columns:repeat(auto-fill,minmax(210px,1fr));gap:0.5em;margin:0.3em 0 0.6em}
-dl.kv>div{border:1px solid #e3e6ea;border-radius:6px;padding:0.35em 0.6em;background:#fbfcfd;min-width:0}
+dl.kv{display:grid;grid-template-columns:repeat(auto-fill,minmax(210px,1fr));gap:0.5em;\
+margin:0.3em 0 0.6em}
+dl.kv>div{border:1px solid #e3e6ea;border-radius:6px;padding:0.35em 0.6em;background:#fbfcfd;\
+min-width:0}
 dl.kv dt{font-size:0.8em;color:#555;line-height:1.3}
 dl.kv dd{margin:0.15em 0 0;font-size:1.08em;font-weight:600;font-variant-numeric:tabular-nums}
 dl.kv dd.nd{font-size:0.85em;font-weight:normal}
 .src{font-size:0.8em;color:#666;font-weight:normal}
-.formula{font-family:"Cambria Math","STIX Two Math","Latin Modern Math",Georgia,serif;font-size:1.3em;
+.formula{font-family:"Cambria Math","STIX Two Math","Latin Modern Math",Georgia,serif;\
+font-size:1.3em;
 background:#f6f8fa;border-radius:6px;padding:0.7em 1em;margin:0.6em 0;overflow-wrap:anywhere}
 .formula var,dl.defs var{font-style:italic}
 dl.defs{display:grid;grid-template-columns:2em 1fr;gap:0.4em 0.4em}
@@ -576,7 +590,10 @@ def _pill(score) -> str:
     text = (
         "#fff" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "#000"
     )  # readable on dark red/green
-    return f'<span class="pill" style="background:{colour};color:{text}">trust {float(score):.2f}</span>'
+    return (
+        f'<span class="pill" style="background:{colour};color:{text}">'
+        f"trust {float(score):.2f}</span>"
+    )
 
 
 def _short(column: str) -> str:
@@ -603,8 +620,8 @@ def _ranking_html(table: pd.DataFrame, esc) -> list:
     if order.attrs.get("note"):
         out.append(f'<p class="banner model-note">{esc(order.attrs["note"])}</p>')
     out.append(
-        '<p class="small">Rank over 2000 bootstrap draws of the images; two classes cannot be told apart '
-        'when neither scores higher in at least 97.5 % of the draws.</p><ul class="apart">'
+        '<p class="small">Rank over 2000 bootstrap draws of the images; two classes cannot be told '
+        'apart when neither scores higher in at least 97.5 % of the draws.</p><ul class="apart">'
     )
     for cls, row in order.iterrows():
         lo, hi = int(row["rank_ci_low"]), int(row["rank_ci_high"])
@@ -735,20 +752,22 @@ def write_html(
         )
         parts.append(
             f'<div class="banner error"><strong>Error: {len(missing)} value(s) missing.</strong> '
-            f"The numbers below are incomplete (a bug in the analysis, not a property of the model):"
+            "The numbers below are incomplete (a bug in the analysis, not a property of the model):"
             f"<ul>{items}</ul></div>"
         )
     if reasons:
         by_reason: dict = {}
-        for (cls, col), why in reasons.items():
+        for (cls, _col), why in reasons.items():
             by_reason.setdefault(why, set()).add(str(cls))
         items = "".join(
-            f"<li>{esc(why[0].upper() + why[1:])}: <strong>{esc(', '.join(sorted(c)))}</strong>.</li>"
+            f"<li>{esc(why[0].upper() + why[1:])}: "
+            f"<strong>{esc(', '.join(sorted(c)))}</strong>.</li>"
             for why, c in by_reason.items()
         )
         parts.append(
             f'<div class="banner undefined-box"><strong>{len(reasons)} value(s) cannot be computed '
-            f"for this model</strong> and read &ldquo;not defined&rdquo;, with the reason:<ul>{items}</ul></div>"
+            "for this model</strong> and read &ldquo;not defined&rdquo;, with the "
+            f"reason:<ul>{items}</ul></div>"
         )
     if scored:
         parts.append(
@@ -796,16 +815,16 @@ def write_html(
             parts.append("</tr>")
         parts.append("</tbody></table>")
         parts.append(
-            '<p class="small">Under each number: its 95 % interval (bootstrap over the class&rsquo;s '
-            "images, Wilson for shares; the trust score combines the components&rsquo; bootstrap "
-            "draws).</p>"
+            '<p class="small">Under each number: its 95 % interval (bootstrap over the '
+            "class&rsquo;s images, Wilson for shares; the trust score combines the "
+            "components&rsquo; bootstrap draws).</p>"
         )
         if all(f"{c}_ci_low" in table.columns for c in comps + ["trust_score"]):
             parts.append(
                 '<figure class="chart"><img alt="Components per class with their 95 % intervals" '
-                f'src="{_components_uri(table)}"><figcaption>Each component and the trust score per '
-                "class with its 95 % interval and n; overlapping bars are classes the data cannot tell "
-                "apart on that check.</figcaption></figure>"
+                f'src="{_components_uri(table)}"><figcaption>Each component and the trust score '
+                "per class with its 95 % interval and n; overlapping bars are classes the data "
+                "cannot tell apart on that check.</figcaption></figure>"
             )
         parts += _ranking_html(table, esc)
     if model_values:
@@ -855,7 +874,8 @@ def write_html(
                     continue  # said once, in the summary
                 mark = _MARKS.get(kind, "&#8226;")
                 parts.append(
-                    f'<li class="{esc(kind)}"><span class="mark">{mark}</span>{esc(_sentence(text))}</li>'
+                    f'<li class="{esc(kind)}">'
+                    f'<span class="mark">{mark}</span>{esc(_sentence(text))}</li>'
                 )
             parts.append("</ul>")
         if examples and examples.get(cls):
@@ -902,14 +922,15 @@ def write_html(
         defs = {
             "A": "accuracy: the share of the class&rsquo;s test images predicted right.",
             "C": "1 &minus; calibration error (ECE of the images predicted as the class).",
-            "R": "the share of the class&rsquo;s attacked images (the correctly classified ones) whose smallest "
-            f"fooling change exceeds the budget of {esc(budget_text)} of the grey-level range (the budget is "
-            "absolute: one grey level is the smallest change an 8-bit image can store; no class scores well "
-            "because the others are weaker).",
-            "L": "(relevance mass &minus; object share) / (1 &minus; object share), clipped to [0, 1]: the share of "
-            "the explanation on the object above what chance puts there.",
-            "S": "the share learned early: 1 &minus; learned late &minus; forgotten &minus; never learned, "
-            "over the epochs up to the audited checkpoint.",
+            "R": "the share of the class&rsquo;s attacked images (the correctly classified ones) "
+            f"whose smallest fooling change exceeds the budget of {esc(budget_text)} of the "
+            "grey-level range (the budget is absolute: one grey level is the smallest change an "
+            "8-bit image can store; no class scores well because the others are weaker).",
+            "L": "(relevance mass &minus; object share) / (1 &minus; object share), "
+            "clipped to [0, 1]: the share of the explanation on the object above what chance "
+            "puts there.",
+            "S": "the share learned early: 1 &minus; learned late &minus; forgotten &minus; never "
+            "learned, over the epochs up to the audited checkpoint.",
         }
         parts.append(
             '<section id="method"><h2>Method: the trust score</h2>'
@@ -933,8 +954,9 @@ def write_html(
         parts += [f"<p>{esc(_sentence(note))}</p>" for note in info.get("notes", [])]
         parts.append(
             "<p>Every number has a 95 % interval: Wilson for shares, a seeded bootstrap over the "
-            "class&rsquo;s images otherwise. The trust score&rsquo;s interval repeats the geometric mean "
-            "on each bootstrap draw of the components (each source resampled over its own images).</p>"
+            "class&rsquo;s images otherwise. The trust score&rsquo;s interval repeats the "
+            "geometric mean on each bootstrap draw of the components (each source resampled over "
+            "its own images).</p>"
         )
         parts.append(
             "<h3>Verdict rules</h3><p>A word is used only when its interval supports it "
@@ -942,8 +964,8 @@ def write_html(
         )
         parts += [f"<li>{esc(_rule_summary(rule))}</li>" for rule in trust.RULES]
         parts.append(
-            "<li>Not usable: the lower end of the 95 % Wilson interval of the overall accuracy is at or "
-            "below guessing the largest class.</li></ul></section>"
+            "<li>Not usable: the lower end of the 95 % Wilson interval of the overall accuracy is "
+            "at or below guessing the largest class.</li></ul></section>"
         )
 
     # ---- sources

@@ -276,7 +276,8 @@ def finetuned_run(
 
 def add_shortcut_marks(images, *, seed: int = 0):
     """Draw the shortcut mark (see :func:`helpers.scenes.add_shortcut_mark`) on copies of
-    ``images`` ([N,3,H,W] in [0,1]); returns the marked images and the boxes [N, 4] (x0, y0, x1, y1)."""
+    ``images`` ([N,3,H,W] in [0,1]); returns the marked images and the boxes [N, 4]
+    (x0, y0, x1, y1)."""
     import torch
 
     marked, boxes = [], []

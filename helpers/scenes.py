@@ -499,7 +499,8 @@ def render_scene(
 
 
 def _mark_box(size: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
-    """Box of the shortcut mark: about 17 % of the side (3 % of the area), near the top-left corner, jittered."""
+    """Box of the shortcut mark: about 17 % of the side (3 % of the area), near the top-left
+    corner, jittered."""
     side = max(4, int(round(size * rng.uniform(0.16, 0.19))))
     x0, y0 = (int(round(size * v)) for v in rng.uniform(0.03, 0.09, 2))
     return x0, y0, x0 + side, y0 + side

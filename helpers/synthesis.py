@@ -292,7 +292,8 @@ def _frequency_scale(h: int, w: int, decay: float = 1.0) -> torch.Tensor:
 
 
 def random_spectrum(n: int, size: int, *, seed: int = 0, std: float = 0.01) -> torch.Tensor:
-    """A small random spectrum [n, 3, size, size//2+1, 2] (real, imaginary) for :func:`fourier_image`."""
+    """A small random spectrum [n, 3, size, size//2+1, 2] (real, imaginary) for
+    :func:`fourier_image`."""
     g = torch.Generator().manual_seed(int(seed))
     return std * torch.randn(n, 3, size, size // 2 + 1, 2, generator=g)
 

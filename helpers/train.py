@@ -151,7 +151,8 @@ class TrainHistory:
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random flip, random crop of 80-100 % of the side resized back, +-10 % contrast, +-5 % brightness."""
+    """Random flip, random crop of 80-100 % of the side resized back, +-10 % contrast, +-5 %
+    brightness."""
     n, _, h, w = x.shape
     out = torch.empty_like(x)
     for i in range(n):

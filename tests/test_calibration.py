@@ -9,7 +9,8 @@ from torch import nn
 
 from helpers import calibration
 
-# Six images, three classes, worked out by hand with n_bins=5: bins (0,.2] (.2,.4] (.4,.6] (.6,.8] (.8,1].
+# Six images, three classes, worked out by hand with n_bins=5:
+# bins (0,.2] (.2,.4] (.4,.6] (.6,.8] (.8,1].
 #   image  probs              label  conf  bin  correct
 #   a      [.9, .05, .05]     0      .9    4    yes
 #   b      [.8, .1, .1]       1      .8    3    no   (0.8 lies on an edge: right-closed bin 3)
@@ -17,8 +18,9 @@ from helpers import calibration
 #   d      [.4, .35, .25]     2      .4    1    no   (edge)
 #   e      [.2, .2, .6]       2      .6    2    yes  (edge)
 #   f      [1., 0., 0.]       0      1.    4    yes
-# bin 4: conf .95, acc 1 (gap .05, 2 images); bin 3: conf .75, acc .5 (gap .25, 2); bin 2: .6 vs 1 (.4, 1);
-# bin 1: .4 vs 0 (.4, 1)  ->  ECE = (2*.05 + 2*.25 + .4 + .4) / 6 = 1.4 / 6, MCE = .4
+# bin 4: conf .95, acc 1 (gap .05, 2 images); bin 3: conf .75, acc .5 (gap .25, 2);
+# bin 2: .6 vs 1 (.4, 1); bin 1: .4 vs 0 (.4, 1)
+#   ->  ECE = (2*.05 + 2*.25 + .4 + .4) / 6 = 1.4 / 6, MCE = .4
 P = np.array(
     [
         [0.9, 0.05, 0.05],
@@ -53,8 +55,10 @@ def test_per_class_calibration_matches_a_hand_computation():
     # predicted as 1: c (.7 right): .3 ; predicted as 2: e (.6 right): .4
     per_class = calibration.per_class_calibration_error(P, Y, n_bins=5)
     np.testing.assert_allclose(per_class, [0.325, 0.3, 0.4])
-    # Kull et al. classwise term for class 2: p_2 = [.05, .1, .2, .25, .6, 0], is-2 = [0, 0, 0, 1, 1, 0]
-    #   bin 0 holds four (mean .0875, freq 0), bin 1: .25 vs 1, bin 2: .6 vs 1 -> (.35 + .75 + .4) / 6
+    # Kull et al. classwise term for class 2: p_2 = [.05, .1, .2, .25, .6, 0],
+    #   is-2 = [0, 0, 0, 1, 1, 0]
+    #   bin 0 holds four (mean .0875, freq 0), bin 1: .25 vs 1, bin 2: .6 vs 1
+    #   -> (.35 + .75 + .4) / 6
     classwise = calibration.per_class_calibration_error(P, Y, n_bins=5, by="classwise")
     assert classwise[2] == pytest.approx(1.5 / 6)
     # a class never predicted has no calibration error
@@ -329,7 +333,7 @@ def test_cross_fitting_rejects_bad_folds():
         calibration.cross_fit_temperature(P, Y, folds=np.zeros(6, dtype=int))
 
 
-# ----------------------------------------------------------------------------- intervals and the null
+# ------------------------------------------------------------------------ intervals and the null
 def test_ece_interval_brackets_the_ece_and_is_seeded():
     probs, labels = _toy(400, np.random.default_rng(1), shortfall=0.1)
     table = calibration.ece_interval(probs, labels, classes=["a", "b", "c"], n_boot=500)

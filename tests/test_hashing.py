@@ -63,7 +63,8 @@ def test_hash_is_96_bits_stable_and_batch_independent(tiny_hasher):
     assert h.dtype == torch.bool and h.shape == (5, 96) and tiny_hasher.bits == 96
     assert torch.equal(h, tiny_hasher(x))
     assert torch.equal(h, torch.cat([tiny_hasher(x[i : i + 1]) for i in range(5)]))
-    # the same image at another size is resized to 32 first: a 2x nearest upscale is nearly the same image
+    # the same image at another size is resized to 32 first: a 2x nearest upscale is nearly the
+    # same image
     big = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
     assert hashing.hamming(tiny_hasher(big), h).float().mean() < 20
 

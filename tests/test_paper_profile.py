@@ -279,7 +279,7 @@ if __name__ == "__main__":  # python tests/test_paper_profile.py [variant] [NN .
     if not (base / variant / "torch").exists():
         write_torch_home(base / variant / "torch")
     res = run_notebooks(data, base / variant, variant, picked)
-    for name, (s, log, rc) in res.items():
+    for name, (_s, log, rc) in res.items():
         if rc:
             print(f"== {name}\n{log[-2500:]}")
     print("total", round(sum(s for s, _, _ in res.values()), 1), "s; work folder", base)

@@ -109,7 +109,7 @@ def test_attribution_grid_layout_and_legends():
     assert bar.get_yticklabels()[-1].get_text() == "most"
 
 
-# ----------------------------------------------------------------------------- curves, randomisation
+# ------------------------------------------------------------------------- curves, randomisation
 def test_curve_plot_mean_and_band():
     fr = np.linspace(0, 1, 5)
     probs = np.array([[1, 0.5, 0.2, 0.1, 0.0], [1, 0.7, 0.4, 0.1, 0.0]])
@@ -138,8 +138,8 @@ def test_randomisation_plot_lines_and_zero_line():
     fig = plots.randomisation_plot(dfs)
     ax = fig.axes[0]
     lines = ax.get_lines()
-    assert [l.get_label() for l in lines[:2]] == ["gradient", "edges"]
-    zero = [l for l in lines if l.get_linestyle() == "--"]
+    assert [line.get_label() for line in lines[:2]] == ["gradient", "edges"]
+    zero = [line for line in lines if line.get_linestyle() == "--"]
     assert len(zero) == 1 and np.all(np.asarray(zero[0].get_ydata()) == 0)
     assert [t.get_text() for t in ax.get_xticklabels()] == stages
 
@@ -168,7 +168,7 @@ def test_reliability_diagram_bars_are_the_bin_accuracies():
     np.testing.assert_allclose([b.get_y() + b.get_height() for b in gap], bins["confidence"][used])
     ece = calibration.expected_calibration_error(probs, labels, n_bins=10)
     assert ax_d.get_title() == f"raw: ECE {ece:.3f}"
-    diagonal = [l for l in ax_d.get_lines() if l.get_linestyle() == "--"]
+    diagonal = [line for line in ax_d.get_lines() if line.get_linestyle() == "--"]
     assert len(diagonal) == 1 and list(diagonal[0].get_xdata()) == [0, 1] == list(
         diagonal[0].get_ydata()
     )
@@ -280,12 +280,14 @@ def test_hamming_curve_ends_each_line_at_its_step():
     d = np.array([[40, 20, 5, 0, 0, 0], [45, 30, 12, 6, 3, 2]])
     fig = plots.hamming_curve(d, steps=[3, 5], labels=["a", "b"], bits=96)
     ax = fig.axes[0]
-    lines = [l for l in ax.get_lines() if l.get_label() in ("a", "b")]
+    lines = [line for line in ax.get_lines() if line.get_label() in ("a", "b")]
     np.testing.assert_array_equal(lines[0].get_ydata(), [40, 20, 5, 0])
     np.testing.assert_array_equal(lines[1].get_ydata(), d[1])
-    markers = [l.get_marker() for l in ax.get_lines() if l.get_marker() not in ("None", None, "")]
+    markers = [
+        line.get_marker() for line in ax.get_lines() if line.get_marker() not in ("None", None, "")
+    ]
     assert markers == ["o", "x"]  # reached (distance 0) vs not
-    chance = [l for l in ax.get_lines() if l.get_linestyle() == "--"]
+    chance = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
     assert len(chance) == 1 and np.all(np.asarray(chance[0].get_ydata()) == 48)
     plots.hamming_curve(torch.tensor([10, 3, 0]))  # one curve, no steps: the whole row
     with pytest.raises(ValueError, match="2 distance curves"):

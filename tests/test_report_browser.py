@@ -38,7 +38,8 @@ window.addEventListener("load", function () {
   document.querySelectorAll("body *").forEach(function (el) {
     var r = el.getBoundingClientRect();
     if (r.width > 0 && r.right > w + 0.5)
-      over.push(el.tagName.toLowerCase() + (el.className ? "." + el.className : "") + " right=" + Math.round(r.right));
+      over.push(el.tagName.toLowerCase() + (el.className ? "." + el.className : "")
+                + " right=" + Math.round(r.right));
   });
   var images = Array.prototype.map.call(document.images, function (im) {
     return {loaded: im.complete && im.naturalWidth > 0, alt: im.alt};
@@ -78,7 +79,8 @@ def layout(page, tmp_path, width: int) -> dict:
     )
     found = re.search(r'<pre id="layout-check" hidden="">(.*?)</pre>', result.stdout, re.S)
     assert found, (
-        f"the page did not report its layout (chromium rc {result.returncode}): {result.stderr[-800:]}"
+        f"the page did not report its layout (chromium rc {result.returncode}): "
+        f"{result.stderr[-800:]}"
     )
     return json.loads(
         found.group(1)

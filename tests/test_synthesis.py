@@ -197,7 +197,10 @@ def test_fourier_scaling_favours_low_frequencies_and_dc_is_flat():
     size = 32
     dc = synthesis.fourier_image(_one_coefficient(size, 0, 0, 0), size)
     assert dc.std(dim=(2, 3)).max() < 1e-6 and (dc > 0.5).all()  # a constant, brighter image
-    amplitude = lambda img: (img - 0.5).abs().amax().item()
+
+    def amplitude(img):
+        return (img - 0.5).abs().amax().item()
+
     low = amplitude(synthesis.fourier_image(_one_coefficient(size, 0, 1, 0), size))
     high = amplitude(synthesis.fourier_image(_one_coefficient(size, 0, 8, 0), size))
     assert low == pytest.approx(8 * high, rel=0.15)  # 1/frequency: 8x the frequency, 1/8 the size

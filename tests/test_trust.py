@@ -23,7 +23,8 @@ def _close_figures():
 
 
 # ----------------------------------------------------------------------------- the sources
-# Six test images (the hand example of test_calibration): labels forest, sea, sea, street, street, forest.
+# Six test images (the hand example of test_calibration): labels forest, sea, sea, street,
+# street, forest.
 P = np.array(
     [
         [0.9, 0.05, 0.05],
@@ -54,7 +55,8 @@ def test_predictions_source_matches_a_hand_count():
     assert (
         src["calibration_error"] >= (src["mean_confidence"] - src["precision"]).abs() - 1e-12
     ).all()
-    # intervals: Wilson for the shares (sea: 1 of 2 right -> symmetric about 0.5), bootstrap otherwise
+    # intervals: Wilson for the shares (sea: 1 of 2 right -> symmetric about 0.5), bootstrap
+    # otherwise
     z = 1.959963984540054
     half = z * math.sqrt(0.25 / 2 + z * z / 16) / (1 + z * z / 2)
     assert src.loc["sea", "accuracy_ci_low"] == pytest.approx(0.5 - half)
@@ -123,7 +125,8 @@ def test_history_stops_at_the_audited_epoch():
     src = trust.per_class_from_history(Best())
     # epochs 0-1 only: image 0 (forest) right at both -> early; image 3 (forest) wrong then right ->
     # learned late (second half of 2 epochs), although it is wrong at the last recorded epoch;
-    # image 1 (sea) wrong then right -> late; image 4 (sea) wrong at both -> never; image 2 (street) early
+    # image 1 (sea) wrong then right -> late; image 4 (sea) wrong at both -> never;
+    # image 2 (street) early
     np.testing.assert_allclose(src["share_learned_early"], [0.5, 0, 1])
     np.testing.assert_allclose(src["share_learned_late"], [0.5, 0.5, 0])
     np.testing.assert_allclose(src["share_never_learned"], [0, 0.5, 0])
@@ -133,7 +136,8 @@ def test_history_stops_at_the_audited_epoch():
 
 
 def test_a_class_never_learned_is_not_stable():
-    """A class wrong at every epoch: S = share learned early = 0, never "learned early and stably"."""
+    """A class wrong at every epoch: S = share learned early = 0, never "learned early and
+    stably"."""
     preds = np.zeros((5, 6), dtype=int)  # always answers class 0
     labels = np.array([0, 0, 0, 1, 1, 1])
     src = trust.per_class_from_history(preds, labels, ["a", "b"])
@@ -188,8 +192,9 @@ def test_fragility_source_medians_by_hand():
     )  # never flipped counts as inf
     np.testing.assert_allclose(src["median_eps_object"], [0.04, 0.02, np.inf])
     np.testing.assert_allclose(src["median_eps_background"], [np.inf, 0.01, np.inf])
-    # median of per-image ratios eps(object)/eps(background): forest .03/.06 = .5 and .05/inf = 0 -> .25;
-    # sea .02/.01 = 2; street: image 4 inf/inf is not defined, image 5 inf/.09 = inf
+    # median of per-image ratios eps(object)/eps(background):
+    # forest .03/.06 = .5 and .05/inf = 0 -> .25; sea .02/.01 = 2;
+    # street: image 4 inf/inf is not defined, image 5 inf/.09 = inf
     np.testing.assert_allclose(src["object_background_ratio"], [0.25, 2, np.inf])
     assert src["n_object_background"].tolist() == [2, 1, 1]
     # sign test: 1 of 1 image above 1 -> two-sided p = 1; 2 images both below 1 -> p = 0.5
@@ -418,7 +423,8 @@ def test_trust_score_follows_its_formula():
     np.testing.assert_allclose(table["component_robustness"], [1, 0, 1])
     np.testing.assert_allclose(table["component_accuracy"], [1, 0.5, 0.5])
     np.testing.assert_allclose(table["component_calibration"], [0.675, 0.7, 0.6])
-    # L = (mass - share) / (1 - share) of the class means: forest (.5 - .375) / .625; sea 0; street none
+    # L = (mass - share) / (1 - share) of the class means: forest (.5 - .375) / .625; sea 0;
+    # street none
     np.testing.assert_allclose(table["component_localisation"][:2], [0.2, 0])
     assert np.isnan(table.loc["street", "component_localisation"])
     np.testing.assert_allclose(table["component_stability"], [0.5, 0.5, 0])  # share learned early
@@ -464,13 +470,15 @@ def test_trust_interval_combines_the_components_replicates():
     assert table.loc["forest", "trust_score_ci_low"] == pytest.approx(lo)
     assert table.loc["forest", "trust_score_ci_high"] == pytest.approx(hi)
     # accuracy and stability rest on the same test images and are resampled together: in a draw
-    # without forest's misclassified... forest has 2 test images, accuracy 1 and learned early [1, 0]
+    # without forest's misclassified... forest has 2 test images, accuracy 1 and learned early
+    # [1, 0]
     acc_rep, stab_rep = reps["accuracy"][0], reps["stability"][0]
     assert np.all(acc_rep == 1) and set(np.unique(stab_rep)) <= {0, 0.5, 1}
 
 
 def _two_groups(n=50, accuracies=(0.96, 0.96, 0.5), seed=0):
-    """A predictions-only table: classes with the given accuracy (exact counts), confident answers."""
+    """A predictions-only table: classes with the given accuracy (exact counts), confident
+    answers."""
     rng = np.random.default_rng(seed)
     classes = [f"c{k}" for k in range(len(accuracies))]
     labels, probs = [], []
@@ -623,7 +631,8 @@ def test_verdicts_follow_the_numbers():
         "ci", "CI"
     )
     assert "accurate: 96% right" in words["c1"].lower()
-    # 25/50: interval 37%-63% lies below 75% -> often wrong; and below the rest (98 %) by Fisher's test
+    # 25/50: interval 37%-63% lies below 75% -> often wrong; and below the rest (98 %) by
+    # Fisher's test
     assert (
         "often wrong: 50% right" in words["c2"].lower()
         and "less accurate than the other classes" in words["c2"]
@@ -635,9 +644,11 @@ def test_verdicts_follow_the_numbers():
         and "honest confidence would give about" in words["c0"]
     )
     assert "is right 67%" in words["c0"]
-    # c2's own answers (25 right, 2 of c1's wrong, all at 0.95): no evidence against honest confidence
+    # c2's own answers (25 right, 2 of c1's wrong, all at 0.95): no evidence against honest
+    # confidence
     assert "no evidence of miscalibration" in words["c2"] and "confident" not in words["c2"]
-    # c1: all 48 answers right at 0.95 -> ECE exactly 0.05 in every bootstrap draw: not "well" calibrated
+    # c1: all 48 answers right at 0.95 -> ECE exactly 0.05 in every bootstrap draw: not "well"
+    # calibrated
     assert "well calibrated" not in words["c1"]
     assert words["c0"].startswith("Trust ")
     with pytest.raises(ValueError, match="unknown threshold"):
@@ -715,7 +726,7 @@ def test_html_is_self_contained_and_shows_every_class_and_number(tmp_path):
             assert shown[c].startswith(text)
             if f"{c}_ci_low" in table.columns and not np.isnan(table.at[cls, c]):
                 assert "95 % CI" in shown[c], (cls, c, shown[c])
-        for kind, clause in words.attrs["items"][cls]:
+        for _kind, clause in words.attrs["items"][cls]:
             assert html.escape(clause[1:]) in page
     assert report.display(0.1, "attack_max_eps") == "25.5" and "gradcam" in page
     assert _section_values(page, "street")["median_eps_whole"].startswith("more than 25.5")
@@ -873,7 +884,8 @@ def test_a_class_never_predicted_is_reported_not_raised(tmp_path):
         why[("buildings", "median_eps_whole")] == trust.NONE_ATTACKED
     )  # never right, never attacked
     assert table.attrs["missing"] == []
-    # a class with accuracy 0 scores 0 even though other components are not defined; forest is ranked first
+    # a class with accuracy 0 scores 0 even though other components are not defined; forest is
+    # ranked first
     assert table.loc["buildings", "trust_score"] == 0 and table.loc["forest", "rank"] == 1
     assert all(
         w.startswith("Trust") and "Not usable: the model is no better than chance" in w

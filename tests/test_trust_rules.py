@@ -193,8 +193,8 @@ def test_robust_and_fragile_at_a_share_of_one_half():
         robust += sum(_said(items, c, "robust at") for c in CLASSES)
         fragile += sum(_said(items, c, "fragile at") for c in CLASSES)
         draws += C
-    # each word is its own claim with its own null (share <= 0.5 for "robust", >= 0.5 for "fragile");
-    # at exactly 0.5 both nulls hold, and each word fires at most 5 % of the time
+    # each word is its own claim with its own null (share <= 0.5 for "robust", >= 0.5 for
+    # "fragile"); at exactly 0.5 both nulls hold, and each word fires at most 5 % of the time
     assert _rate("'robust at 1/255', true share 0.5, 8 images", robust, draws) <= 0.05
     assert _rate("'fragile at 1/255', true share 0.5, 8 images", fragile, draws) <= 0.05
     _rate("either word (both nulls at once)", robust + fragile, draws)

@@ -8,15 +8,17 @@ How the pieces fit (notebook 10)::
     sources = {
         "predictions":  trust.per_class_from_predictions(labels, probs, classes,
                                                          calibrated_probs=probs_ts),
-        "training":     trust.per_class_from_history(run.history, labels, classes),  # up to best_epoch
-        "attacks":      trust.per_class_from_fragility(regions, classes),  # fragility_by_region frame
+        # up to best_epoch
+        "training":     trust.per_class_from_history(run.history, labels, classes),
+        # regions: the fragility_by_region frame
+        "attacks":      trust.per_class_from_fragility(regions, classes),
         "explanations": trust.per_class_localisation(maps, masks, labels_explained, classes),
         "sanity check": trust.from_sanity_check(sanity_df, "gradcam", classes),
     }
-    table = trust.build_table(sources)            # joins, checks, provenance, per-image samples
-    table = trust.score(table, budget=1 / 255)    # components, trust_score, rank, all with intervals
-    words = trust.verdicts(table)                 # one sentence per class, from trust.RULES
-    trust.ranking(table)                          # rank intervals, classes that cannot be told apart
+    table = trust.build_table(sources)          # joins, checks, provenance, per-image samples
+    table = trust.score(table, budget=1 / 255)  # components, trust_score, rank, with intervals
+    words = trust.verdicts(table)               # one sentence per class, from trust.RULES
+    trust.ranking(table)                        # rank intervals, classes that cannot be told apart
     trust.write_csv(table, "trust.csv", verdicts=words)
     trust.write_html(table, "trust.html", verdicts=words, ...)   # helpers/report.py
 
@@ -32,6 +34,7 @@ unless ``allow_missing``.
 
 from __future__ import annotations
 
+from . import common, output
 from .common import (
     COLUMNS,
     COMPONENTS,
@@ -45,14 +48,7 @@ from .common import (
     ci_columns,
     is_ci,
 )
-from .common import (
-    DERIVED as _DERIVED,
-)
-from .common import (
-    is_missing as _is_missing,
-)
 from .output import format_value, read_csv, write_csv, write_html
-from .output import verdict_series as _verdict_series
 from .rules import (
     RULES,
     THRESHOLDS,
@@ -83,6 +79,12 @@ from .sources import (
 )
 from .table import build_table, provenance, undefined
 
+# Private helpers that helpers/report.py reaches through the package (trust._is_missing, ...):
+# bound by assignment, not re-exported in __all__.
+_DERIVED = common.DERIVED
+_is_missing = common.is_missing
+_verdict_series = output.verdict_series
+
 __all__ = [
     "COLUMNS",
     "COMPONENTS",
@@ -92,6 +94,12 @@ __all__ = [
     "RULES",
     "N_COLUMN",
     "LEVEL",
+    "N_BOOT",
+    "NEVER_PREDICTED",
+    "NO_TEST_IMAGE",
+    "NONE_ATTACKED",
+    "NONE_EXPLAINED",
+    "SANITY_THRESHOLD",
     "per_class_means",
     "per_class_from_predictions",
     "per_class_from_history",

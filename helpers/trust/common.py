@@ -21,56 +21,69 @@ COLUMNS = {
     "accuracy": "share of the class's test images predicted correctly (recall; Wilson interval)",
     "n_predicted": "test images predicted as the class",
     "precision": "share of the images predicted as the class that belong to it (Wilson interval)",
-    "mean_confidence": "mean confidence (max. probability) of the predictions of the class (bootstrap)",
-    "calibration_error": "ECE over the images predicted as the class (15 bins; 0 = honest confidence; bootstrap)",
-    "calibration_error_expected": "mean ECE a class with these confidences would show if its confidence were "
-    "honest (correct ~ Bernoulli(confidence), 2000 draws): the ECE of pure noise",
-    "calibration_p_value": "share of those honest draws with an ECE at least the observed one (small: "
-    "miscalibrated)",
+    "mean_confidence": "mean confidence (max. probability) of the predictions of the class "
+    "(bootstrap)",
+    "calibration_error": "ECE over the images predicted as the class (15 bins; 0 = honest "
+    "confidence; bootstrap)",
+    "calibration_error_expected": "mean ECE a class with these confidences would show if its "
+    "confidence were honest (correct ~ Bernoulli(confidence), 2000 draws): the ECE of pure noise",
+    "calibration_p_value": "share of those honest draws with an ECE at least the observed one "
+    "(small: miscalibrated)",
     "mean_confidence_ts": "mean confidence after temperature scaling (bootstrap)",
     "calibration_error_ts": "calibration error after temperature scaling (bootstrap)",
     "n_history": "test images of the class followed through training (up to the audited epoch)",
-    "share_learned_early": "share right from the first half of training on, never forgotten, right at the "
-    "audited epoch (Wilson)",
+    "share_learned_early": "share right from the first half of training on, never forgotten, right "
+    "at the audited epoch (Wilson)",
     "share_learned_late": "share right only from the second half of training on (Wilson)",
-    "share_forgotten": "share right at the audited epoch after at least one right-to-wrong flip (Wilson)",
+    "share_forgotten": "share right at the audited epoch after at least one right-to-wrong flip "
+    "(Wilson)",
     "share_never_learned": "share wrong at the audited epoch (Wilson)",
-    "mean_prediction_changes": "mean number of epochs at which an image's prediction changed (bootstrap)",
-    "history_epochs": "epochs of the training history used (the first to the audited one; model level)",
-    "n_attacked": "correctly classified test images attacked (minimum-norm PGD search of the smallest "
-    "flipping L-inf epsilon)",
-    "median_eps_whole": "median smallest L-inf epsilon that flips the prediction, whole image (bootstrap)",
+    "mean_prediction_changes": "mean number of epochs at which an image's prediction changed "
+    "(bootstrap)",
+    "history_epochs": "epochs of the training history used (the first to the audited one; model "
+    "level)",
+    "n_attacked": "correctly classified test images attacked (minimum-norm PGD search of the "
+    "smallest flipping L-inf epsilon)",
+    "median_eps_whole": "median smallest L-inf epsilon that flips the prediction, whole image "
+    "(bootstrap)",
     "median_eps_object": "the same with the perturbation confined to the object (bootstrap)",
-    "median_eps_background": "the same confined to a background region of the same pixel count (bootstrap)",
-    "share_not_flipped_whole": "share of attacked images not flipped up to the largest epsilon searched (Wilson)",
+    "median_eps_background": "the same confined to a background region of the same pixel count "
+    "(bootstrap)",
+    "share_not_flipped_whole": "share of attacked images not flipped up to the largest epsilon "
+    "searched (Wilson)",
     "n_object_background": "attacked images with a defined object/background ratio",
-    "object_background_ratio": "median over images of epsilon(object) / epsilon(background), equal pixel "
-    "counts (> 1: the background is the weak spot; bootstrap)",
+    "object_background_ratio": "median over images of epsilon(object) / epsilon(background), equal "
+    "pixel counts (> 1: the background is the weak spot; bootstrap)",
     "object_background_p_value": "two-sided sign test of that ratio against 1 (exact binomial)",
     "attack_max_eps": "largest epsilon the attack searched (model level)",
     "n_explained": "test images explained (the map explains the PREDICTED class)",
     "pointing_game": "share of explanations whose maximum lies on the object (Wilson)",
     "relevance_mass": "mean share of the positive attribution that lies on the object (bootstrap)",
-    "localisation_p_value": "one-sided t test that relevance_mass exceeds mask_share (chance) on average",
-    "mask_share": "mean share of the image covered by the object (chance level of the two above; bootstrap)",
-    "area_50": "smallest share of the image holding half the |attribution| (small = compact; bootstrap)",
+    "localisation_p_value": "one-sided t test that relevance_mass exceeds mask_share (chance) on "
+    "average",
+    "mask_share": "mean share of the image covered by the object (chance level of the two above; "
+    "bootstrap)",
+    "area_50": "smallest share of the image holding half the |attribution| (small = compact; "
+    "bootstrap)",
     "gini": "Gini coefficient of |attribution| (0 = spread evenly, 1 = one pixel; bootstrap)",
-    "sanity_correlation": "cascading randomisation: mean rank correlation with the original map over the "
-    "randomised stages and images (near 0 = the explanation depends on the weights; "
-    "model level; t interval over images)",
+    "sanity_correlation": "cascading randomisation: mean rank correlation with the original map "
+    "over the randomised stages and images (near 0 = the explanation depends on the weights; model "
+    "level; t interval over images)",
     "n_sanity": "images of the sanity check (model level)",
-    "n_sanity_undefined": "of those, images whose correlation is not defined (a constant map) at some stage",
-    "sanity_gate": "pass: the interval of sanity_correlation lies below the threshold; fail: above; "
-    "undecided: it straddles it",
+    "n_sanity_undefined": "of those, images whose correlation is not defined (a constant map) at "
+    "some stage",
+    "sanity_gate": "pass: the interval of sanity_correlation lies below the threshold; fail: "
+    "above; undecided: it straddles it",
     "explanation_method": "the explanation method of the localisation and the sanity check",
     "component_accuracy": "A = accuracy",
     "component_calibration": "C = 1 - calibration_error",
-    "component_robustness": "R = share of the attacked images whose smallest flipping epsilon exceeds the "
-    "budget (Wilson)",
+    "component_robustness": "R = share of the attacked images whose smallest flipping epsilon "
+    "exceeds the budget (Wilson)",
     "component_localisation": "L = clip((relevance_mass - mask_share) / (1 - mask_share), 0, 1)",
-    "component_stability": "S = share_learned_early = 1 - learned late - forgotten - never learned (Wilson)",
-    "trust_score": "weighted geometric mean of the components (interval: per-source bootstrap replicates "
-    "combined)",
+    "component_stability": "S = share_learned_early = 1 - learned late - forgotten - never learned "
+    "(Wilson)",
+    "trust_score": "weighted geometric mean of the components (interval: per-source bootstrap "
+    "replicates combined)",
     "rank": "1 = the most trusted class (ties share the better rank)",
     "rank_ci_low": "best rank in 95 % of the bootstrap replicates of the trust scores",
     "rank_ci_high": "worst rank in 95 % of the bootstrap replicates of the trust scores",

@@ -31,21 +31,36 @@ __all__ = [
 ]
 
 THRESHOLDS = {
-    "accurate": 0.85,  # accuracy: "accurate" when the Wilson interval lies above this
-    "inaccurate": 0.75,  # accuracy / precision: "often wrong" / "false alarm" when the interval lies below
-    "weak_p": 0.025,  # "less accurate than the other classes": one-sided Fisher exact p below this
-    "calibrated": 0.05,  # "well calibrated" when the ECE's interval lies below this
-    "miscalibrated_p": 0.05,  # "over-/under-confident" when consistency resampling gives p below this
-    "robust_share": 0.5,  # robust at the budget when the interval of R lies above this; fragile below
-    "not_robust": 0.5,  # model-level: every class's R interval below this -> "not robust at the budget"
-    "context_p": 0.05,  # object/background: sign test p below this AND the ratio's interval excludes 1
-    "localised": 0.0,  # localisation component L: "points at the object" when its interval lies above this
-    "localised_p": 0.025,  # ... and a one-sided t test of relevance mass > mask share gives p below this
-    "unlocalised": 0.1,  # L: "no better than chance" when its interval lies below this
-    "stable_share": 0.75,  # S: "learned early and stably" above, "unstable in training" below (interval)
-    "sanity_max": 0.5,  # the sanity check passes when the correlation's interval lies below this
-    "chance_z": 1.96,  # model not usable: Wilson lower bound (this z) of overall accuracy <= chance
-    "few_images": 10,  # fewer test images than this: "its numbers rest on only n images"
+    # accuracy: "accurate" when the Wilson interval lies above this
+    "accurate": 0.85,
+    # accuracy / precision: "often wrong" / "false alarm" when the interval lies below
+    "inaccurate": 0.75,
+    # "less accurate than the other classes": one-sided Fisher exact p below this
+    "weak_p": 0.025,
+    # "well calibrated" when the ECE's interval lies below this
+    "calibrated": 0.05,
+    # "over-/under-confident" when consistency resampling gives p below this
+    "miscalibrated_p": 0.05,
+    # robust at the budget when the interval of R lies above this; fragile below
+    "robust_share": 0.5,
+    # model-level: every class's R interval below this -> "not robust at the budget"
+    "not_robust": 0.5,
+    # object/background: sign test p below this AND the ratio's interval excludes 1
+    "context_p": 0.05,
+    # localisation component L: "points at the object" when its interval lies above this
+    "localised": 0.0,
+    # ... and a one-sided t test of relevance mass > mask share gives p below this
+    "localised_p": 0.025,
+    # L: "no better than chance" when its interval lies below this
+    "unlocalised": 0.1,
+    # S: "learned early and stably" above, "unstable in training" below (interval)
+    "stable_share": 0.75,
+    # the sanity check passes when the correlation's interval lies below this
+    "sanity_max": 0.5,
+    # model not usable: Wilson lower bound (this z) of overall accuracy <= chance
+    "chance_z": 1.96,
+    # fewer test images than this: "its numbers rest on only n images"
+    "few_images": 10,
 }
 
 
@@ -257,8 +272,9 @@ def rule_object_background(row, ctx) -> list:
         return [
             (
                 "bad",
-                f"leans on the background: a change confined to the background fools it with a "
-                f"{ratio:.3g}x smaller epsilon than one on the object of the same size (median ratio; {ci})",
+                "leans on the background: a change confined to the background fools it with a "
+                f"{ratio:.3g}x smaller epsilon than one on the object of the same size "
+                f"(median ratio; {ci})",
             )
         ]
     if hi < 1:
@@ -291,8 +307,8 @@ def rule_localisation(row, ctx) -> list:
         return []
     mass, share = num(row, "relevance_mass"), num(row, "mask_share")
     facts = (
-        f"relevance mass {mass:.2f} against {share:.2f} by chance; L = {loc:.2f}, 95 % CI {lo:.2f} to "
-        f"{hi:.2f}, {int(num(row, 'n_explained') or 0)} images"
+        f"relevance mass {mass:.2f} against {share:.2f} by chance; L = {loc:.2f}, 95 % CI {lo:.2f} "
+        f"to {hi:.2f}, {int(num(row, 'n_explained') or 0)} images"
     )
     p = num(row, "localisation_p_value")
     if lo > ctx.t["localised"] and (p is None or p < ctx.t["localised_p"]):
@@ -306,7 +322,8 @@ def rule_localisation(row, ctx) -> list:
         return [
             (
                 "bad",
-                f"explanations of its predictions no better than chance at finding the object ({facts})",
+                "explanations of its predictions no better than chance at finding the object "
+                f"({facts})",
             )
         ]
     return []
@@ -336,7 +353,8 @@ def rule_stability(row, ctx) -> list:
         return [
             (
                 "good",
-                f"learned early and stably: {pct(s)} of its {n} images (95 % CI {pct(lo)} to {pct(hi)})",
+                f"learned early and stably: {pct(s)} of its {n} images "
+                f"(95 % CI {pct(lo)} to {pct(hi)})",
             )
         ]
     if hi < ctx.t["stable_share"]:
@@ -411,9 +429,10 @@ def robustness_verdict(
     if short:
         return f"the model is not robust at {grey(budget)}"
     return (
-        f"the model is not robust at a budget of {grey(budget)} (one grey level is the smallest change an "
-        f"8-bit image can store): in every class most attacked images flip within it (at most {hi.max():.0%} "
-        "withstand it, upper ends of 95 % intervals), so no class is robust, whatever their order"
+        f"the model is not robust at a budget of {grey(budget)} (one grey level is the smallest "
+        "change an 8-bit image can store): in every class most attacked images flip within it (at "
+        f"most {hi.max():.0%} withstand it, upper ends of 95 % intervals), so no class is robust, "
+        "whatever their order"
     )
 
 
@@ -446,9 +465,9 @@ def sanity_clause(table: pd.DataFrame, *, short: bool = False) -> str | None:
         few = " (too few images checked for a decision, although the interval lies on one side)"
     corr_text = "not defined" if corr is None or is_missing(corr) else f"{float(corr):.2f}"
     return (
-        f"the explanations {what} the sanity check{few} (mean correlation after randomising the weights "
-        f"{corr_text}{ci}, {n} images; threshold {THRESHOLDS['sanity_max']:g}), so where they point "
-        "is not judged"
+        f"the explanations {what} the sanity check{few} (mean correlation after randomising the "
+        f"weights {corr_text}{ci}, {n} images; threshold {THRESHOLDS['sanity_max']:g}), so where "
+        "they point is not judged"
     )
 
 

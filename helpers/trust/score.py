@@ -48,7 +48,8 @@ SCORE_FORMULA = (
     "A = accuracy; C = 1 - calibration_error; "
     "R = share of the attacked images whose smallest flipping epsilon exceeds the budget; "
     "L = clip((relevance_mass - mask_share) / (1 - mask_share), 0, 1); "
-    "S = share_learned_early = 1 - learned late - forgotten - never learned; all weights 1 by default; "
+    "S = share_learned_early = 1 - learned late - forgotten - never learned; "
+    "all weights 1 by default; "
     "L gets weight 0 unless the explanation method passes the sanity check."
 )
 
@@ -81,7 +82,8 @@ def _check_budget(budget) -> float:
         isinstance(budget, (int, float, np.floating)) and math.isfinite(budget) and budget >= 0
     ):
         raise ValueError(
-            f"budget must be an L-inf epsilon >= 0 in [0, 1] pixel units (e.g. 1/255), got {budget!r}"
+            "budget must be an L-inf epsilon >= 0 in [0, 1] pixel units (e.g. 1/255), "
+            f"got {budget!r}"
         )
     return float(budget)
 
@@ -268,10 +270,10 @@ def score(
                 else ""
             )
             notes.append(
-                f"localisation left out of the score: the explanation method "
+                "localisation left out of the score: the explanation method "
                 f"{'fails' if gate == 'fail' else 'has not been shown to pass'} the sanity check "
-                f"(mean correlation {float(sanity):.2f}{interval}, {model.get('n_sanity', '?')} images; "
-                f"it passes when the whole interval lies below {sanity_max:g})"
+                f"(mean correlation {float(sanity):.2f}{interval}, {model.get('n_sanity', '?')} "
+                f"images; it passes when the whole interval lies below {sanity_max:g})"
             )
         elif (
             gate is None
@@ -281,7 +283,7 @@ def score(
         ):
             w["localisation"] = 0.0
             notes.append(
-                f"localisation left out of the score: the explanation method fails the sanity check "
+                "localisation left out of the score: the explanation method fails the sanity check "
                 f"(sanity_correlation {float(sanity):.3g} > {sanity_max:g})"
             )
     active = [c for c in COMPONENTS if w[c] > 0]
@@ -349,10 +351,10 @@ def score(
     weak = robustness_summary(out)
     if weak is not None:
         out.attrs["score"]["notes"].append(
-            f"the model is not robust at a budget of {budget * 255:.3g}/255: in every class most attacked "
-            f"images flip within it (at most {weak['high']:.0%} withstand it, upper ends of the 95 % intervals), "
-            "so R is low everywhere and the trust scores and their ranking mostly reflect that, not a "
-            "difference between the classes"
+            f"the model is not robust at a budget of {budget * 255:.3g}/255: in every class most "
+            f"attacked images flip within it (at most {weak['high']:.0%} withstand it, upper ends "
+            "of the 95 % intervals), so R is low everywhere and the trust scores and their ranking "
+            "mostly reflect that, not a difference between the classes"
         )
     return out
 
@@ -371,7 +373,8 @@ def pairwise_better(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def rank_probabilities(table: pd.DataFrame) -> pd.DataFrame:
-    """``[class, rank 1..C]``: the share of bootstrap replicates in which the class takes each rank."""
+    """``[class, rank 1..C]``: the share of bootstrap replicates in which the class takes each
+    rank."""
     rep = table.attrs.get("replicates", {}).get("trust_score")
     if rep is None:
         raise ValueError("the table has no trust-score replicates; call trust.score(table) first")
@@ -421,9 +424,9 @@ def ranking(table: pd.DataFrame, *, level: float | None = None) -> pd.DataFrame:
     out.attrs = {
         "note": None
         if weak is None
-        else f"The model is not robust at {table.attrs['score']['budget'] * 255:.3g}/255: in every class most "
-        f"attacked images flip within it (at most {weak['high']:.0%} withstand it, upper ends of 95 % "
-        "intervals), so every trust score is held down by R and the order of the classes says little "
-        "about anything else."
+        else f"The model is not robust at {table.attrs['score']['budget'] * 255:.3g}/255: in every "
+        f"class most attacked images flip within it (at most {weak['high']:.0%} withstand it, "
+        "upper ends of 95 % intervals), so every trust score is held down by R and the order of "
+        "the classes says little about anything else."
     }
     return out

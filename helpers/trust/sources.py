@@ -91,7 +91,8 @@ def _wilson_cols(rows: dict, name: str, k, n, level):
 
 def _boot_cols(rows: dict, name: str, groups: list, stat, *, n_boot, seed, level, replicates=None):
     """Estimate and percentile interval of ``stat`` per group (``groups[k]``: the values of
-    class k, 1-D or [n, d]); ``stat`` maps ``[B, n(, d)]`` to ``[B]`` and ``[n(, d)]`` to a number."""
+    class k, 1-D or [n, d]); ``stat`` maps ``[B, n(, d)]`` to ``[B]`` and ``[n(, d)]`` to a
+    number."""
     est, lo, hi = [], [], []
     for k, v in enumerate(groups):
         v = np.asarray(v, dtype=float)
@@ -344,18 +345,19 @@ def per_class_from_fragility(
     it never flipped), ``flipped``, ``already_wrong``; ``attrs["max_eps"]`` is kept).
 
     Only correctly classified images count (``n_attacked``). Columns: ``median_eps_whole`` /
-    ``_object`` / ``_background`` (bootstrap; an image that never flipped counts as ``inf``, so
-    a median is ``inf`` when more than half withstood the largest epsilon), ``share_not_flipped_whole``
-    (Wilson), and, with both regions (of equal pixel count), ``object_background_ratio``: the
-    median over images of eps(object) / eps(background) (bootstrap), ``n_object_background``
-    (images where it is defined) and ``object_background_p_value`` (exact two-sided sign test
-    of "ratio > 1" against "ratio < 1"). The per-image whole-image epsilons are kept for the
-    robustness component (``attrs["samples"]["eps_whole"]``); ``attack_max_eps`` is model level."""
+    ``_object`` / ``_background`` (bootstrap; an image that never flipped counts as ``inf``, so a
+    median is ``inf`` when more than half withstood the largest epsilon),
+    ``share_not_flipped_whole`` (Wilson), and, with both regions (of equal pixel count),
+    ``object_background_ratio``: the median over images of eps(object) / eps(background)
+    (bootstrap), ``n_object_background`` (images where it is defined) and
+    ``object_background_p_value`` (exact two-sided sign test of "ratio > 1" against "ratio < 1").
+    The per-image whole-image epsilons are kept for the robustness component
+    (``attrs["samples"]["eps_whole"]``); ``attack_max_eps`` is model level."""
     classes = class_list(classes)
     if not isinstance(fragility, pd.DataFrame) or "region" not in fragility.columns:
         raise ValueError(
-            "fragility must be the long DataFrame of attacks.fragility_by_region (one row per image "
-            "and region); the per-class summary has no per-image epsilons for intervals"
+            "fragility must be the long DataFrame of attacks.fragility_by_region (one row per "
+            "image and region); the per-class summary has no per-image epsilons for intervals"
         )
     max_eps = fragility.attrs.get("max_eps") if max_eps is None else max_eps
     ok = fragility[~fragility["already_wrong"].astype(bool)]
@@ -436,8 +438,8 @@ def per_class_from_fragility(
             why = (
                 "no image of this class the model gets right was attacked in both regions"
                 if len(eps["object"][k]) == 0 or len(eps["background"][k]) == 0
-                else "on every attacked image the object alone and the background alone both withstand the "
-                "largest epsilon searched (or both flip at 0)"
+                else "on every attacked image the object alone and the background alone both "
+                "withstand the largest epsilon searched (or both flip at 0)"
             )
             reasons.update(
                 {(cls, c): why for c in ("object_background_ratio", "object_background_p_value")}

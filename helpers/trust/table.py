@@ -32,7 +32,8 @@ def build_table(sources: dict, *, classes=None, allow_missing=False) -> pd.DataF
     for name, frame in sources.items():
         if not isinstance(frame, pd.DataFrame):
             raise ValueError(
-                f"source {name!r} is a {type(frame).__name__}, expected a DataFrame indexed by class"
+                f"source {name!r} is a {type(frame).__name__}, "
+                "expected a DataFrame indexed by class"
             )
         if "class" in frame.columns:
             frame = frame.set_index("class")
@@ -117,7 +118,8 @@ def undefined(table: pd.DataFrame) -> dict:
 
 
 def provenance(table: pd.DataFrame) -> dict:
-    """``{column: source name}`` of a table from :func:`build_table` (derived columns: ``"trust score"``)."""
+    """``{column: source name}`` of a table from :func:`build_table` (derived columns:
+    ``"trust score"``)."""
     prov = table.attrs.get("provenance")
     if not prov:
         raise ValueError("this table has no provenance; build it with trust.build_table(sources)")
