@@ -16,6 +16,11 @@ minutes on 2 cores. Its limit counts only the model's forwards; the segmentation
 ~0.1 s per 128 px image) and lime's own per-sample numpy work are fixed costs on top, so its
 ratio falls as the sample count grows.
 
+Score-CAM costs one forward per image and CAM-layer channel that varies over the image (up to
+1280 per image on Lite0; about 200 with the ImageNet weights on these random images), counted
+in batches. With ``--weights none`` nearly every channel varies and Score-CAM alone takes
+minutes: leave it out with ``--methods``.
+
     .venv/bin/python benchmarks/explain.py [--arch efficientnet_lite0] [--size 128] [--batch 8]
         [--methods gradcam,lime,...] [--weights imagenet|none] [--no-peers]
 """
@@ -31,16 +36,6 @@ import torch
 
 from helpers import explain as E
 from helpers import models
-
-WARM_UP = {
-    "integrated_gradients": {"n_steps": 2},
-    "smoothgrad": {"n_samples": 2},
-    "smoothgrad_sq": {"n_samples": 2},
-    "vargrad": {"n_samples": 2},
-    "gradient_shap": {"n_samples": 2},
-    "occlusion": {"window": 64, "stride": 64},
-    "lime": {"num_samples": 8},
-}
 
 
 def median_time(fn, repeats: int) -> float:
@@ -73,8 +68,17 @@ class Passes:
         )
 
 
-def ours(args, n_images: int) -> dict:
-    """method -> (kwargs, passes as (count, 'F' | 'F+B'))."""
+def varying_channels(model, x) -> int:
+    """(image, channel) pairs of the CAM layer that vary over the image: Score-CAM's forwards."""
+    layer = models.get_layer(model, models.cam_layer_name(model))
+    with E.capture_layer(model, layer) as store, torch.no_grad():
+        model(x)
+    acts = store["outputs"][0].flatten(2)
+    return int((acts.amax(dim=2) > acts.amin(dim=2)).sum())
+
+
+def ours(args, n_images: int, pairs: int) -> dict:
+    """method -> (kwargs, passes as (count, 'F' | 'F+B')); ``pairs``: see varying_channels."""
     side, b = args.size, args.batch
     window = max(2, round(side / 8))
     stride = max(1, window // 2)
@@ -90,6 +94,7 @@ def ours(args, n_images: int) -> dict:
         "occlusion": ({}, (n_windows, "F")),
         "gradcam": ({}, (1, "F+B")),
         "gradcam_pp": ({}, (1, "F+B")),
+        "scorecam": ({}, (1 + math.ceil(pairs / b), "F")),  # + one F of a black image
         "guided_backprop": ({}, (1, "F+B")),
         "guided_gradcam": ({}, (2, "F+B")),  # captum runs Grad-CAM and guided backprop apart
         "lime": ({"num_samples": args.lime_samples}, (per_image * n_images, "F")),
@@ -185,13 +190,14 @@ def main() -> None:
     )
 
     rows = []
-    plan = ours(args, args.batch)
+    plan = ours(args, args.batch, varying_channels(model, x))
     for method in methods:
         kw, (count, kind) = plan[method]
-        E.explain(model, x[:1], t[:1], method, **WARM_UP.get(method, {}))  # imports, kernels
+        # imports and captum's code paths, on a 32 px crop with the registry's cheap settings
+        E.explain(model, x[:1, :, :32, :32], t[:1], method, **E.METHODS[method].cheap)
         before = full.measure()
         repeats = 3 if count * before[kind == "F+B"] < 5 else 1
-        took = median_time(lambda: E.explain(model, x, t, method, **kw), repeats)
+        took = median_time(lambda m=method, kw=kw: E.explain(model, x, t, m, **kw), repeats)
         after = full.measure()  # the load drifts: average the two measurements
         unit = (before[kind == "F+B"] + after[kind == "F+B"]) / 2
         rows.append((method, f"{count} x {kind}", count * unit, took))

@@ -4,24 +4,7 @@
     attribute(model, x, target, method=..., **hyperparameters) -> Explanation(map, raw, extras)
 
 ``x`` is a float batch ``[N, 3, H, W]`` in [0, 1] (the model normalises it itself), ``target``
-an int or ``LongTensor[N]``. Methods (:data:`METHODS`, :func:`available_methods`):
-
-========================  ==========================================  ======================
-name                      implementation                              map (from ``raw``)
-========================  ==========================================  ======================
-``saliency``              captum ``Saliency`` (signed gradient)       max over channels of |g|
-``integrated_gradients``  captum ``IntegratedGradients``              sum over channels
-``smoothgrad``            captum ``NoiseTunnel`` over a ``base``      the base's reduction
-``smoothgrad_sq``         captum ``NoiseTunnel`` (``smoothgrad_sq``)  the base's reduction
-``vargrad``               captum ``NoiseTunnel`` (``vargrad``)        the base's reduction
-``gradient_shap``         captum ``GradientShap``                     sum over channels
-``occlusion``             captum ``Occlusion``                        sum over channels
-``gradcam``               captum ``LayerGradCam`` + ``interpolate``   relu(sum_k w_k A_k), bilinear
-``gradcam_pp``            by hand (Chattopadhyay et al. 2018)         relu(sum_k w_k A_k), bilinear
-``guided_backprop``       captum ``GuidedBackprop``                   max over channels of |.|
-``guided_gradcam``        captum ``GuidedGradCam``                    max over channels of |.|
-``lime``                  ``lime.lime_image.LimeImageExplainer``      superpixel weights, signed
-========================  ==========================================  ======================
+an int or ``LongTensor[N]``.
 
 Every call: puts the model in eval mode and restores each module's mode afterwards (also on
 error), removes every hook it (or captum) added, never writes into ``x``, bounds the number of
@@ -29,6 +12,14 @@ images per forward pass by ``batch_size``, and returns detached float32 maps on 
 Stochastic methods take ``seed`` (default 0): the same call with the same seed, batch and
 ``batch_size`` gives the same result; they run inside a forked torch RNG and a saved numpy RNG
 state, so the caller's random streams are left untouched.
+
+The CAM family (Grad-CAM, Grad-CAM++, Score-CAM) shares one pipeline, ``_cam``: capture the
+feature maps A (and the gradients of the target score) at ``layer``, weigh each channel,
+map = relu(sum_k w_k A_k) upsampled bilinearly; a variant is only its channel-weight function.
+
+Each method is one :class:`Method` record in :data:`METHODS` (:func:`available_methods`);
+:func:`settings` lists the ones the notebooks compare. The methods:
+
 """
 
 from __future__ import annotations
@@ -49,7 +40,10 @@ from helpers import models
 
 __all__ = [
     "Explanation",
+    "Method",
     "METHODS",
+    "settings",
+    "hyperparameters",
     "grad_methods",
     "available_methods",
     "attribute",
@@ -127,14 +121,14 @@ def capture_layer(model: nn.Module, layer: nn.Module, name: str = "layer"):
     if store["forwards"] and store["calls"] != store["forwards"]:
         raise ValueError(
             f"layer {name!r} ran {store['calls']} times in {store['forwards']} forward "
-            f"passes; Grad-CAM needs a layer used once per pass (a reused module such as "
+            f"passes; a CAM method needs a layer used once per pass (a reused module such as "
             f"ResNet's shared relu is ambiguous): pick its parent block or a conv"
         )
     for out in store["outputs"]:
         if not (isinstance(out, torch.Tensor) and out.dim() == 4):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(
-                f"layer {name!r} gives {shape}; Grad-CAM needs a 4-D feature map "
+                f"layer {name!r} gives {shape}; a CAM method needs a 4-D feature map "
                 f"[N, C, h, w] (a layer between the first conv and the last)"
             )
 
@@ -255,9 +249,8 @@ def _layer(model: nn.Module, layer: str | None) -> tuple[str, nn.Module]:
 
 
 def _upsample(cam: torch.Tensor, size) -> torch.Tensor:
-    from captum.attr import LayerAttribution
-
-    return LayerAttribution.interpolate(cam, tuple(size), interpolate_mode="bilinear")
+    """Bilinear, ``align_corners=False`` (as captum's ``LayerAttribution.interpolate``)."""
+    return F.interpolate(cam, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 # --------------------------------------------------------------------------- gradient methods
@@ -441,48 +434,99 @@ def _occlusion(model, x, t, *, batch_size, window=None, stride=None, baseline=0.
     return _channel_sum(a), None, {"window": window, "stride": stride, "n_windows": n_windows}
 
 
-def _gradcam(model, x, t, *, batch_size, layer=None, relu=True):
-    """Selvaraju et al. 2017 through captum ``LayerGradCam`` on ``layer`` (a name; default
-    ``models.cam_layer_name(model)``): w_k = mean of dS/dA_k, map = relu(sum_k w_k A_k),
-    upsampled bilinearly (captum ``LayerAttribution.interpolate``). ``extras["cam"]`` is the
-    map at the layer's resolution."""
-    from captum.attr import LayerGradCam
-
+# --------------------------------------------------------------------------- CAM family
+# A CAM variant is a channel-weight function
+#     weights(model, x, t, acts, grads, *, batch_size) -> w [N, K]
+# of the layer's feature maps ``acts`` [N, K, h, w] and the gradients ``grads`` of the target
+# score with respect to them (None for a method whose record has needs_grad=False: it runs
+# without autograd). ``_cam`` does the rest, the same for every variant.
+def _cam(model, x, t, weights: Callable, *, batch_size, layer, relu):
+    """capture A (and dS_t/dA) at ``layer`` -> w = weights(...) -> sum_k w_k A_k -> relu ->
+    bilinear upsampling to the input size. extras: ``cam`` (the map at the layer's resolution),
+    ``weights`` [N, K], ``layer``."""
     name, module = _layer(model, layer)
-    with capture_layer(model, module, name):
-        cam = LayerGradCam(model, module).attribute(x, target=t, relu_attributions=bool(relu))
-    return _upsample(cam, x.shape[-2:])[:, 0], None, {"cam": cam[:, 0].detach(), "layer": name}
-
-
-def _gradcam_pp(model, x, t, *, batch_size, layer=None):
-    """Grad-CAM++ (Chattopadhyay et al. 2018), by the paper's closed form.
-
-    Assumption (the paper's): the output explained is Y^c = exp(S^c), S^c the pre-softmax class
-    score, so with g = dS^c/dA (A the ``layer``'s feature maps)
-        alpha_kij = g^2 / (2 g^2 + sum_ab A_kab g^3)        (0 where the denominator is 0)
-        w_k       = sum_ij alpha_kij relu(g_kij)
-        map       = relu(sum_k w_k A_k), upsampled bilinearly to the input size.
-    dY/dA = exp(S^c) g; the positive factor exp(S^c) is one constant per image and is dropped
-    (as in pytorch-grad-cam), so the map is the paper's up to a positive scale per image.
-    """
-    name, module = _layer(model, layer)
-    xg = x.detach().clone().requires_grad_(True)  # keeps A in the graph for a frozen model
+    xg = _leaf(x)  # keeps A in the graph for a frozen model
     with capture_layer(model, module, name) as store:
         scores = model(xg)
     acts = store["outputs"][0]
-    score = scores.gather(1, t.view(-1, 1)).sum()
-    (g,) = torch.autograd.grad(score, acts)
+    grads = None
+    if torch.is_grad_enabled():
+        (grads,) = torch.autograd.grad(scores.gather(1, t.view(-1, 1)).sum(), acts)
     acts = acts.detach()
-    g2, g3 = g.pow(2), g.pow(3)
+    w = weights(model, x, t, acts, grads, batch_size=batch_size)
+    cam = (w[:, :, None, None] * acts).sum(dim=1, keepdim=True)
+    if relu:
+        cam = F.relu(cam)
+    extras = {"cam": cam[:, 0], "weights": w, "layer": name}
+    return _upsample(cam, x.shape[-2:])[:, 0], None, extras
+
+
+def _cam_method(weights: Callable) -> Callable:
+    """The attribution method of a CAM variant: ``layer`` (a name; default
+    ``models.cam_layer_name(model)``) and ``relu`` (False keeps the signed map)."""
+
+    def method(model, x, t, *, batch_size, layer=None, relu=True):
+        return _cam(model, x, t, weights, batch_size=batch_size, layer=layer, relu=bool(relu))
+
+    method.__name__ = weights.__name__.removesuffix("_weights")
+    method.__doc__ = f"{weights.__doc__}\n\n{_cam.__doc__}\n\n{_cam_method.__doc__}"
+    return method
+
+
+def _gradcam_weights(model, x, t, acts, grads, *, batch_size):
+    """Grad-CAM (Selvaraju et al. 2017): w_k = mean over positions of dS/dA_k, S the target's
+    pre-softmax score (as captum's ``LayerGradCam``)."""
+    return grads.mean(dim=(2, 3))
+
+
+def _gradcam_pp_weights(model, x, t, acts, grads, *, batch_size):
+    """Grad-CAM++ (Chattopadhyay et al. 2018), by the paper's closed form.
+
+    Assumption (the paper's): the output explained is Y^c = exp(S^c), S^c the pre-softmax class
+    score, so with g = dS^c/dA
+        alpha_kij = g^2 / (2 g^2 + sum_ab A_kab g^3)        (0 where the denominator is 0)
+        w_k       = sum_ij alpha_kij relu(g_kij)
+    dY/dA = exp(S^c) g; the positive factor exp(S^c) is one constant per image and is dropped
+    (as in pytorch-grad-cam), so the map is the paper's up to a positive scale per image."""
+    g2, g3 = grads.pow(2), grads.pow(3)
     denom = 2 * g2 + acts.sum(dim=(2, 3), keepdim=True) * g3
     alpha = torch.where(
         denom != 0,
         g2 / torch.where(denom != 0, denom, torch.ones_like(denom)),
         torch.zeros_like(denom),
     )
-    weights = (alpha * F.relu(g)).sum(dim=(2, 3), keepdim=True)
-    cam = F.relu((weights * acts).sum(dim=1, keepdim=True))
-    return _upsample(cam, x.shape[-2:])[:, 0], None, {"cam": cam[:, 0], "layer": name}
+    return (alpha * F.relu(grads)).sum(dim=(2, 3))
+
+
+def _scorecam_weights(model, x, t, acts, grads, *, batch_size):
+    """Score-CAM (Wang et al. 2020), no gradients: w_k = p_t(x * H_k) - p_t(black), where H_k
+    is channel k upsampled bilinearly to the input size and min-max scaled to [0, 1] per image,
+    and p_t the softmax probability of the target (the paper's "channel-wise increase of
+    confidence" against a black baseline; pytorch-grad-cam instead softmaxes the target logits
+    over the channels). A channel constant over the image has H_k = 0, i.e. the baseline itself,
+    and weight 0 without a forward pass.
+
+    Cost: one forward per image and varying channel, ``batch_size`` masked images per pass: up
+    to K forwards per image, K = 1280 on Lite0's CAM layer (2048 on ResNet50's), against
+    Grad-CAM's one forward+backward: on 2 CPU cores about 7 s per 128 px image when every
+    channel varies, several hundred times Grad-CAM; use a GPU or a few images. Deterministic:
+    no randomness, so no seed."""
+    n, k = acts.shape[:2]
+    flat = acts.flatten(2)
+    # flat indices image * k + channel of the channels that vary over their image
+    varying = (flat.amax(dim=2) > flat.amin(dim=2)).flatten().nonzero()[:, 0]
+    w = torch.zeros(n * k, device=acts.device, dtype=acts.dtype)
+    with torch.no_grad():
+        black = torch.softmax(model(torch.zeros_like(x[:1])), dim=1)[0]
+        for pairs in varying.split(batch_size):
+            image, channel = pairs // k, pairs % k
+            masks = _upsample(acts[image, channel][:, None], x.shape[-2:])
+            low = masks.amin(dim=(2, 3), keepdim=True)
+            span = masks.amax(dim=(2, 3), keepdim=True) - low
+            masks = (masks - low) / torch.where(span > 0, span, torch.ones_like(span))
+            p = torch.softmax(model(x[image] * masks), dim=1)
+            w[pairs] = p.gather(1, t[image].view(-1, 1))[:, 0] - black[t[image]]
+    return w.view(n, k)
 
 
 def _guided_gradcam(model, x, t, *, batch_size, layer=None):
@@ -591,21 +635,162 @@ def _lime(
 
 
 # --------------------------------------------------------------------------- registry and API
-METHODS: dict[str, Callable] = {
-    "saliency": _saliency,
-    "integrated_gradients": _integrated_gradients,
-    "smoothgrad": _noise_tunnel("smoothgrad"),
-    "smoothgrad_sq": _noise_tunnel("smoothgrad_sq"),
-    "vargrad": _noise_tunnel("vargrad"),
-    "gradient_shap": _gradient_shap,
-    "occlusion": _occlusion,
-    "gradcam": _gradcam,
-    "gradcam_pp": _gradcam_pp,
-    "guided_backprop": _guided_backprop,
-    "guided_gradcam": _guided_gradcam,
-    "lime": _lime,
+@dataclass(frozen=True)
+class Method:
+    """One attribution method: everything the package knows about it, in one place.
+
+    ``function(model, x, t, *, batch_size, **hyperparameters) -> (map, raw, extras)`` does the
+    work on one batch (:func:`attribute` checks the inputs and loops over batches);
+    ``label`` names it in tables and figures; ``implementation`` and ``reduction`` (how the
+    [N,H,W] map comes from ``raw``) fill the table in this module's docstring; ``needs_grad``
+    runs it with autograd on (else under ``torch.no_grad``); ``cheap`` holds hyperparameters
+    that make it fast enough for unit tests and warm-ups; ``compare`` puts it in
+    :func:`settings`, once per dict of fixed hyperparameters in ``variants``."""
+
+    name: str
+    function: Callable
+    label: str
+    implementation: str
+    reduction: str
+    needs_grad: bool = True
+    cheap: dict = field(default_factory=dict)
+    compare: bool = False
+    variants: tuple[dict, ...] = ({},)
+
+
+_CAM_MAP = "relu(sum_k w_k A_k), bilinear"
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "saliency",
+            _saliency,
+            "saliency",
+            "captum ``Saliency`` (signed gradient)",
+            "max over channels of |g|",
+            compare=True,
+        ),
+        Method(
+            "integrated_gradients",
+            _integrated_gradients,
+            "IG",
+            "captum ``IntegratedGradients``",
+            "sum over channels",
+            cheap={"n_steps": 8},
+            compare=True,
+            variants=({"baseline": "black"}, {"baseline": "blurred"}),
+        ),
+        Method(
+            "smoothgrad",
+            _noise_tunnel("smoothgrad"),
+            "SmoothGrad",
+            "captum ``NoiseTunnel`` over a ``base``",
+            "the base's reduction",
+            cheap={"n_samples": 4},
+            compare=True,
+        ),
+        Method(
+            "smoothgrad_sq",
+            _noise_tunnel("smoothgrad_sq"),
+            "SmoothGrad-squared",
+            "captum ``NoiseTunnel`` (``smoothgrad_sq``)",
+            "the base's reduction",
+            cheap={"n_samples": 4},
+        ),
+        Method(
+            "vargrad",
+            _noise_tunnel("vargrad"),
+            "VarGrad",
+            "captum ``NoiseTunnel`` (``vargrad``)",
+            "the base's reduction",
+            cheap={"n_samples": 4},
+        ),
+        Method(
+            "gradient_shap",
+            _gradient_shap,
+            "GradientSHAP",
+            "captum ``GradientShap``",
+            "sum over channels",
+            cheap={"n_samples": 4},
+            compare=True,
+        ),
+        Method(
+            "occlusion",
+            _occlusion,
+            "occlusion",
+            "captum ``Occlusion``",
+            "sum over channels",
+            needs_grad=False,
+            cheap={"window": 16, "stride": 16},
+            compare=True,
+        ),
+        Method(
+            "gradcam",
+            _cam_method(_gradcam_weights),
+            "Grad-CAM",
+            "CAM pipeline (Selvaraju et al. 2017)",
+            _CAM_MAP,
+            compare=True,
+        ),
+        Method(
+            "gradcam_pp",
+            _cam_method(_gradcam_pp_weights),
+            "Grad-CAM++",
+            "CAM pipeline (Chattopadhyay et al. 2018)",
+            _CAM_MAP,
+            compare=True,
+        ),
+        Method(
+            "scorecam",
+            _cam_method(_scorecam_weights),
+            "Score-CAM",
+            "CAM pipeline (Wang et al. 2020), no gradient",
+            _CAM_MAP,
+            needs_grad=False,
+            cheap={"batch_size": 64},
+        ),
+        Method(
+            "guided_backprop",
+            _guided_backprop,
+            "Guided Backprop",
+            "captum ``GuidedBackprop``",
+            "max over channels of |.|",
+            compare=True,
+        ),
+        Method(
+            "guided_gradcam",
+            _guided_gradcam,
+            "Guided Grad-CAM",
+            "captum ``GuidedGradCam``",
+            "max over channels of |.|",
+            compare=True,
+        ),
+        Method(
+            "lime",
+            _lime,
+            "LIME",
+            "``lime.lime_image.LimeImageExplainer``",
+            "superpixel weights, signed",
+            needs_grad=False,
+            cheap={"num_samples": 30},
+            compare=True,
+        ),
+    )
 }
-_NEEDS_GRAD = set(METHODS) - {"occlusion", "lime"}
+
+
+def _method_table() -> str:
+    """The registry as the reStructuredText table at the end of this module's docstring."""
+    rows = [("name", "implementation", "map (from ``raw``)")]
+    rows += [(f"``{m.name}``", m.implementation, m.reduction) for m in METHODS.values()]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    rule = "  ".join("=" * w for w in widths)
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join([rule, lines[0], rule, *lines[1:], rule]) + "\n"
+
+
+if __doc__:  # None under python -OO
+    __doc__ += _method_table()
 
 
 def available_methods() -> list[str]:
@@ -615,7 +800,7 @@ def available_methods() -> list[str]:
 
 def hyperparameters(method: str) -> dict:
     """The keyword-only hyperparameters of ``method`` and their defaults."""
-    fn = _method(method)
+    fn = _method(method).function
     return {
         p.name: p.default
         for p in inspect.signature(fn).parameters.values()
@@ -623,7 +808,32 @@ def hyperparameters(method: str) -> dict:
     }
 
 
-def _method(method: str) -> Callable:
+def settings(*, batch_size: int = 32, **shared) -> dict[str, dict]:
+    """The methods the notebooks compare (``compare=True`` in :data:`METHODS`, in its order) as
+    ``{label: keyword arguments of explain}``, the set that ``quality.compare_methods``,
+    ``quality.sanity_check`` and ``quality.shortcut_table`` score.
+
+    Each setting gets ``batch_size`` and those of the ``shared`` hyperparameters its method
+    accepts (:func:`hyperparameters`), e.g. ``settings(n_steps=50, n_samples=25, window=None,
+    num_samples=500, seed=0)``: ``n_samples`` goes to SmoothGrad and GradientSHAP alike,
+    ``window=None`` is occlusion's default (an eighth of the image side). A method with several
+    ``variants`` gets one setting each, labelled ``"label (values)"``, e.g. ``"IG (black)"``."""
+    compared = [m for m in METHODS.values() if m.compare]
+    unused = set(shared) - {p for m in compared for p in hyperparameters(m.name)}
+    if unused:
+        raise TypeError(f"no compared method takes the hyperparameter(s) {sorted(unused)}")
+    out = {}
+    for m in compared:
+        accepted = {k: v for k, v in shared.items() if k in hyperparameters(m.name)}
+        for variant in m.variants:
+            label = m.label
+            if len(m.variants) > 1:
+                label += f" ({', '.join(str(v) for v in variant.values())})"
+            out[label] = {"method": m.name, **variant, **accepted, "batch_size": batch_size}
+    return out
+
+
+def _method(method: str) -> Method:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     return METHODS[method]
@@ -687,9 +897,10 @@ def attribute(
 
     ``batch_size`` bounds the images per forward pass (inputs, noisy copies, occluded copies,
     integration steps or lime samples alike). Hyperparameters are keyword-only; see
-    :func:`hyperparameters` and each method's docstring (``METHODS[name].__doc__``).
+    :func:`hyperparameters` and each method's docstring (``METHODS[name].function.__doc__``).
     """
-    fn = _method(method)
+    record = _method(method)
+    fn = record.function
     _check_kwargs(method, fn, kw)
     batch_size = _positive_int("batch_size", batch_size)
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
@@ -704,7 +915,7 @@ def attribute(
     t = _targets(target, x.shape[0], device, model)
     seed = kw.get("seed", 0) if "seed" in inspect.signature(fn).parameters else None
     maps, raws, extras = [], [], []
-    grad = torch.enable_grad() if method in _NEEDS_GRAD else torch.no_grad()
+    grad = torch.enable_grad() if record.needs_grad else torch.no_grad()
     with model_state(model), _seeded(seed, device), grad:
         for start in range(0, x.shape[0], batch_size):
             m, r, e = fn(

@@ -604,7 +604,8 @@ def compare_methods(
     """Run every attribution setting on the same images and score it.
 
     ``settings`` maps a label to the keyword arguments of :func:`helpers.explain.attribute`
-    (``{"ig_black": {"method": "integrated_gradients", "baseline": "black"}, ...}``). Returns
+    (``{"IG (black)": {"method": "integrated_gradients", "baseline": "black"}, ...}``;
+    :func:`helpers.explain.settings` gives the notebooks' set). Returns
     the maps by label and a table (see :func:`summarise`) with ``seconds_per_image`` added.
     """
     import time
@@ -759,7 +760,8 @@ def sanity_images(sanity: pd.DataFrame, method: str, *, stage: str = "all") -> p
     if "method" in sanity.columns:
         if method not in set(sanity["method"]):
             raise ValueError(
-                f"no method {method!r} in the sanity check; it has {list(pd.unique(sanity['method']))}"
+                f"no method {method!r} in the sanity check; it has "
+                f"{list(pd.unique(sanity['method']))}"
             )
         rows = sanity[sanity["method"] == method]
     else:
@@ -845,34 +847,3 @@ def sanity_gate(
         "level": level,
         "min_images": int(min_images),
     }
-
-
-def method_settings(
-    *,
-    ig_steps: int = 50,
-    smoothgrad_samples: int = 25,
-    lime_samples: int = 500,
-    occlusion_window: int | None = None,
-    seed: int = 0,
-    batch_size: int = 32,
-) -> dict:
-    """Every method of notebooks 04-06 as ``{label: keyword arguments of explain}``, the set
-    that :func:`compare_methods`, :func:`sanity_check` and :func:`shortcut_table` score.
-
-    ``smoothgrad_samples`` is also GradientSHAP's sample count; ``occlusion_window`` the side
-    of the occlusion patch in pixels (``None``: an eighth of the image side, about 256 windows
-    per image whatever its size)."""
-    settings = {
-        "saliency": dict(method="saliency"),
-        "IG (black)": dict(method="integrated_gradients", baseline="black", n_steps=ig_steps),
-        "IG (blurred)": dict(method="integrated_gradients", baseline="blurred", n_steps=ig_steps),
-        "SmoothGrad": dict(method="smoothgrad", n_samples=smoothgrad_samples, seed=seed),
-        "GradientSHAP": dict(method="gradient_shap", n_samples=smoothgrad_samples, seed=seed),
-        "occlusion": dict(method="occlusion", window=occlusion_window),
-        "Grad-CAM": dict(method="gradcam"),
-        "Grad-CAM++": dict(method="gradcam_pp"),
-        "Guided Backprop": dict(method="guided_backprop"),
-        "Guided Grad-CAM": dict(method="guided_gradcam"),
-        "LIME": dict(method="lime", num_samples=lime_samples, seed=seed),
-    }
-    return {label: {**kw, "batch_size": batch_size} for label, kw in settings.items()}

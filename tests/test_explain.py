@@ -1,5 +1,6 @@
-"""Tests for helpers.explain: shapes on every arch, references (hand Grad-CAM / Grad-CAM++ /
-saliency / guided backprop), IG completeness, determinism, hooks and modes, constant inputs."""
+"""Tests for helpers.explain: shapes on every arch, references (captum's Grad-CAM, hand Grad-CAM /
+Grad-CAM++ / Score-CAM / saliency / guided backprop), IG completeness, determinism, hooks and
+modes, constant inputs, the registry and the compared settings."""
 
 import time
 
@@ -13,17 +14,12 @@ from helpers import explain as E
 from helpers import models
 
 SIZE = 48
-# cheap hyperparameters per method (the defaults run in benchmarks/explain.py)
-CHEAP = {
-    "integrated_gradients": {"n_steps": 8},
-    "smoothgrad": {"n_samples": 4},
-    "smoothgrad_sq": {"n_samples": 4},
-    "vargrad": {"n_samples": 4},
-    "gradient_shap": {"n_samples": 4},
-    "occlusion": {"window": 16, "stride": 16},
-    "lime": {"num_samples": 30},
-}
 CAM_SUBSET = ["saliency", "gradcam", "gradcam_pp", "guided_gradcam"]
+
+
+def cheap(method: str) -> dict:
+    """The registry's cheap hyperparameters (the defaults run in benchmarks/explain.py)."""
+    return dict(E.METHODS[method].cheap)
 
 
 class TinyCNN(nn.Module):
@@ -72,7 +68,7 @@ def tiny():
 @pytest.mark.parametrize("method", E.available_methods())
 def test_every_method_on_lite0(lite, images, method):
     x0 = images.clone()
-    e = E.attribute(lite, images, torch.tensor([1, 4]), method, **CHEAP.get(method, {}))
+    e = E.attribute(lite, images, torch.tensor([1, 4]), method, **cheap(method))
     assert isinstance(e, E.Explanation) and e.method == method
     assert e.map.shape == (2, SIZE, SIZE) and e.map.dtype == torch.float32
     assert torch.isfinite(e.map).all() and not e.map.requires_grad
@@ -140,6 +136,91 @@ def test_gradcam_pp_differs_from_gradcam_where_it_should(tiny):
     a = E.explain(tiny, x, 0, "gradcam", layer="conv2")
     b = E.explain(tiny, x, 0, "gradcam_pp", layer="conv2")
     assert not torch.allclose(a / (a.amax() + 1e-12), b / (b.amax() + 1e-12), atol=1e-3)
+
+
+def test_gradcam_equals_captum_layer_gradcam(lite, images):
+    from captum.attr import LayerGradCam
+
+    t = torch.tensor([1, 4])
+    layer = models.get_layer(lite, models.cam_layer_name(lite))
+    for relu in (True, False):
+        ref = LayerGradCam(lite, layer).attribute(images, target=t, relu_attributions=relu)
+        ref_map = F.interpolate(ref, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+        e = E.attribute(lite, images, t, "gradcam", relu=relu)
+        assert ref.abs().sum() > 0
+        torch.testing.assert_close(e.extras["cam"], ref[:, 0].detach(), rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(e.map, ref_map[:, 0].detach(), rtol=1e-5, atol=1e-7)
+    assert hook_count(lite) == 0
+
+
+def hand_scorecam(model: TinyCNN, x, t):
+    """Score-CAM written out per image and channel (Wang et al. 2020): w_k = p_t(x * H_k) -
+    p_t(black), H_k = channel k upsampled bilinearly and min-max scaled (constant: 0)."""
+    with torch.no_grad():
+        a = model.conv2(model.relu(model.conv1(x)))
+        p_black = torch.softmax(model(torch.zeros(1, *x.shape[1:])), dim=1)[0]
+        w = torch.zeros(a.shape[:2])
+        for i in range(len(x)):
+            for k in range(a.shape[1]):
+                h = F.interpolate(
+                    a[i : i + 1, k : k + 1], x.shape[-2:], mode="bilinear", align_corners=False
+                )
+                lo, hi = h.min(), h.max()
+                h = (h - lo) / (hi - lo) if hi > lo else torch.zeros_like(h)
+                p = torch.softmax(model(x[i : i + 1] * h), dim=1)[0]
+                w[i, k] = p[t[i]] - p_black[t[i]]
+        cam = (w[:, :, None, None] * a).sum(dim=1, keepdim=True).clamp(min=0)
+        up = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return w, up[:, 0]
+
+
+def test_scorecam_equals_hand_computation(tiny):
+    with torch.no_grad():  # channel 3 of conv2 constant over the image: weight 0, no forward
+        tiny.conv2.weight[3] = 0
+        tiny.conv2.bias[3] = 0.7
+    x = torch.rand(3, 3, 20, 20, generator=torch.Generator().manual_seed(13))
+    t = torch.tensor([0, 1, 2])
+    e = E.attribute(tiny, x, t, "scorecam", layer="conv2", batch_size=4)
+    w, ref = hand_scorecam(tiny, x, t)
+    assert (w[:, 3] == 0).all() and (w.abs() > 1e-6).sum() == 12, w
+    assert (w < 0).any() and (w > 0).any(), "the baseline subtraction gives weights of both signs"
+    assert ref.abs().sum() > 0
+    torch.testing.assert_close(e.extras["weights"], w, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(e.map, ref, rtol=1e-4, atol=1e-6)
+    assert e.extras["layer"] == "conv2" and e.extras["cam"].shape == (3, 10, 10)
+
+
+class _NoBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("backward called")
+
+
+class _NoGradientCNN(TinyCNN):
+    def forward(self, x):
+        return self.fc(_NoBackward.apply(self.features(x)).mean(dim=(2, 3)))
+
+
+def test_scorecam_needs_no_gradient_and_is_deterministic():
+    torch.manual_seed(0)
+    model = _NoGradientCNN()
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(14))
+    with pytest.raises(RuntimeError, match="backward called"):
+        E.explain(model, x, 1, "gradcam", layer="conv2")
+    a = E.attribute(model, x, 1, "scorecam", layer="conv2", batch_size=1)
+    b = E.attribute(model, x, 1, "scorecam", layer="conv2", batch_size=1)
+    c = E.attribute(model, x, 1, "scorecam", layer="conv2", batch_size=64)
+    assert torch.equal(a.map, b.map) and a.map.abs().sum() > 0
+    torch.testing.assert_close(a.map, c.map, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(a.extras["weights"], c.extras["weights"], rtol=1e-4, atol=1e-7)
+    signed = E.attribute(model, x, 1, "scorecam", layer="conv2", batch_size=1, relu=False)
+    assert (signed.extras["cam"] < 0).any()
+    assert torch.equal(signed.extras["cam"].clamp(min=0), a.extras["cam"])
+    assert hook_count(model) == 0
 
 
 def test_saliency_equals_autograd(tiny):
@@ -334,6 +415,7 @@ class _Exploding(TinyCNN):
     [
         "gradcam",
         "gradcam_pp",
+        "scorecam",
         "guided_backprop",
         "guided_gradcam",
         "smoothgrad",
@@ -354,10 +436,7 @@ def test_hooks_and_modes_restored_when_the_model_raises(method):
 def test_constant_images_give_finite_maps(lite, value):
     x = torch.full((1, 3, 32, 32), value)
     for method in E.available_methods():
-        kw = dict(CHEAP.get(method, {}))
-        if method == "lime":
-            kw = {"num_samples": 16}
-        e = E.attribute(lite, x, 1, method, **kw)
+        e = E.attribute(lite, x, 1, method, **cheap(method))
         assert torch.isfinite(e.map).all(), method
         for v in e.extras.values():
             if isinstance(v, torch.Tensor) and v.is_floating_point():
@@ -370,8 +449,8 @@ def test_zero_gradient_model_gives_finite_zero_maps(tiny):
             p.zero_()
     x = torch.rand(2, 3, 16, 16)
     for method in E.available_methods():
-        kw = dict(CHEAP.get(method, {}))
-        if method in ("gradcam", "gradcam_pp", "guided_gradcam"):
+        kw = cheap(method)
+        if "layer" in E.hyperparameters(method):
             kw["layer"] = "conv2"
         if method == "occlusion":
             kw = {"window": 8}
@@ -415,24 +494,55 @@ def test_clear_errors(tiny, lite, images):
 
 
 def test_registry():
-    assert (
-        set(E.available_methods())
-        == set(E.METHODS)
-        >= {
-            "saliency",
-            "integrated_gradients",
-            "smoothgrad",
-            "smoothgrad_sq",
-            "vargrad",
-            "gradient_shap",
-            "occlusion",
-            "gradcam",
-            "gradcam_pp",
-            "guided_backprop",
-            "guided_gradcam",
-            "lime",
-        }
-    )
+    assert list(E.METHODS) == E.available_methods()
+    assert set(E.METHODS) == {
+        "saliency",
+        "integrated_gradients",
+        "smoothgrad",
+        "smoothgrad_sq",
+        "vargrad",
+        "gradient_shap",
+        "occlusion",
+        "gradcam",
+        "gradcam_pp",
+        "scorecam",
+        "guided_backprop",
+        "guided_gradcam",
+        "lime",
+    }
+    assert all(name == m.name for name, m in E.METHODS.items())
+    assert {m.name for m in E.METHODS.values() if not m.needs_grad} == {
+        "occlusion",
+        "lime",
+        "scorecam",
+    }
+    for m in E.METHODS.values():
+        assert set(m.cheap) <= set(E.hyperparameters(m.name)) | {"batch_size"}, m.name
+        assert f"``{m.name}``" in E.__doc__, "the docstring table misses a method"
+        assert m.function.__doc__, m.name
     assert E.grad_methods <= set(E.METHODS)
     assert E.hyperparameters("integrated_gradients")["n_steps"] == 50
     assert E.hyperparameters("smoothgrad")["noise_level"] == 0.15
+    assert E.hyperparameters("scorecam") == {"layer": None, "relu": True}
+
+
+def test_settings_are_the_compared_methods_with_their_hyperparameters():
+    settings = E.settings(n_steps=7, n_samples=5, num_samples=11, window=9, seed=3, batch_size=4)
+    expected = {
+        "saliency": dict(method="saliency"),
+        "IG (black)": dict(method="integrated_gradients", baseline="black", n_steps=7, seed=3),
+        "IG (blurred)": dict(method="integrated_gradients", baseline="blurred", n_steps=7, seed=3),
+        "SmoothGrad": dict(method="smoothgrad", n_samples=5, seed=3),
+        "GradientSHAP": dict(method="gradient_shap", n_samples=5, seed=3),
+        "occlusion": dict(method="occlusion", window=9),
+        "Grad-CAM": dict(method="gradcam"),
+        "Grad-CAM++": dict(method="gradcam_pp"),
+        "Guided Backprop": dict(method="guided_backprop"),
+        "Guided Grad-CAM": dict(method="guided_gradcam"),
+        "LIME": dict(method="lime", num_samples=11, seed=3),
+    }
+    assert list(settings) == list(expected)
+    assert settings == {label: {**kw, "batch_size": 4} for label, kw in expected.items()}
+    assert E.settings()["occlusion"] == {"method": "occlusion", "batch_size": 32}
+    with pytest.raises(TypeError, match="n_step"):
+        E.settings(n_step=7)

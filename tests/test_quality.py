@@ -431,24 +431,6 @@ def test_cascade_correlation_averages_the_randomised_stages_only():
     assert result.to_dict() == pytest.approx({"a": 0.3, "b": 0.8})
 
 
-def test_method_settings_name_real_methods_with_accepted_arguments():
-    from helpers import explain
-
-    settings = q.method_settings(
-        ig_steps=7, lime_samples=11, smoothgrad_samples=5, occlusion_window=9, seed=3
-    )
-    assert len(settings) == 11 and settings["IG (black)"]["n_steps"] == 7
-    assert settings["GradientSHAP"]["n_samples"] == settings["SmoothGrad"]["n_samples"] == 5
-    assert (
-        settings["occlusion"]["window"] == 9 and q.method_settings()["occlusion"]["window"] is None
-    )
-    for kw in settings.values():
-        kw = dict(kw)
-        method = kw.pop("method")
-        assert method in explain.available_methods()
-        assert set(kw) - {"batch_size"} <= set(explain.hyperparameters(method))
-
-
 def _sanity_frame(per_image_by_stage, method="m"):
     """A sanity_check-like frame from per-image correlations by stage (the original first)."""
     rows = []
