@@ -6,7 +6,7 @@ In ONE run, on the same images (default: 44 correctly classified test scenes of 
 model, drawn with seed 0; ``--toy``: a random small CNN):
 
 (a) ours: ``helpers.attacks.minimum_norm_epsilon`` (foolbox's LInfFMN with ``--steps`` steps on
-    a channels_last / bf16 wrapper, then an fp32-checked line search along its perturbation);
+    a channels_last wrapper, then fp32-checked line searches along its perturbation);
 (b) the reference: foolbox ``LInfFMNAttack(steps=100)`` on the plain fp32 model;
 (c) a per-image PGD bisection: for each image alone, bisection of the L-inf radius of a
     ``--pgd-steps``-step PGD attack over [0, max_eps] to ``--tol``.
@@ -179,7 +179,7 @@ def bisection_one_by_one(model, x, y, *, max_eps, tol):
             continue
         d = g.sign()
 
-        def wrong(e):
+        def wrong(e, xi=xi, yi=yi, d=d):
             with torch.no_grad():
                 return model((xi + e * d).clamp(0, 1)).argmax(1).item() != yi.item()
 
@@ -206,7 +206,8 @@ def agreement(name, ours, other, tol, already_wrong):
     only_other = (np.isnan(ours) & ~np.isnan(other) & ~already_wrong).sum()
     print(
         f"  vs {name}: {both.sum()} images flipped by both; within 2*tol: {close.mean():.1%}"
-        f" ({close.sum()}), max |diff| over those {diff[close].max() if close.any() else float('nan'):.2e}"
+        f" ({close.sum()}), max |diff| over those "
+        f"{diff[close].max() if close.any() else float('nan'):.2e}"
     )
     far = np.nonzero(both)[0][~close]
     if len(far):
@@ -226,7 +227,7 @@ def pgd_bisection_one_by_one(model, x, y, *, max_eps, tol, steps):
     for i in range(len(x)):
         xi, yi = x[i : i + 1], y[i : i + 1]
 
-        def wrong(e):
+        def wrong(e, xi=xi, yi=yi):
             xa = attacks.pgd(model, xi, yi, eps=e, steps=steps, random_start=False)
             with torch.no_grad():
                 return model(xa).argmax(1).item() != yi.item()
@@ -259,28 +260,27 @@ def foolbox_fmn(model, x, y, steps=100, batch_size=64):
     return torch.cat(out).numpy()
 
 
-def correct_subset(model, x, y, n):
-    """The first ``n`` correctly classified images (the attacks' subject)."""
+def correct_subset(model, x, y, n, skip=0):
+    """The first ``n`` correctly classified images after ``skip`` (the attacks' subject)."""
     with torch.no_grad():
         pred = torch.cat([model(c) for c in x.split(64)]).argmax(1)
-    keep = torch.nonzero(pred == y).flatten()[:n]
+    keep = torch.nonzero(pred == y).flatten()[skip : skip + n]
     return x[keep], y[keep]
 
 
 def strong(args) -> None:
     args.n = args.n or 44
     model, x, y, what = load_inputs(argparse.Namespace(**{**vars(args), "n": len_all(args)}))
-    x, y = correct_subset(model.eval(), x, y, args.n)
+    x, y = correct_subset(model.eval(), x, y, args.n, args.skip)
     n = len(x)
     print(
-        f"{what}; {n} correctly classified images; ours: FMN {args.steps} steps, bf16 {args.bf16}; "
-        f"per-image PGD {args.pgd_steps} steps, tol {args.tol * 255:.3f}/255 up to {args.max_eps * 255:.0f}/255; "
+        f"{what}; {n} correctly classified images; ours: FMN {args.steps} steps; "
+        f"per-image PGD {args.pgd_steps} steps, tol {args.tol * 255:.3f}/255 up to "
+        f"{args.max_eps * 255:.0f}/255; "
         f"{torch.get_num_threads()} threads"
     )
     t = time.perf_counter()
-    df = attacks.minimum_norm_epsilon(
-        model, x, y, steps=args.steps, bf16=args.bf16, batch_size=args.batch_size
-    )
+    df = attacks.minimum_norm_epsilon(model, x, y, steps=args.steps, batch_size=args.batch_size)
     t_ours = time.perf_counter() - t
     t = time.perf_counter()
     ref = foolbox_fmn(model, x, y, steps=100, batch_size=args.batch_size)
@@ -294,16 +294,19 @@ def strong(args) -> None:
     ours = df["epsilon"].to_numpy()
     scaled = f" (timed on {k} images, scaled to {n})" if k < n else ""
     print(
-        f"(a) ours, FMN-{args.steps} + line search:   {t_ours:8.1f} s  ({t_ours / n * 1e3:.0f} ms/image)"
+        f"(a) ours, FMN-{args.steps} + line search:   {t_ours:8.1f} s  ({t_ours / n * 1e3:.0f} "
+        f"ms/image)"
     )
     print(f"(b) foolbox FMN-100, fp32:           {t_ref:8.1f} s  ({t_ref / n * 1e3:.0f} ms/image)")
     print(f"(c) per-image PGD-{args.pgd_steps} bisection:      {t_bis:8.1f} s{scaled}")
     print(
-        f"speed-up of ours: {t_ref / t_ours:.2f}x over FMN-100 (target >= 2), {t_bis / t_ours:.2f}x over "
+        f"speed-up of ours: {t_ref / t_ours:.2f}x over FMN-100 (target >= 2), "
+        f"{t_bis / t_ours:.2f}x over "
         f"the per-image PGD bisection"
     )
     print(
-        f"median epsilon x255: ours {np.nanmedian(ours) * 255:.3f}, FMN-100 {np.nanmedian(ref) * 255:.3f}, "
+        f"median epsilon x255: ours {np.nanmedian(ours) * 255:.3f}, FMN-100 "
+        f"{np.nanmedian(ref) * 255:.3f}, "
         f"PGD bisection {np.nanmedian(bis) * 255:.3f}"
     )
     for name, eps in (("ours", ours), (f"PGD-{args.pgd_steps} bisection", bis)):
@@ -331,9 +334,9 @@ def main() -> None:
     )
     parser.add_argument("--toy", action="store_true", help="random small CNN on random images")
     parser.add_argument("--n", type=int, default=0, help="images (default: 44 strong, 256 fgsm)")
-    parser.add_argument("--steps", type=int, default=20, help="strong: our FMN steps")
+    parser.add_argument("--steps", type=int, default=30, help="strong: our FMN steps")
     parser.add_argument(
-        "--bf16", action="store_true", help="strong: bf16 autocast in ours (fp32 checked)"
+        "--skip", type=int, default=0, help="strong: skip the first K correctly classified images"
     )
     parser.add_argument(
         "--pgd-steps", type=int, default=5, help="strong: PGD steps of the per-image bisection"
@@ -363,13 +366,15 @@ def main() -> None:
     model, x, y, what = load_inputs(args)
     n, k = len(x), args.baseline_n or len(x)
     print(
-        f"{what}; max_eps {args.max_eps}, tol {args.tol}, grid {args.grid}, batch {args.batch_size}, "
+        f"{what}; max_eps {args.max_eps}, tol {args.tol}, grid {args.grid}, batch "
+        f"{args.batch_size}, "
         f"{torch.get_num_threads()} threads"
     )
 
     t_f, t_fb = time_passes(model, x, y, args.batch_size)
     print(
-        f"one batched forward: {t_f * 1e3:.1f} ms/image, forward+backward: {t_fb * 1e3:.1f} ms/image "
+        f"one batched forward: {t_f * 1e3:.1f} ms/image, forward+backward: {t_fb * 1e3:.1f} "
+        f"ms/image "
         f"(= {t_fb / t_f:.2f} F)"
     )
 
@@ -401,7 +406,8 @@ def main() -> None:
     fwd = df.attrs["forwards_per_image"]
     limit_f = t_fb / t_f + fwd
     print(
-        f"\nflipped up to {args.max_eps}: {df['flipped'].mean():.1%} (already wrong {wrong0.mean():.1%});"
+        f"\nflipped up to {args.max_eps}: {df['flipped'].mean():.1%} (already wrong "
+        f"{wrong0.mean():.1%});"
         f" median epsilon of the flipped, correct ones {np.nanmedian(ours[~wrong0]):.4f}"
     )
     scaled = f" (timed on {k} images, scaled to {n})" if k < n else ""
@@ -415,11 +421,14 @@ def main() -> None:
         f"+ 1 F+B at batch 1"
     )
     print(
-        f"speed-up of ours: {t_cap / t_ours:.1f}x over (b), {t_bis / t_ours:.1f}x over (c)  (target >= 3x)"
+        f"speed-up of ours: {t_cap / t_ours:.1f}x over (b), {t_bis / t_ours:.1f}x over (c)  "
+        f"(target >= 3x)"
     )
     print(
-        f"ours per image: 1 F+B + {fwd:.2f} forwards (grid {df.attrs['grid_forwards_per_image']:.2f},"
-        f" root {df.attrs['root_forwards_per_image']:.2f}) = {limit_f:.2f} forward-equivalents by count;"
+        f"ours per image: 1 F+B + {fwd:.2f} forwards (grid "
+        f"{df.attrs['grid_forwards_per_image']:.2f},"
+        f" root {df.attrs['root_forwards_per_image']:.2f}) = {limit_f:.2f} forward-equivalents "
+        f"by count;"
     )
     measured = t_ours / n / t_f
     print(
@@ -433,12 +442,14 @@ def main() -> None:
         f"overhead); replay / count = {t_bare / n / t_f / limit_f:.2f} (small final batches, load)"
     )
     print(
-        f"batched forwards: {df.attrs['batched_forwards']}, root iterations: {df.attrs['root_iterations']}"
+        f"batched forwards: {df.attrs['batched_forwards']}, root iterations: "
+        f"{df.attrs['root_iterations']}"
     )
     unflipped = (~df["flipped"]).to_numpy()
     print(
         f"cost by outcome (forwards/image): not flipped {df['n_forward'][unflipped].mean():.1f} "
-        f"({unflipped.mean():.0%} of images), flipped {df['n_forward'][~unflipped & ~wrong0].mean():.1f}"
+        f"({unflipped.mean():.0%} of images), flipped "
+        f"{df['n_forward'][~unflipped & ~wrong0].mean():.1f}"
     )
 
     print("\nagreement (images that both flip, not already wrong):")

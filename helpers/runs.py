@@ -400,7 +400,7 @@ def region_masks(
 
 # Bumped whenever helpers.attacks.minimum_norm_epsilon changes its answers, so that a cached
 # frame of an older search is not read back.
-SEARCH_VERSION = 3
+SEARCH_VERSION = 4
 
 
 def fragility(
@@ -410,9 +410,8 @@ def fragility(
     whole_images_per_class: int = 0,
     object_from: str = "auto",
     top_fraction: float = 0.2,
-    steps: int = 20,
+    steps: int = 30,
     max_eps: float = 16 / 255,
-    bf16: bool = False,
     seed: int = 0,
     batch_size: int = 64,
 ) -> pd.DataFrame:
@@ -427,8 +426,8 @@ def fragility(
     per image by ``seed`` and its test index), so a region is not more fragile merely for being
     larger; column ``pixels`` records the count. Epsilons above ``max_eps`` count as not
     flipped. Cached in the run's folder so notebooks 09 and 10 share it. Measured on the
-    embedded default (300 test images whole, 20 per class in each region: 540 searches, 20 FMN
-    steps each): 135 s on a 2-core CPU with light other load.
+    embedded default (300 test images whole, 20 per class in each region: 540 searches, 30 FMN
+    steps each): about 170 s on a 2-core CPU.
 
     Returns the long frame of :func:`helpers.attacks.fragility_by_region`, one row per image
     and region (``image`` is the index in the test set): ``image``, ``region``, ``label``,
@@ -443,7 +442,6 @@ def fragility(
         top_fraction=top_fraction,
         steps=steps,
         max_eps=max_eps,
-        bf16=bf16,
         seed=seed,
         attack="fmn",
         equal_area=True,
@@ -453,7 +451,7 @@ def fragility(
     def compute():
         x, labels = run.test_set.tensors()
         labels = labels.long()
-        kw = dict(direction="fmn", steps=steps, max_eps=max_eps, bf16=bf16, batch_size=batch_size)
+        kw = dict(direction="fmn", steps=steps, max_eps=max_eps, batch_size=batch_size)
         whole_idx = (
             np.arange(len(x))
             if whole_images_per_class <= 0

@@ -1,4 +1,5 @@
-"""Attacks, minimal epsilon and masks on tiny models with known answers (closed forms, invariants)."""
+"""Attacks, minimal epsilon and masks on tiny models with known answers (closed forms,
+invariants)."""
 
 import math
 
@@ -406,7 +407,7 @@ def test_per_class_fragility_reads_a_plain_minimal_epsilon_frame(linear_case):
     assert not any(c.startswith("median_l2") for c in table.columns)
 
 
-# ------------------------------------------------------------------ defects (each failed before its fix)
+# ------------------------------------------------------- defects (each failed before its fix)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_images_with_nan_or_inf_are_refused(cnn, batch, bad):
     x, y = batch
@@ -466,13 +467,12 @@ def _foolbox_fmn(model, x, y, steps=100):
     return _linf(adv, x).double().numpy()
 
 
-@pytest.mark.parametrize("bf16", [False, True])
-def test_minimum_norm_epsilon_on_a_linear_model_matches_the_closed_form(linear_case, bf16):
+def test_minimum_norm_epsilon_on_a_linear_model_matches_the_closed_form(linear_case):
     """On a linear model the minimal L-inf epsilon is margin / ||w_y - w_other||_1 (images away
     from the [0, 1] border): the search lands within a few % of it, never below, and every
     reported image is misclassified by the fp32 model at the reported epsilon."""
     model, x, y, star = linear_case
-    df, x_adv = A.minimum_norm_epsilon(model, x, y, steps=30, bf16=bf16, return_adversarial=True)
+    df, x_adv = A.minimum_norm_epsilon(model, x, y, steps=30, return_adversarial=True)
     eps = df["epsilon"].to_numpy()
     assert df["already_wrong"][:2].all() and (eps[:2] == 0).all()
     f = df["flipped"].to_numpy() & ~df["already_wrong"].to_numpy()
@@ -502,11 +502,11 @@ def test_minimum_norm_epsilon_is_close_to_foolbox_fmn_100_on_a_cnn():
         y = model(x).argmax(1)
     ref = _foolbox_fmn(model, x, y)
     # foolbox's own step settings (the defaults are tuned for the fine-tuned scene model)
-    df = A.minimum_norm_epsilon(model, x, y, steps=30, bf16=False, gamma=0.05, max_stepsize=1.0)
+    df = A.minimum_norm_epsilon(model, x, y, steps=30, gamma=0.05, max_stepsize=1.0)
     r = df["epsilon"].to_numpy() / ref
     assert df["flipped"].all() and np.mean(r <= 1.1) >= 0.9, r
     # with the same 100 steps, the fp32 check and the line search can only shrink FMN's answer
-    same = A.minimum_norm_epsilon(model, x, y, steps=100, bf16=False, gamma=0.05, max_stepsize=1.0)
+    same = A.minimum_norm_epsilon(model, x, y, steps=100, gamma=0.05, max_stepsize=1.0)
     assert (same["epsilon"].to_numpy() <= ref * (1 + 1e-5)).all()
 
 
@@ -596,7 +596,6 @@ def test_a_model_reading_every_pixel_equally_prefers_no_region():
         {"whole": None, "object": o, "background": b},
         direction="fmn",
         steps=30,
-        bf16=False,
     )
     assert not df["already_wrong"].any()
     e = df.pivot(index="image", columns="region", values="epsilon")
@@ -617,7 +616,6 @@ def test_a_model_reading_every_pixel_equally_prefers_no_region():
         {"whole": None, "object": obj, "background": ~obj},
         direction="fmn",
         steps=30,
-        bf16=False,
     )
     assert A.per_class_fragility(raw, ["a", "b"]).loc["a", "object_background_ratio_ci_low"] > 1
 
@@ -637,7 +635,6 @@ def test_a_model_reading_only_the_object_prefers_the_object():
         {"whole": None, "object": o, "background": b},
         direction="fmn",
         steps=30,
-        bf16=False,
     )
     table = A.per_class_fragility(df, ["a", "b"])
     assert table.loc["a", "object_background_ratio_ci_high"] < 1

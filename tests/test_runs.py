@@ -217,7 +217,7 @@ def test_fragility_attacks_every_test_image_and_equal_areas_per_class(tmp_path):
         test_set=SimpleNamespace(tensors=lambda: (x, labels)),
         test_masks=lambda: masks,
     )
-    df = runs.fragility(run, region_images_per_class=2, steps=10, bf16=False)
+    df = runs.fragility(run, region_images_per_class=2, steps=10)
     whole = df[df.region == "whole"]
     assert sorted(whole.image) == list(range(n))
     reg = df[df.region != "whole"]
@@ -236,7 +236,7 @@ def test_fragility_attacks_every_test_image_and_equal_areas_per_class(tmp_path):
         "confidence_before",
         "flip_class",
     } <= set(df.columns)
-    again = runs.fragility(run, region_images_per_class=2, steps=10, bf16=False)
+    again = runs.fragility(run, region_images_per_class=2, steps=10)
     pd.testing.assert_frame_equal(
         again.reset_index(drop=True), df.reset_index(drop=True), check_dtype=False
     )
