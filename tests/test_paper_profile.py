@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -145,8 +146,11 @@ def papermill_args(notebook: Path, data_dir: Path, variant: str) -> list[str]:
     return args
 
 
-def run_notebooks(data_dir: Path, work: Path, variant: str, notebooks=NOTEBOOKS) -> dict:
-    """Run ``notebooks`` as `make report PROFILE=paper` does; return {name: (seconds, log)}."""
+def run_notebooks(
+    data_dir: Path, work: Path, variant: str, notebooks=NOTEBOOKS, threads: int | None = None
+) -> dict:
+    """Run ``notebooks`` as `make report PROFILE=paper` does; return {name: (seconds, log, rc)}.
+    ``threads``: OMP_NUM_THREADS of the kernels (None: the default)."""
     env = {
         **os.environ,
         "TRUST_AUDIT_CACHE": str(work / "cache"),
@@ -157,6 +161,7 @@ def run_notebooks(data_dir: Path, work: Path, variant: str, notebooks=NOTEBOOKS)
         "MPLBACKEND": "Agg",
         "MALLOC_MMAP_THRESHOLD_": "4294967296",
         "MALLOC_TRIM_THRESHOLD_": "4294967296",
+        **({"OMP_NUM_THREADS": str(threads)} if threads else {}),
     }
     results = {}
     for notebook in notebooks:
@@ -193,18 +198,29 @@ def printed_text(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def toy_setup(tmp_path_factory):
+def variant_results(tmp_path_factory):
+    """Both variants run at once, one thread per notebook kernel: most of a toy notebook's time
+    is the kernel's start and imports (one core each), so two sequences side by side on the
+    2-core machine take little more than the longer one."""
     base = tmp_path_factory.mktemp("paper")
     data_dir = write_intel_folder(base / "intel")
-    return base, data_dir
+
+    def run_variant(variant):
+        work = base / variant
+        write_torch_home(work / "torch")
+        return run_notebooks(data_dir, work, variant, RUNS_ON[variant], threads=1)
+
+    with ThreadPoolExecutor(max_workers=len(VARIANTS)) as pool:
+        futures = {v: pool.submit(run_variant, v) for v in VARIANTS}
+        return base, data_dir, {v: f.result() for v, f in futures.items()}
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_every_notebook_runs_under_the_paper_profile_without_masks(toy_setup, variant, monkeypatch):
-    base, data_dir = toy_setup
-    work = base / variant
-    write_torch_home(work / "torch")
-    results = run_notebooks(data_dir, work, variant, RUNS_ON[variant])
+def test_every_notebook_runs_under_the_paper_profile_without_masks(
+    variant_results, variant, monkeypatch
+):
+    base, data_dir, all_results = variant_results
+    work, results = base / variant, all_results[variant]
     timings = os.environ.get("TRUST_AUDIT_TIMINGS")
     if timings:
         with open(timings, "a") as f:
