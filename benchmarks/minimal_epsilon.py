@@ -68,6 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers import attacks
+from helpers.attacks.minimum_norm import _fast
 
 
 def load_inputs(args):
@@ -247,7 +248,7 @@ def foolbox_fmn(model, x, y, steps=100, batch_size=64):
     import foolbox as fb
 
     out = []
-    with attacks._fast(model, channels_last=False):
+    with _fast(model, channels_last=False):
         fmodel = fb.PyTorchModel(model, bounds=(0, 1))
         for xs, ys in zip(x.split(batch_size), y.split(batch_size)):
             adv = fb.attacks.LInfFMNAttack(steps=steps).run(

@@ -4,11 +4,12 @@ Every image is float in [0, 1], NCHW; the model normalises inside (its first lay
 
 ``fool(model, x, target, *, norm="linf", ...) -> FoolingResult``
     The smallest change a plain iterative targeted attack needs to make the model say
-    ``target``: signed-gradient (L-inf) or normalised-gradient (L2) steps down the target's
-    cross-entropy, clipped to [0, 1], and STOPPED for each image at the first step where the
-    prediction is the target (the iterative method of Kurakin, Goodfellow & Bengio 2017,
-    "Adversarial examples in the physical world", with early stopping instead of an epsilon
-    ball; Szegedy et al. 2014, "Intriguing properties of neural networks", for the idea).
+    ``target`` (:func:`helpers.attacks.iterative_targeted`): signed-gradient (L-inf) or
+    normalised-gradient (L2) steps down the target's cross-entropy, clipped to [0, 1], and
+    STOPPED for each image at the first step where the prediction is the target (the iterative
+    method of Kurakin, Goodfellow & Bengio 2017, "Adversarial examples in the physical world",
+    with early stopping instead of an epsilon ball; Szegedy et al. 2014, "Intriguing properties
+    of neural networks", for the idea).
     ``magnified_difference`` maps the (tiny) change to a visible image.
 
 ``visualize_class(model, targets, *, param="pixel", size=128, ...) -> Tensor[N, 3, size, size]``
@@ -27,13 +28,13 @@ Every image is float in [0, 1], NCHW; the model normalises inside (its first lay
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.attacks import eval_mode
+from helpers.attacks import FoolingResult, iterative_targeted
+from helpers.plumbing import as_targets, eval_mode, model_device
 
 __all__ = [
     "FoolingResult",
@@ -48,62 +49,9 @@ __all__ = [
 ]
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    return next(iter(model.parameters()), torch.empty(0)).device
-
-
-def _as_targets(target, n: int, device) -> torch.Tensor:
-    t = torch.as_tensor(target, device=device).long().reshape(-1)
-    if t.numel() == 1:
-        t = t.expand(n)
-    if t.numel() != n:
-        raise ValueError(f"got {t.numel()} targets for {n} images; expected one or one per image")
-    return t
-
-
-def _check_images(x) -> None:
-    if not torch.is_tensor(x) or x.ndim != 4 or not x.is_floating_point():
-        raise ValueError(
-            "x must be a float tensor [N, C, H, W] of images in [0, 1], got "
-            f"{type(x).__name__} {tuple(getattr(x, 'shape', ()))}"
-        )
-
-
 # --------------------------------------------------------------------------------------------
 # fooling images
 # --------------------------------------------------------------------------------------------
-@dataclass
-class FoolingResult:
-    """What :func:`fool` found, one entry per image.
-
-    ``steps``: steps taken until the target was first predicted (with the asked confidence;
-    ``max_steps`` when never);
-    ``linf``/``l2``: measured norms of ``x_adv - x``; ``target_prob``: softmax probability of
-    the target at ``x_adv``; ``original_pred``/``original_prob``: the model's class for ``x``
-    and its probability.
-    """
-
-    x_adv: torch.Tensor
-    reached: torch.Tensor
-    steps: torch.Tensor
-    linf: torch.Tensor
-    l2: torch.Tensor
-    target_prob: torch.Tensor
-    original_pred: torch.Tensor
-    target: torch.Tensor
-    original_prob: torch.Tensor
-
-
-def _fool_step(x_adv, grad, norm: str, step_size: float) -> torch.Tensor:
-    """One step DOWN the target's cross-entropy, clipped to [0, 1]."""
-    if norm == "linf":
-        direction = grad.sign()
-    else:
-        length = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-        direction = grad / length.view(-1, 1, 1, 1)
-    return (x_adv - step_size * direction).clamp(0, 1)
-
-
 def fool(
     model: nn.Module,
     x: torch.Tensor,
@@ -116,7 +64,8 @@ def fool(
     seed: int | None = None,
     random_start: bool = False,
 ) -> FoolingResult:
-    """Make ``model`` predict ``target`` (int or LongTensor[N]) with a small change of ``x``.
+    """Make ``model`` predict ``target`` (int or LongTensor[N]) with a small change of ``x``:
+    :func:`helpers.attacks.iterative_targeted` (same arguments, same result).
 
     Each step: one forward of the images still searching; those predicted as the target are
     frozen (their ``steps`` is the step count so far), the others take a step of ``step_size``
@@ -127,65 +76,17 @@ def fool(
     ``random_start`` (off: the change should be minimal) starts within one step of ``x``,
     drawn from ``seed``; without it the method is deterministic and ``seed`` is unused.
     """
-    _check_images(x)
-    if norm not in ("linf", "l2"):
-        raise ValueError(f"unknown norm {norm!r}; expected 'linf' or 'l2'")
-    if not 0 <= confidence < 1:
-        raise ValueError(f"confidence must be in [0, 1), got {confidence!r}")
-    if int(max_steps) != max_steps or max_steps < 0:
-        raise ValueError(f"max_steps must be an integer >= 0, got {max_steps!r}")
-    device = _device_of(model)
-    x0 = x.detach().to(device)
-    n = len(x0)
-    target = _as_targets(target, n, device)
-    if step_size is None:
-        step_size = 1 / 255 if norm == "linf" else math.sqrt(x0[0].numel()) / (255 * 16)
-    x_adv = _random_start(x0, norm, step_size, seed) if random_start else x0.clone()
-    steps = torch.full((n,), int(max_steps), dtype=torch.long, device=device)
-    reached = torch.zeros(n, dtype=torch.bool, device=device)
-    prob = torch.zeros(n, device=device)
-    original = torch.zeros(n, dtype=torch.long, device=device)
-    original_prob = torch.zeros(n, device=device)
-    with eval_mode(model):
-        if random_start:  # what the model said about the image itself, not the jittered start
-            with torch.no_grad():
-                original_prob, original = model(x0).softmax(1).max(1)
-        for t in range(int(max_steps) + 1):
-            idx = (~reached).nonzero()[:, 0]
-            if len(idx) == 0:
-                break
-            xa = x_adv[idx].requires_grad_(True)
-            logits = model(xa)
-            if t == 0 and not random_start:
-                original_prob, original = logits.detach().softmax(1).max(1)
-            prob[idx] = logits.detach().softmax(1).gather(1, target[idx, None])[:, 0]
-            hit = (logits.argmax(1) == target[idx]) & (prob[idx] >= confidence)
-            reached[idx[hit]], steps[idx[hit]] = True, t
-            if t == max_steps or bool(hit.all()):
-                break
-            (grad,) = torch.autograd.grad(F.cross_entropy(logits, target[idx], reduction="sum"), xa)
-            keep = ~hit  # frozen images do not move
-            x_adv[idx[keep]] = _fool_step(xa.detach()[keep], grad[keep], norm, step_size)
-    delta = (x_adv - x0).flatten(1)
-    return FoolingResult(
-        x_adv=x_adv.to(x.device),
-        reached=reached,
-        steps=steps,
-        linf=delta.abs().amax(1),
-        l2=delta.norm(dim=1),
-        target_prob=prob,
-        original_pred=original,
-        target=target,
-        original_prob=original_prob,
+    return iterative_targeted(
+        model,
+        x,
+        target,
+        norm=norm,
+        step_size=step_size,
+        max_steps=max_steps,
+        confidence=confidence,
+        seed=seed,
+        random_start=random_start,
     )
-
-
-def _random_start(x0, norm: str, step_size: float, seed) -> torch.Tensor:
-    g = torch.Generator().manual_seed(0 if seed is None else int(seed))
-    noise = torch.empty(x0.shape).uniform_(-1, 1, generator=g).to(x0.device)
-    if norm == "l2":
-        noise = noise / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-    return (x0 + step_size * noise).clamp(0, 1)
 
 
 def magnified_difference(x: torch.Tensor, x_adv: torch.Tensor, *, gain=None) -> torch.Tensor:
@@ -388,7 +289,7 @@ def visualize_class(
 
     if param not in ("pixel", "fourier"):
         raise ValueError(f"unknown param {param!r}; expected 'pixel' or 'fourier'")
-    device = _device_of(model)
+    device = model_device(model)
     targets = torch.as_tensor(targets, device=device).long().reshape(-1)
     g = torch.Generator().manual_seed(int(seed))
     if param == "fourier":
@@ -429,8 +330,8 @@ def visualize_class(
 @torch.no_grad()
 def class_scores(model: nn.Module, x: torch.Tensor, targets) -> tuple[torch.Tensor, torch.Tensor]:
     """(logit, softmax probability) of each image's target class, model in eval mode."""
-    device = _device_of(model)
-    targets = _as_targets(targets, len(x), device)
+    device = model_device(model)
+    targets = as_targets(targets, len(x), device)
     with eval_mode(model):
         logits = model(x.to(device))
     return logits.gather(1, targets[:, None])[:, 0], logits.softmax(1).gather(1, targets[:, None])[
@@ -448,10 +349,10 @@ def visualization_table(
 
     names = getattr(model, "class_names", None)
     name = (lambda k: names[k]) if names is not None else str
-    targets = _as_targets(targets, len(x), _device_of(model))
+    targets = as_targets(targets, len(x), model_device(model))
     logit, prob = class_scores(model, x, targets)
     with torch.no_grad(), eval_mode(model):
-        top_prob, top = model(x.to(_device_of(model))).softmax(1).max(1)
+        top_prob, top = model(x.to(model_device(model))).softmax(1).max(1)
     table = {"class": [name(int(k)) for k in targets]}
     if start is not None:
         table["logit_start"] = class_scores(model, start, targets)[0].double().cpu().numpy()

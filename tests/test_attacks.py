@@ -716,3 +716,110 @@ def test_attacking_leaves_the_model_computing_exactly_as_before():
     A.minimum_norm_epsilon(model, x, out0.argmax(1), steps=2)
     assert [p.stride() for p in model.parameters()] == before
     assert torch.equal(model(x), out0)
+
+
+# ------------------------------------------------------------------ the registries
+def test_epsilon_sweep_refuses_an_unknown_attack(cnn, batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="unknown attack 'deepfool'.*fgsm, pgd"):
+        A.epsilon_sweep(cnn, x, y, [0.01], attack="deepfool")
+
+
+def test_epsilon_sweep_runs_the_registered_attack_not_pgd(cnn, batch, monkeypatch):
+    """A new entry of ATTACKS is what the sweep runs (not PGD in its place)."""
+    x, y = batch
+    calls = []
+
+    def blank(model, x, y, *, eps, **kw):  # an "attack" that greys the image out
+        calls.append((eps, kw))
+        return torch.full_like(x, 0.5)
+
+    monkeypatch.setitem(A.ATTACKS, "blank", blank)
+    df = A.epsilon_sweep(cnn, x, y, [0.01, 0.02], attack="blank", batch_size=4, flavour=1)
+    with torch.no_grad():
+        grey = int((cnn(torch.full_like(x, 0.5)).argmax(1) == y).sum())
+    assert df["n_correct"].tolist() == [grey, grey]
+    assert [e for e, _ in calls] == [0.01, 0.01, 0.02, 0.02]  # per epsilon, per chunk of 4
+    assert all(kw == {"flavour": 1} for _, kw in calls)
+
+
+def test_the_pgd_sweep_matches_pgd_per_epsilon(cnn, batch):
+    x, y = batch
+    df = A.epsilon_sweep(cnn, x, y, [0.02, 0.1], attack="pgd", steps=3, seed=0)
+    for e, n_ok in zip(df["epsilon"], df["n_correct"]):
+        x_adv = A.pgd(cnn, x, y, eps=e, steps=3, seed=0)
+        with torch.no_grad():
+            assert n_ok == int((cnn(x_adv).argmax(1) == y).sum())
+
+
+@pytest.mark.parametrize("name", sorted(A.MINIMIZERS))
+def test_every_minimizer_runs_and_returns_the_result_table(cnn, batch, name):
+    """Each registered minimisation attack, on a tiny CNN: the shared columns, epsilon 0 for
+    images already wrong, and a returned image within epsilon that the model gets wrong."""
+    x, y = batch
+    with torch.no_grad():
+        pred = cnn(x).argmax(1)
+    y = pred.clone()
+    y[0] = (pred[0] + 1) % 3  # one image already wrong
+    kw = {"fgsm": {}, "pgd": {"pgd_kw": {"steps": 3}, "max_eps": 0.5}, "fmn": {"steps": 10}}[name]
+    df, x_adv = A.minimizer(name)(cnn, x, y, return_adversarial=True, batch_size=4, **kw)
+    assert tuple(df.columns) == A.RESULT_COLUMNS
+    assert df["already_wrong"].tolist() == [True] + [False] * 5
+    assert df.loc[0, "epsilon"] == 0 and torch.equal(x_adv[0], x[0])
+    assert df["flipped"].sum() >= 4
+    flipped = df["flipped"].to_numpy() & ~df["already_wrong"].to_numpy()
+    eps = torch.as_tensor(df["epsilon"].to_numpy()[flipped], dtype=x.dtype)
+    assert (_linf(x_adv[flipped], x[flipped]) <= eps + 1e-6).all()
+    with torch.no_grad():
+        wrong = cnn(x_adv[flipped]).argmax(1) != y[flipped]
+    assert wrong.all()
+    assert (x_adv >= 0).all() and (x_adv <= 1).all()
+
+
+def test_an_unknown_minimizer_is_refused(cnn, batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="unknown minimisation attack 'deepfool'.*fmn"):
+        A.minimizer("deepfool")
+    with pytest.raises(ValueError, match="deepfool"):
+        A.fragility_by_region(cnn, x, y, {}, direction="deepfool")
+
+
+def test_fragility_by_region_dispatches_through_the_registry(cnn, batch, monkeypatch):
+    """A minimum-norm attack is one function: registered, fragility_by_region runs it."""
+    x, y = batch
+    seen = []
+
+    def constant(model, x, y, *, mask=None, batch_size=64, return_adversarial=False, **kw):
+        seen.append(int(mask.sum()))
+        with torch.no_grad():
+            clean = model(x)
+        n = len(x)
+        df = A.result_frame(
+            epsilon=np.full(n, 0.5),
+            labels=y,
+            clean_logits=clean,
+            flip_class=np.zeros(n, dtype=np.int64),
+            confidence_at_flip=np.full(n, 0.9),
+            n_forward=np.ones(n, dtype=np.int64),
+            n_backward=np.zeros(n, dtype=np.int64),
+            attrs={"method": "constant", **kw},
+        )
+        return (df, x.clone()) if return_adversarial else df
+
+    monkeypatch.setitem(A.MINIMIZERS, "constant", constant)
+    out = A.fragility_by_region(cnn, x, y, {"left": _half_mask()}, direction="constant", probes=3)
+    assert seen == [6 * H * W, 6 * H * W // 2]
+    assert (out["epsilon"] == 0.5).all() and out.attrs == {"method": "constant", "probes": 3}
+    assert out.groupby("region")["pixels"].first().to_dict() == {"left": H * W // 2, "whole": H * W}
+
+
+def test_synthesis_fool_is_the_targeted_iterative_attack(cnn, batch):
+    from helpers import synthesis
+
+    x, _ = batch
+    a = synthesis.fool(cnn, x, 2, max_steps=30, step_size=0.01)
+    b = A.iterative_targeted(cnn, x, 2, max_steps=30, step_size=0.01)
+    assert isinstance(a, synthesis.FoolingResult) and synthesis.FoolingResult is A.FoolingResult
+    for field in vars(a):
+        assert torch.equal(getattr(a, field), getattr(b, field)), field
+    assert a.reached.any()

@@ -1,0 +1,145 @@
+"""Summaries of minimal-epsilon tables: per class (with intervals) and per epsilon."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..stats import bootstrap, wilson
+from ._base import check_eps
+
+
+def _median_ci(values, seed):
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if not len(v):
+        return np.nan, np.nan, np.nan
+    e = bootstrap(v, np.median, seed=seed)
+    # a median that is inf (more than half never flipped) has its upper end at inf too
+    return e.estimate, e.low, (np.inf if np.isinf(e.estimate) else e.high)
+
+
+def per_class_fragility(
+    df: pd.DataFrame, classes: list[str], *, budget: float | None = None, seed: int = 0
+) -> pd.DataFrame:
+    """Per class (rows) and region: median minimal epsilon with its 95 % interval, share not
+    flipped, median L2, and with ``budget`` the share that withstands it (Wilson interval).
+
+    ``df``: the frame of :func:`helpers.attacks.fragility_by_region` (or
+    :func:`helpers.attacks.fragility`), or of :func:`helpers.attacks.minimal_epsilon` /
+    :func:`helpers.attacks.minimum_norm_epsilon` (one region, named ``whole``).
+
+    Only images classified correctly before the attack count (``already_wrong`` images have
+    epsilon 0 and say nothing about fragility); ``n_correct`` (whole image, or the first region)
+    and ``n_<region>`` give how many. Images that never flip count as ``+inf`` (their epsilon
+    is beyond ``max_eps``), so a median is ``inf`` when more than half of a class withstands
+    ``max_eps``. Columns per region ``r``: ``median_eps_r`` with ``median_eps_r_ci_low`` /
+    ``_ci_high`` (seeded percentile bootstrap over the class's images, helpers.stats),
+    ``n_r``, ``share_not_flipped_r``, ``median_l2_r`` (when the frame has L2 norms) and, with
+    ``budget``, ``share_withstanding_r`` (share whose epsilon exceeds ``budget``) with its
+    Wilson ``_ci_low`` / ``_ci_high``.
+
+    With ``object`` and ``background`` regions: ``object_background_ratio`` is the median over
+    images of the PAIRED ratio eps_object / eps_background (each image attacked in both regions;
+    a region that never flips counts as inf; images where neither flips are left out), with its
+    bootstrap interval (``_ci_low``, ``_ci_high``) and ``n_object_background``. < 1: the
+    object is the more fragile region. Compare regions of equal area
+    (:func:`helpers.attacks.equal_area`).
+    """
+    ok = df[~df["already_wrong"]].copy()
+    ok["eps_c"] = ok["epsilon"].where(ok["flipped"], np.inf)
+    has_l2 = "l2_norm" in ok.columns  # minimal_epsilon's own frame has no L2 column
+    ok["l2_c"] = ok["l2_norm"].where(ok["flipped"], np.inf) if has_l2 else np.nan
+    if "region" not in df.columns:
+        df, ok = df.assign(region="whole"), ok.assign(region="whole")
+    if "image" not in ok.columns:
+        ok = ok.assign(image=ok.index)
+    rows = []
+    regions = list(dict.fromkeys(df["region"]))
+    first = "whole" if "whole" in regions else regions[0]
+    for k, name in enumerate(classes):
+        row = {
+            "class": name,
+            "n": int(((df["label"] == k) & (df["region"] == first)).sum()),
+            "n_correct": int(((ok["label"] == k) & (ok["region"] == first)).sum()),
+        }
+        for j, region in enumerate(regions):
+            sel = ok[(ok["label"] == k) & (ok["region"] == region)]
+            est, low, high = _median_ci(sel["eps_c"], seed + 101 * k + j)
+            row[f"median_eps_{region}"] = est
+            row[f"median_eps_{region}_ci_low"], row[f"median_eps_{region}_ci_high"] = low, high
+            row[f"n_{region}"] = len(sel)
+            if has_l2:
+                row[f"median_l2_{region}"] = float(np.median(sel["l2_c"])) if len(sel) else np.nan
+            row[f"share_not_flipped_{region}"] = (
+                float((~sel["flipped"]).mean()) if len(sel) else np.nan
+            )
+            if budget is not None:
+                kk = int((sel["eps_c"] > budget).sum())
+                row[f"share_withstanding_{region}"] = kk / len(sel) if len(sel) else np.nan
+                lo, hi = wilson(kk, len(sel)) if len(sel) else (np.nan, np.nan)
+                (
+                    row[f"share_withstanding_{region}_ci_low"],
+                    row[f"share_withstanding_{region}_ci_high"],
+                ) = lo, hi
+        if "object" in regions and "background" in regions:
+            o = ok[(ok["label"] == k) & (ok["region"] == "object")].set_index("image")["eps_c"]
+            b = ok[(ok["label"] == k) & (ok["region"] == "background")].set_index("image")["eps_c"]
+            o, b = o.align(b, join="inner")
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = (o / b).to_numpy(dtype=float)  # inf/inf -> nan: left out
+            est, low, high = _median_ci(r, seed + 101 * k + 50)
+            row["object_background_ratio"] = est
+            row["object_background_ratio_ci_low"], row["object_background_ratio_ci_high"] = (
+                low,
+                high,
+            )
+            row["n_object_background"] = int(np.sum(~np.isnan(r)))
+            if has_l2:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    row["object_background_l2_ratio"] = (
+                        row["median_l2_object"] / row["median_l2_background"]
+                    )
+        rows.append(row)
+    out = pd.DataFrame(rows).set_index("class")
+    if budget is not None:
+        out.attrs["budget"] = float(budget)
+    return out
+
+
+def robust_accuracy_from_epsilons(
+    df: pd.DataFrame, epsilons, *, max_eps: float | None = None
+) -> pd.DataFrame:
+    """Robust accuracy per epsilon read off the minimal epsilons of every image (the frame of
+    :func:`helpers.attacks.minimum_norm_epsilon` / :func:`helpers.attacks.minimal_epsilon`, one row
+    per image): the share of
+    ALL images whose minimal flipping epsilon exceeds ``e`` (already misclassified images have
+    epsilon 0; images that never flipped count as beyond ``max_eps``), with a Wilson interval.
+    Since a minimum-norm attack only bounds each image's minimal epsilon from above, this is an
+    upper bound on the accuracy under the best possible attack. Epsilons at or above ``max_eps``
+    (default ``df.attrs["max_eps"]``) are NaN: nothing is known there. Returns ``epsilon``,
+    ``accuracy``, ``low``, ``high``, ``n_correct``, ``n``."""
+    if "region" in df.columns:
+        df = df[df["region"] == "whole"]
+    max_eps = df.attrs.get("max_eps") if max_eps is None else max_eps
+    eps = df["epsilon"].where(df["flipped"], np.inf).to_numpy(dtype=float)
+    n = len(eps)
+    rows = []
+    for e in np.atleast_1d(np.asarray(epsilons, dtype=float)):
+        check_eps(e, "every epsilon")
+        k = int((eps > e).sum())
+        known = max_eps is None or e < max_eps
+        low, high = wilson(k, n) if n else (np.nan, np.nan)
+        rows.append(
+            {
+                "epsilon": float(e),
+                "accuracy": k / n if n and known else np.nan,
+                "low": low if known else np.nan,
+                "high": high if known else np.nan,
+                "n_correct": k if known else pd.NA,
+                "n": n,
+            }
+        )
+    out = pd.DataFrame(rows)
+    out["n_correct"] = out["n_correct"].astype("Int64")
+    return out
