@@ -64,6 +64,8 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
+from .plumbing import as_labels
+
 __all__ = [
     "reliability_bins",
     "expected_calibration_error",
@@ -136,20 +138,7 @@ def _probs(probs, name: str = "probs") -> np.ndarray:
 
 
 def _labels(labels, n: int, num_classes: int) -> np.ndarray:
-    y = _numpy(labels, "labels")
-    if y.ndim != 1 or len(y) != n:
-        raise ValueError(
-            f"labels must be [N] with N={n} (one per row of probs), got shape {y.shape}"
-        )
-    if not np.issubdtype(y.dtype, np.integer):
-        if not np.issubdtype(y.dtype, np.number) or not np.all(np.mod(y, 1) == 0):
-            raise ValueError(f"labels must be integer class indices, got dtype {y.dtype}")
-    y = y.astype(np.int64)
-    if len(y) and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(
-            f"labels must be class indices in [0, {num_classes}), got [{y.min()}, {y.max()}]"
-        )
-    return y
+    return as_labels(labels, n, "cpu", num_classes=num_classes).numpy()
 
 
 def _checked(probs, labels):
@@ -446,9 +435,7 @@ def stratified_folds(labels, folds: int = 5, *, seed: int = 0) -> np.ndarray:
     some folds)."""
     if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
         raise ValueError(f"folds must be an integer >= 2, got {folds!r}")
-    y = _numpy(labels, "labels").astype(np.int64)
-    if y.ndim != 1:
-        raise ValueError(f"labels must be [N], got shape {y.shape}")
+    y = as_labels(labels, None, "cpu").numpy()
     if len(y) < folds:
         raise ValueError(f"{len(y)} images cannot be split into {folds} folds")
     rng = np.random.default_rng(seed)

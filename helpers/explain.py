@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers import models
+from helpers.plumbing import as_targets, check_images, eval_mode, gaussian_blur, model_device
 
 __all__ = [
     "Explanation",
@@ -50,7 +51,6 @@ __all__ = [
     "explain",
     "model_state",
     "capture_layer",
-    "blur",
     "make_baseline",
 ]
 
@@ -84,14 +84,12 @@ def model_state(model: nn.Module):
     """Eval mode inside; afterwards every module gets its own ``training`` flag back and every
     hook registered inside the block (by us or by captum) is removed, even on error."""
     modules = list(model.modules())
-    modes = [m.training for m in modules]
     before = [{name: set(getattr(m, name, {}) or {}) for name in _HOOK_DICTS} for m in modules]
-    model.eval()
     try:
-        yield model
+        with eval_mode(model):
+            yield model
     finally:
-        for m, mode, keys in zip(modules, modes, before):
-            m.training = mode
+        for m, keys in zip(modules, before):
             for name, old in keys.items():
                 hooks = getattr(m, name, None)
                 if hooks:
@@ -164,27 +162,13 @@ def _lime_quiet():
 
 
 # --------------------------------------------------------------------------- small helpers
-def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable gaussian blur of ``[N,C,H,W]`` (replicate padding); ``sigma`` in pixels."""
-    if sigma <= 0:
-        return x.clone()
-    radius = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    y = F.pad(x, (radius, radius, 0, 0), mode="replicate")
-    y = F.conv2d(y, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    y = F.pad(y, (0, 0, radius, radius), mode="replicate")
-    return F.conv2d(y, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-
-
 _BASELINES = ("black", "white", "blurred", "uniform")
 
 
 def make_baseline(x: torch.Tensor, baseline="black") -> torch.Tensor:
-    """A reference image per input: ``"black"`` (0), ``"white"`` (1), ``"blurred"`` (gaussian
-    blur, sigma = side/20), ``"uniform"`` (U[0,1) noise from torch's global generator, which
+    """A reference image per input: ``"black"`` (0), ``"white"`` (1), ``"blurred"``
+    (:func:`helpers.plumbing.gaussian_blur`: sigma = side/20, reflect padding, the same
+    baseline as quality's), ``"uniform"`` (U[0,1) noise from torch's global generator, which
     :func:`attribute` seeds), a number, or a tensor broadcastable to ``x``."""
     if isinstance(baseline, torch.Tensor):
         try:
@@ -201,7 +185,7 @@ def make_baseline(x: torch.Tensor, baseline="black") -> torch.Tensor:
     if baseline == "white":
         return torch.ones_like(x)
     if baseline == "blurred":
-        return blur(x, min(x.shape[-2:]) / 20)
+        return gaussian_blur(x)
     if baseline == "uniform":
         return torch.rand(x.shape, device=x.device, dtype=x.dtype)
     raise ValueError(
@@ -851,30 +835,8 @@ def _check_kwargs(method: str, fn: Callable, kw: dict) -> None:
         )
 
 
-def _targets(target, n: int, device, model) -> torch.Tensor:
-    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
-        t = torch.full((n,), int(target), dtype=torch.long)
-    else:
-        t = torch.as_tensor(target)
-        if t.dim() == 0:
-            t = t.expand(n)
-        if t.dtype.is_floating_point or t.dtype == torch.bool or t.dim() != 1 or len(t) != n:
-            raise ValueError(
-                f"target must be an int or integer tensor of shape [{n}], got "
-                f"{t.dtype} of shape {tuple(t.shape)}"
-            )
-        t = t.long()
-    n_classes = len(getattr(model, "class_names", ()) or ())
-    if len(t) and (int(t.min()) < 0 or (n_classes and int(t.max()) >= n_classes)):
-        raise ValueError(f"target {t.tolist()} out of range for {n_classes or '?'} classes")
-    return t.to(device)
-
-
-def _model_device_dtype(model: nn.Module, x: torch.Tensor):
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.device, p.dtype
-    return x.device, torch.float32
+def _float_dtype(model: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 def _merge(parts: list[dict]) -> dict:
@@ -903,16 +865,13 @@ def attribute(
     fn = record.function
     _check_kwargs(method, fn, kw)
     batch_size = _positive_int("batch_size", batch_size)
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
-        raise ValueError(
-            f"x must be a float tensor [N, C, H, W], got "
-            f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}"
-        )
-    if x.numel() and (not torch.isfinite(x).all() or x.min() < -1e-6 or x.max() > 1 + 1e-6):
-        raise ValueError("x must hold finite pixel values in [0, 1] (the model normalises them)")
-    device, dtype = _model_device_dtype(model, x)
-    xs = x.detach().to(device=device, dtype=dtype).clone()
-    t = _targets(target, x.shape[0], device, model)
+    check_images(x)
+    if x.numel() and (x.min() < -1e-6 or x.max() > 1 + 1e-6):
+        raise ValueError("x must hold pixel values in [0, 1] (the model normalises them)")
+    device = model_device(model)
+    xs = x.detach().to(device=device, dtype=_float_dtype(model)).clone()
+    n_classes = len(getattr(model, "class_names", ()) or ()) or None
+    t = as_targets(target, x.shape[0], device, num_classes=n_classes)
     seed = kw.get("seed", 0) if "seed" in inspect.signature(fn).parameters else None
     maps, raws, extras = [], [], []
     grad = torch.enable_grad() if record.needs_grad else torch.no_grad()

@@ -45,6 +45,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -52,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.attacks import eval_mode
+from helpers.plumbing import check_images, eval_mode
 
 __all__ = [
     "NeuralHash",
@@ -79,17 +80,8 @@ BITS = 96  # NeuralHash's hash length
 PHASH_SIZE, PHASH_LOW = 32, 8  # pHash: resize side, low-frequency block side
 
 
-def _check_images(x, name: str = "x") -> None:
-    if (
-        not torch.is_tensor(x)
-        or x.ndim != 4
-        or not x.is_floating_point()
-        or x.shape[1] not in (1, 3)
-    ):
-        raise ValueError(
-            f"{name} must be a float tensor [N, 3, H, W] (or [N, 1, H, W]) of images in "
-            f"[0, 1], got {type(x).__name__} {tuple(getattr(x, 'shape', ()))}"
-        )
+# the hash networks take RGB or grey images
+_check_images = partial(check_images, channels=(3, 1))
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:

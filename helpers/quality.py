@@ -36,6 +36,8 @@ from scipy.ndimage import distance_transform_edt
 from scipy.stats import rankdata
 from torch import nn
 
+from helpers.plumbing import as_targets, check_images, eval_mode, gaussian_blur, model_device
+
 __all__ = [
     "CurveResult",
     "make_baseline",
@@ -82,22 +84,6 @@ def _masks_np(masks, shape) -> np.ndarray:
     return arr
 
 
-def _targets(target, n: int, device) -> torch.Tensor:
-    t = torch.as_tensor(target, dtype=torch.long, device=device).reshape(-1)
-    if t.numel() == 1:
-        t = t.expand(n)
-    if t.numel() != n:
-        raise ValueError(
-            f"{t.numel()} targets for {n} images; expected one per image or a single int"
-        )
-    return t
-
-
-def _device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 # ----------------------------------------------------------------------------- deletion / insertion
 @dataclass
 class CurveResult:
@@ -120,19 +106,15 @@ class CurveResult:
         return ("kind", "baseline", "fractions", "probs", "auc")
 
 
-def _blur_sigma(size: int) -> float:
-    # RISE blurs 224 px images with a Gaussian of sigma 5 (kernel 11); scale with the image
-    return max(1.0, 5.0 * size / 224)
-
-
 def make_baseline(
     x: torch.Tensor, baseline="blurred", *, sigma: float | None = None
 ) -> torch.Tensor:
     """The reference image for deletion/insertion, same shape as ``x``.
 
-    ``"black"`` (zeros), ``"blurred"`` (Gaussian blur of each image, sigma 5 px at 224 px scaled
-    with the image size unless ``sigma`` is given, reflecting borders), ``"mean"`` (each image's
-    per-channel mean colour), a float (a grey level) or a tensor broadcastable to ``x``.
+    ``"black"`` (zeros), ``"blurred"`` (:func:`helpers.plumbing.gaussian_blur`, the same
+    baseline as explain's: sigma = side/20 unless ``sigma`` is given, reflect padding),
+    ``"mean"`` (each image's per-channel mean colour), a float (a grey level) or a tensor
+    broadcastable to ``x``.
     """
     if isinstance(baseline, torch.Tensor):
         return baseline.to(x).expand_as(x).clone()
@@ -143,16 +125,7 @@ def make_baseline(
     if baseline == "mean":
         return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
     if baseline == "blurred":
-        s = float(sigma) if sigma is not None else _blur_sigma(min(x.shape[-2:]))
-        radius = max(1, min(int(np.ceil(3 * s)), min(x.shape[-2:]) - 1))
-        k = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-        k = torch.exp(-0.5 * (k / s) ** 2)
-        k = k / k.sum()
-        c = x.shape[1]
-        out = F.pad(x, (radius, radius, 0, 0), mode="reflect")
-        out = F.conv2d(out, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-        out = F.pad(out, (0, 0, radius, radius), mode="reflect")
-        return F.conv2d(out, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+        return gaussian_blur(x, sigma)
     raise ValueError(
         f"unknown baseline {baseline!r}; expected 'black', 'blurred', 'mean', a float or a tensor"
     )
@@ -171,10 +144,9 @@ def rank_pixels(maps) -> torch.Tensor:
 def _perturbation_curve(kind, model, x, target, maps, *, steps, batch_size, baseline, sigma):
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1; got {steps}, {batch_size}")
-    device = _device(model)
+    device = model_device(model)
     x = torch.as_tensor(x, dtype=torch.float32).to(device)
-    if x.ndim != 4:
-        raise ValueError(f"images must be [N,3,H,W]; got shape {tuple(x.shape)}")
+    check_images(x, "images")
     n, _, h, w = x.shape
     m = _maps_np(maps)
     if m.shape[0] != n:
@@ -183,7 +155,7 @@ def _perturbation_curve(kind, model, x, target, maps, *, steps, batch_size, base
         m = F.interpolate(
             torch.from_numpy(m)[:, None], size=(h, w), mode="bilinear", align_corners=False
         )[:, 0].numpy()
-    t = _targets(target, n, device)
+    t = as_targets(target, n, device)
     base = make_baseline(x, baseline, sigma=sigma)
     order = rank_pixels(m)
     rank = torch.empty_like(order)  # rank[i, pixel] = its position in the order
@@ -194,9 +166,7 @@ def _perturbation_curve(kind, model, x, target, maps, *, steps, batch_size, base
     # every (image, step) pair goes through the model in batches of batch_size
     pairs = torch.cartesian_prod(torch.arange(n), torch.arange(steps + 1)).to(device)
     probs = torch.empty(n * (steps + 1), device=device)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for start in range(0, len(pairs), batch_size):
             i, k = pairs[start : start + batch_size].unbind(1)
             chosen = (rank[i] < counts[k, None]).view(-1, 1, h, w)  # the top pixels at step k
@@ -206,8 +176,6 @@ def _perturbation_curve(kind, model, x, target, maps, *, steps, batch_size, base
                 batch = torch.where(chosen, x[i], base[i])
             logits = model(batch)
             probs[start : start + len(i)] = logits.float().softmax(1).gather(1, t[i, None])[:, 0]
-    finally:
-        model.train(was_training)
     name = baseline if isinstance(baseline, str) else "custom"
     return CurveResult(
         kind, name, fractions, probs.view(n, steps + 1).cpu().numpy().astype(np.float64)
@@ -519,7 +487,7 @@ def model_randomisation(
     work = copy.deepcopy(model)
     work_modules = dict(work.named_modules())
     rows, maps_by_stage = [], {}
-    device = _device(model)
+    device = model_device(model)
     rng_devices = [device.index or 0] if device.type == "cuda" else []
 
     def record(name, modules):

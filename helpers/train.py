@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch.nn.functional as F
 from helpers.progress import tqdm
 
 from . import models
+from .plumbing import atomic_write, eval_mode
 
 
 def set_seed(seed: int) -> None:
@@ -101,11 +100,7 @@ class TrainHistory:
     def save(self, path: str | Path) -> Path:
         arrays = {f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)}
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-        os.close(fd)
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, lambda f: np.savez(f, **arrays))
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainHistory":
@@ -189,17 +184,13 @@ def predict_proba(
 ) -> tuple[np.ndarray, float]:
     """Softmax probabilities [N, C] on ``dataset`` (or its ``indices``) and the mean loss."""
     device = models.pick_device(device)
-    was_training = model.training
-    model.eval()
     indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
     probs, loss_sum = [], 0.0
-    try:
+    with eval_mode(model):
         for images, labels in _batches(dataset, indices, batch_size):
             logits = model(images.to(device))
             loss_sum += F.cross_entropy(logits, labels.to(device), reduction="sum").item()
             probs.append(logits.softmax(1).cpu().numpy())
-    finally:
-        model.train(was_training)
     return np.concatenate(probs), loss_sum / max(1, len(indices))
 
 

@@ -67,6 +67,30 @@ def test_eval_mode_restores_modes_when_the_body_raises(error):
     assert modes(model) == before
 
 
+def test_helpers_that_run_a_model_restore_mixed_modes():
+    from helpers import explain, quality, train
+
+    class Images(torch.utils.data.Dataset):
+        labels = [0, 1]
+
+        def __getitem__(self, i):
+            return torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(i)), i
+
+        def __len__(self):
+            return 2
+
+    model = mixed_model()
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    model(x)  # materialise the lazy layer
+    before = modes(model)
+    quality.deletion_curve(model, x, 1, torch.rand(2, 8, 8), steps=2)
+    assert modes(model) == before
+    train.predict_proba(model, Images(), device="cpu")
+    assert modes(model) == before
+    explain.explain(model, x, 1, "saliency")
+    assert modes(model) == before
+
+
 # --------------------------------------------------------------------------- device
 def test_model_device_first_parameter_then_buffer_then_cpu():
     assert P.model_device(nn.Linear(2, 2, device="meta")) == torch.device("meta")
@@ -193,6 +217,20 @@ def test_gaussian_blur_edge_cases():
     xg = x.clone().requires_grad_(True)
     P.gaussian_blur(xg).sum().backward()
     assert xg.grad is not None and torch.isfinite(xg.grad).all()
+
+
+def test_explain_and_quality_blurred_baselines_are_one():
+    from helpers import explain, quality
+
+    for shape in [(2, 3, 32, 32), (1, 3, 150, 120)]:
+        x = torch.rand(*shape, generator=torch.Generator().manual_seed(4))
+        expected = P.gaussian_blur(x)
+        assert torch.equal(explain.make_baseline(x, "blurred"), expected)
+        assert torch.equal(quality.make_baseline(x, "blurred"), expected)
+        # and it is really blurred: sigma = side / 20
+        s = min(shape[-2:]) / 20
+        ref = gaussian_filter(x.numpy(), sigma=(0, 0, s, s), mode="mirror", truncate=3.0)
+        np.testing.assert_allclose(expected.numpy(), ref, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- atomic writes

@@ -171,22 +171,6 @@ def class_list(classes) -> list[str]:
     return classes
 
 
-def labels_of(labels, classes: list[str], name: str = "labels") -> np.ndarray:
-    y = numpy(labels)
-    if y.ndim != 1:
-        raise ValueError(f"{name} must be [N] class indices, got shape {y.shape}")
-    if len(y) and (
-        not np.issubdtype(y.dtype, np.number)
-        or np.any(np.mod(y, 1) != 0)
-        or y.min() < 0
-        or y.max() >= len(classes)
-    ):
-        raise ValueError(
-            f"{name} must be integer class indices in [0, {len(classes)}), got {y[:5]}..."
-        )
-    return y.astype(np.int64)
-
-
 def frame_of(rows: dict, classes) -> pd.DataFrame:
     return pd.DataFrame(rows, index=pd.Index(classes, name="class"))
 

@@ -18,6 +18,7 @@ import pandas as pd
 from scipy import stats as _st
 
 from .. import calibration, stats
+from ..plumbing import as_labels
 from .common import (
     LEVEL,
     N_BOOT,
@@ -31,7 +32,6 @@ from .common import (
     class_list,
     explain,
     frame_of,
-    labels_of,
     numpy,
 )
 
@@ -124,7 +124,7 @@ def per_class_means(labels, classes, **columns) -> pd.DataFrame:
     array (``[N]``, aligned with ``labels``) over the images of each class (NaN values
     skipped), with its bootstrap interval (``<name>_ci_low`` / ``_ci_high``)."""
     classes = class_list(classes)
-    y = labels_of(labels, classes)
+    y = as_labels(labels, None, "cpu", num_classes=len(classes)).numpy()
     rows = {"n": np.bincount(y, minlength=len(classes))}
     for name, values in columns.items():
         v = numpy(values).astype(np.float64)
@@ -165,7 +165,7 @@ def per_class_from_predictions(
     p = calibration._probs(probs)
     if p.shape[1] != len(classes):
         raise ValueError(f"probs have {p.shape[1]} columns for {len(classes)} classes")
-    y = labels_of(labels, classes)
+    y = as_labels(labels, None, "cpu", num_classes=len(classes)).numpy()
     if len(y) != len(p):
         raise ValueError(f"{len(y)} labels for {len(p)} rows of probs")
     C = len(classes)
@@ -284,7 +284,7 @@ def per_class_from_history(
     if classes is None:
         raise ValueError("classes are needed (the history has none)")
     classes = class_list(classes)
-    y = labels_of(labels, classes)
+    y = as_labels(labels, None, "cpu", num_classes=len(classes)).numpy()
     image = evolution.image_stats(preds, y, late_fraction=late_fraction, upto=upto)
     C = len(classes)
     n = np.bincount(y, minlength=C)
@@ -479,7 +479,7 @@ def per_class_localisation(
     classes = class_list(classes)
     m = quality._maps_np(maps)
     gt = quality._masks_np(masks, m.shape)
-    y = labels_of(labels, classes)
+    y = as_labels(labels, None, "cpu", num_classes=len(classes)).numpy()
     if len(y) != len(m):
         raise ValueError(f"{len(y)} labels for {len(m)} maps")
     C = len(classes)
