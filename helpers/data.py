@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import pandas as pd
 import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from helpers.plumbing import atomic_write_text
 from helpers.progress import tqdm
 
 __all__ = [
@@ -345,18 +345,9 @@ def write_manifest(manifest: pd.DataFrame, path) -> Path:
                 f"outside it (e.g. in the project's cache folder), got {path}"
             )
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            manifest[MANIFEST_COLUMNS].to_csv(fh, index=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_text(
+        path, manifest[MANIFEST_COLUMNS].to_csv(index=False, lineterminator="\n")
+    )
 
 
 def read_manifest(path) -> pd.DataFrame:

@@ -10,12 +10,13 @@ weights raise :class:`WeightsNotFoundError` naming the file and where it was loo
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .plumbing import atomic_write
 
 ARCHS = ("resnet50", "resnet18", "mobilenet_v2", "efficientnet_lite0")
 
@@ -241,15 +242,7 @@ def save_checkpoint(obj: dict, path: str | Path) -> Path:
     """``torch.save`` to a temporary file in the same folder, then an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -12,6 +12,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.patches import Patch
 
 from .paths import figures_dir
+from .plumbing import atomic_write_bytes
 
 CLASS_COLORS = (
     "#7f7f7f",
@@ -44,7 +45,7 @@ def save_figure(
     """
     path = figures_dir() / f"{slug}.png"
     data = png_bytes(fig, dpi=dpi, max_kb=max_kb)
-    _atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data)
     if show is None:
         show = _in_notebook()
     if show:
@@ -81,15 +82,6 @@ def png_bytes(fig, *, dpi: int = 100, max_kb: int | None = FIGURE_BUDGET_KB) -> 
             Image.Resampling.LANCZOS,
         )
     return data
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _in_notebook() -> bool:

@@ -23,6 +23,8 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter, gaussian_filter1d, zoom
 from skimage.draw import ellipse, polygon
 
+from .plumbing import atomic_write, atomic_write_text
+
 CLASSES = ("buildings", "forest", "glacier", "mountain", "sea", "street")
 SPLITS = ("seg_train", "seg_test")
 MARK_COLORS = ((255, 0, 255), (255, 255, 0))  # magenta square, yellow cross
@@ -533,17 +535,6 @@ def _is_marked(index: int, fraction: float) -> bool:
     return (index * _GOLDEN) % 1.0 < fraction
 
 
-def _atomic_save(save, path: Path) -> None:
-    """Write through ``save(tmp_path)`` then rename, so a complete name means a complete file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _check_params(params: dict) -> None:
     """Stop with one clear message on a bad ``write_scenes`` parameter."""
     if params["shortcut_class"] is not None and params["shortcut_class"] not in CLASSES:
@@ -583,7 +574,7 @@ def _claim_folder(root: Path, params: dict) -> bool:
             f"{root} is not empty and was not written by write_scenes; give an empty or new folder"
         )
     root.mkdir(parents=True, exist_ok=True)
-    partial.write_text(json.dumps(params, indent=2))
+    atomic_write_text(partial, json.dumps(params, indent=2))
     return False
 
 
@@ -612,12 +603,12 @@ def _write_one(root: Path, split: str, class_name: str, index: int, params: dict
                 image, _scene_rng(params["seed"], split, class_name, index, 1)
             )
         mask_img = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
-        _atomic_save(lambda p: mask_img.save(p, format="PNG"), mask_file)
-        _atomic_save(
-            lambda p: Image.fromarray(image).save(
-                p, format="JPEG", quality=params["jpeg_quality"], subsampling=0
-            ),
+        atomic_write(mask_file, lambda f: mask_img.save(f, format="PNG"))
+        atomic_write(
             image_path,
+            lambda f: Image.fromarray(image).save(
+                f, format="JPEG", quality=params["jpeg_quality"], subsampling=0
+            ),
         )
     return (split, class_name, image_path.name, *box) if marked else None
 
@@ -685,7 +676,7 @@ def write_scenes(
         for job in tqdm(jobs, desc="writing scenes", disable=not progress)
     ]
     _write_marks(root, [r for r in rows if r is not None])
-    _atomic_save(lambda p: p.write_text(json.dumps(params, indent=2)), root / "scenes.json")
+    atomic_write_text(root / "scenes.json", json.dumps(params, indent=2))
     (root / ".scenes_partial.json").unlink(missing_ok=True)
     return root
 
@@ -693,7 +684,7 @@ def write_scenes(
 def _write_marks(root: Path, rows: list) -> None:
     """Write ``shortcut_marks.csv`` (header only when there are no marks)."""
     lines = [",".join(MARK_COLUMNS)] + [",".join(str(v) for v in row) for row in rows]
-    _atomic_save(lambda p: p.write_text("\n".join(lines) + "\n"), root / "shortcut_marks.csv")
+    atomic_write_text(root / "shortcut_marks.csv", "\n".join(lines) + "\n")
 
 
 def mask_path(root, image_path) -> Path:

@@ -116,8 +116,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = models.save_checkpoint({"x": torch.ones(3)}, tmp_path / "ck.pt")
 
     def broken_save(obj, f):
-        with open(f, "wb") as handle:
-            handle.write(b"half a file")
+        f.write(b"half a file")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)

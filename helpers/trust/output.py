@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..plumbing import atomic_write_bytes
 from .common import is_missing
 from .table import undefined
 
@@ -41,12 +42,9 @@ def format_value(
 
 
 def _write(path, data: bytes) -> Path:
-    from ..plots import _atomic_write_bytes
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(path, data)
-    return path
+    return atomic_write_bytes(path, data)
 
 
 def verdict_series(verdicts_, table) -> pd.Series | None:
