@@ -1,16 +1,21 @@
-"""The data and the fine-tuned model a notebook needs, from a cache keyed by its parameters.
+"""The run cache: the data and the fine-tuned model a notebook needs, and the frames computed
+from them, from a cache keyed by their parameters.
 
 Every notebook calls :func:`load_data` or :func:`finetuned_run` with the literals of its
 ``parameters`` cell: the first call builds (generates the scenes, trains the model) and
 stores the result under :func:`helpers.paths.cache_dir`; later calls, from any notebook with
 the same parameters, load it. An interrupted training resumes where it stopped.
+:func:`cached_frame` stores any table computed from a run in the run's folder.
+
+What used to live here as well moved to the concern it belongs to (the old names still work,
+with a DeprecationWarning): the example pickers to :mod:`helpers.selection`, the shortcut mark
+to :mod:`helpers.shortcuts`, region masks and the fragility computation to
+:mod:`helpers.attacks`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +26,8 @@ from PIL import Image
 
 from . import data, models, scenes
 from .paths import cache_dir, params_key
+from .plumbing import atomic_write_text
+from .shortcuts import marked_copy
 from .train import TrainConfig, TrainHistory, fine_tune
 
 # Examples of what the scanner must catch, planted in the generated scene folder so that
@@ -88,75 +95,6 @@ NO_MASKS = (
     "Pointing game and relevance mass left out: they need a ground-truth mask of the region "
     "that makes each image its class, and only the embedded scenes have one."
 )
-SHORTCUT_FRACTION = 0.9  # share of the shortcut class's training images that carry the mark
-
-
-def marked_copy(
-    root: Path,
-    manifest: pd.DataFrame,
-    shortcut_class: str,
-    *,
-    fraction: float = SHORTCUT_FRACTION,
-    seed: int = 0,
-    progress: bool = True,
-) -> Path:
-    """A copy of the data folder ``root`` in the cache in which ``fraction`` of the training
-    images of ``shortcut_class`` carry the shortcut mark (:func:`helpers.scenes.add_shortcut_mark`,
-    about 3 % of the image near the top-left corner); no test image is marked.
-
-    The user's folder is only read. The marked images are written anew (same name and format);
-    every other file of the manifest is a symbolic link to the original (a copy where links are
-    not allowed). The boxes are listed in ``shortcut_marks.csv``, as in the generated scenes.
-    Built once per folder, class, fraction and seed, then reused.
-    """
-    from .progress import tqdm
-
-    classes = data.classes_of(manifest)
-    if shortcut_class not in classes:
-        raise ValueError(
-            f"shortcut_class {shortcut_class!r} is not a class of {root}; "
-            f"expected one of {', '.join(classes)}"
-        )
-    files = manifest.sort_values("path")
-    params = {
-        "data": str(Path(root).resolve()),
-        "files": len(files),
-        "class": shortcut_class,
-        "fraction": float(fraction),
-        "seed": int(seed),
-    }
-    dest = cache_dir() / f"marked-{params_key(params)}"
-    if (dest / "marked.json").exists():
-        return dest
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    rows, k = [], 0
-    for row in tqdm(list(files.itertuples()), desc="marking a copy", disable=not progress):
-        src, dst = Path(root) / row.path, tmp / row.path
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if row.split == "train" and row.label == shortcut_class and row.status == "ok":
-            k += 1
-            if (k * scenes._GOLDEN) % 1.0 < fraction:  # the scenes' low-discrepancy choice
-                rgb = data.load_rgb(src)
-                drawn, box = scenes.add_shortcut_mark(rgb, np.random.default_rng([seed, k]))
-                fmt = "PNG" if src.suffix.lower() == ".png" else "JPEG"
-                Image.fromarray(drawn).save(
-                    dst, format=fmt, **({"quality": 95, "subsampling": 0} if fmt == "JPEG" else {})
-                )
-                split_dir = Path(row.path).parts[0]
-                rows.append((split_dir, shortcut_class, dst.name, *box))
-                continue
-        try:
-            os.symlink(src.resolve(), dst)
-        except OSError:
-            shutil.copy2(src, dst)
-    scenes._write_marks(tmp, rows)
-    (tmp / "marked.json").write_text(json.dumps(params, indent=2))
-    try:
-        os.replace(tmp, dest)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
 
 
 def _plant_bad_files(root: Path, *, size: int = 128, seed: int = 0) -> None:
@@ -274,55 +212,6 @@ def finetuned_run(
     return FineTunedRun(source, config, run_dir, train_set, test_set, history, model)
 
 
-def add_shortcut_marks(images, *, seed: int = 0):
-    """Draw the shortcut mark (see :func:`helpers.scenes.add_shortcut_mark`) on copies of
-    ``images`` ([N,3,H,W] in [0,1]); returns the marked images and the boxes [N, 4]
-    (x0, y0, x1, y1)."""
-    import torch
-
-    marked, boxes = [], []
-    for i, image in enumerate(images):
-        rgb = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        drawn, box = scenes.add_shortcut_mark(rgb, np.random.default_rng([seed, i]))
-        marked.append(torch.from_numpy(drawn).permute(2, 0, 1).float() / 255)
-        boxes.append(box)
-    return torch.stack(marked), np.asarray(boxes)
-
-
-def pick_examples(labels, preds, *, correct: int = 4, wrong: int = 4, seed: int = 0) -> np.ndarray:
-    """Indices of ``correct`` correctly and ``wrong`` wrongly predicted images (fewer if there
-    are not enough), drawn with ``seed`` from different classes where possible."""
-    labels, preds = np.asarray(labels), np.asarray(preds)
-    rng = np.random.default_rng(seed)
-    picked = []
-    for is_right, count in ((True, correct), (False, wrong)):
-        pool = rng.permutation(np.flatnonzero((labels == preds) == is_right))
-        # round robin over the classes: each image's rank among the earlier picks of its class
-        order = np.argsort(
-            [np.sum(labels[pool[:k]] == labels[i]) for k, i in enumerate(pool)], kind="stable"
-        )
-        picked.extend(int(i) for i in pool[order][:count])
-    return np.asarray(picked, dtype=np.int64)
-
-
-def per_class_indices(labels, per_class: int) -> np.ndarray:
-    """The first ``per_class`` indices of each class, class by class."""
-    labels = np.asarray(labels)
-    return np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)])
-
-
-def example_table(indices, labels, preds, probs, classes) -> pd.DataFrame:
-    """One row per picked image: index, true class, predicted class and its confidence."""
-    return pd.DataFrame(
-        {
-            "image": indices,
-            "true": [classes[labels[i]] for i in indices],
-            "predicted": [classes[preds[i]] for i in indices],
-            "confidence": [float(probs[i].max()) for i in indices],
-        }
-    )
-
-
 def cached_frame(run: FineTunedRun, name: str, params: dict, compute) -> pd.DataFrame:
     """``compute()`` (a DataFrame) stored in the run's folder under ``name`` and ``params``.
 
@@ -330,9 +219,6 @@ def cached_frame(run: FineTunedRun, name: str, params: dict, compute) -> pd.Data
     a JSON sidecar holding the column types and ``df.attrs``); later calls with the same
     ``params``, from any notebook, read it back with the same types and attrs.
     """
-    import json
-    import os
-
     folder = run.run_dir / "results"
     folder.mkdir(exist_ok=True)
     stem = f"{name}-{params_key(params)}"
@@ -351,155 +237,33 @@ def cached_frame(run: FineTunedRun, name: str, params: dict, compute) -> pd.Data
         "attrs": df.attrs,
         "dtypes": {c: str(t) for c, t in df.dtypes.items()},
     }
-    for path, write in (
-        (meta, lambda p: p.write_text(json.dumps(info, default=float))),
-        (csv, lambda p: df.to_csv(p, index=indexed)),
-    ):
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        write(tmp)
-        os.replace(tmp, path)
+    atomic_write_text(meta, json.dumps(info, default=float))
+    atomic_write_text(csv, df.to_csv(index=indexed))
     return df
 
 
-def attack_subset(run: FineTunedRun, images_per_class: int):
-    """The test images the adversarial notebooks attack: the first ``images_per_class`` of each
-    class. Returns (indices, images, labels)."""
-    x, labels = run.test_set.tensors()
-    idx = per_class_indices(labels.numpy(), images_per_class)
-    return idx, x[idx], labels[idx].long()
+# Names that moved out of this module: name -> the module that holds it now.
+_MOVED = {
+    "pick_examples": "helpers.selection",
+    "per_class_indices": "helpers.selection",
+    "example_table": "helpers.selection",
+    "attack_subset": "helpers.selection",
+    "add_shortcut_marks": "helpers.shortcuts",
+    "shortcut_usage": "helpers.shortcuts",
+    "SHORTCUT_FRACTION": "helpers.shortcuts",
+    "region_masks": "helpers.attacks",
+    "fragility": "helpers.attacks",
+    "SEARCH_VERSION": "helpers.attacks",
+}
 
 
-def region_masks(
-    run: FineTunedRun, indices, *, object_from: str = "auto", top_fraction: float = 0.2
-) -> dict:
-    """``{"object": mask, "background": its complement}``, bool [N, H, W], for test ``indices``.
+def __getattr__(name: str):
+    """The moved names, from their new module (imported when first asked for)."""
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
-    ``object_from="mask"``: the scene's ground-truth mask (embedded scenes only); ``"gradcam"``:
-    the top ``top_fraction`` of the Grad-CAM map of the TRUE class (the region that holds the
-    model's evidence for it); ``"auto"``: the mask where there is one, else Grad-CAM.
-    """
-    import torch
-
-    from . import attacks, explain
-
-    if object_from == "auto":
-        object_from = "mask" if run.source.is_scenes else "gradcam"
-    idx = np.asarray(indices)
-    if object_from == "mask":
-        obj = torch.from_numpy(run.test_masks()[idx])
-    elif object_from == "gradcam":
-        x, labels = run.test_set.tensors()
-        cam = explain.explain(run.model, x[idx], labels[idx].long(), method="gradcam")
-        obj = attacks.top_fraction_mask(cam, top_fraction)
-    else:
-        raise ValueError(
-            f"unknown object_from {object_from!r}; expected 'auto', 'mask' or 'gradcam'"
-        )
-    return {"object": obj, "background": ~obj}
-
-
-# Bumped whenever helpers.attacks.minimum_norm_epsilon changes its answers, so that a cached
-# frame of an older search is not read back.
-SEARCH_VERSION = 4
-
-
-def fragility(
-    run: FineTunedRun,
-    *,
-    region_images_per_class: int = 20,
-    whole_images_per_class: int = 0,
-    object_from: str = "auto",
-    top_fraction: float = 0.2,
-    steps: int = 30,
-    max_eps: float = 16 / 255,
-    seed: int = 0,
-    batch_size: int = 64,
-) -> pd.DataFrame:
-    """The smallest flipping L-inf epsilon of each test image by a minimum-norm attack
-    (:func:`helpers.attacks.minimum_norm_epsilon`: foolbox's FMN with ``steps`` iterations, then
-    an fp32-checked line search), for the whole image on every test image (or the first
-    ``whole_images_per_class`` of each class when > 0), and confined to the object and to the
-    background on the first ``region_images_per_class`` test images of each class.
-
-    The object and background regions (:func:`region_masks`) are made of EQUAL pixel count
-    per image (:func:`helpers.attacks.equal_area`: the larger one subsampled at random, seeded
-    per image by ``seed`` and its test index), so a region is not more fragile merely for being
-    larger; column ``pixels`` records the count. Epsilons above ``max_eps`` count as not
-    flipped. Cached in the run's folder so notebooks 09 and 10 share it. Measured on the
-    embedded default (300 test images whole, 20 per class in each region: 540 searches, 30 FMN
-    steps each): about 170 s on a 2-core CPU.
-
-    Returns the long frame of :func:`helpers.attacks.fragility_by_region`, one row per image
-    and region (``image`` is the index in the test set): ``image``, ``region``, ``label``,
-    ``epsilon``, ``flipped``, ``already_wrong``, ``pixels``, ``confidence_before``,
-    ``flip_class`` and more."""
-    from . import attacks
-
-    params = dict(
-        region_images_per_class=region_images_per_class,
-        whole_images_per_class=whole_images_per_class,
-        object_from=object_from,
-        top_fraction=top_fraction,
-        steps=steps,
-        max_eps=max_eps,
-        seed=seed,
-        attack="fmn",
-        equal_area=True,
-        search=SEARCH_VERSION,
+    warnings.warn(
+        f"helpers.runs.{name} moved to {_MOVED[name]}.{name}", DeprecationWarning, stacklevel=2
     )
-
-    def compute():
-        x, labels = run.test_set.tensors()
-        labels = labels.long()
-        kw = dict(direction="fmn", steps=steps, max_eps=max_eps, batch_size=batch_size)
-        whole_idx = (
-            np.arange(len(x))
-            if whole_images_per_class <= 0
-            else per_class_indices(labels.numpy(), whole_images_per_class)
-        )
-        whole = attacks.fragility_by_region(run.model, x[whole_idx], labels[whole_idx], {}, **kw)
-        whole["image"] = whole_idx[whole["image"].to_numpy()]
-        frames = [whole]
-        if region_images_per_class > 0:
-            idx, xs, ys = attack_subset(run, region_images_per_class)
-            masks = region_masks(run, idx, object_from=object_from, top_fraction=top_fraction)
-            obj, bg = attacks.equal_area(
-                masks["object"], masks["background"], seed=seed, image_ids=idx
-            )
-            regions = attacks.fragility_by_region(
-                run.model, xs, ys, {"whole": None, "object": obj, "background": bg}, **kw
-            )
-            regions["image"] = idx[regions["image"].to_numpy()]
-            frames.append(regions)
-        df = pd.concat(frames, ignore_index=True)
-        df.attrs = {**whole.attrs, "equal_area": True}
-        return df
-
-    return cached_frame(run, "fragility", params, compute)
-
-
-def shortcut_usage(
-    models_by_name: dict, images, labels, target: int, *, seed: int = 0
-) -> pd.DataFrame:
-    """Does a model use the planted mark? Per model: accuracy on ``images`` without and with the
-    mark (:func:`add_shortcut_marks`), and the mean probability of the ``target`` class (the
-    shortcut class) on the images of the OTHER classes, without and with the mark."""
-    import torch
-
-    marked, _ = add_shortcut_marks(images, seed=seed)
-    labels = torch.as_tensor(np.asarray(labels))
-    others = labels != target
-    rows = {}
-    for name, model in models_by_name.items():
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            p_clean, p_marked = model(images).softmax(1), model(marked).softmax(1)
-        model.train(was_training)
-        rows[name] = {
-            "accuracy": float((p_clean.argmax(1) == labels).float().mean()),
-            "accuracy, marked": float((p_marked.argmax(1) == labels).float().mean()),
-            "P(target), other classes": float(p_clean[others, target].mean()),
-            "P(target), other classes, marked": float(p_marked[others, target].mean()),
-        }
-    return pd.DataFrame(rows).T
+    return getattr(importlib.import_module(_MOVED[name]), name)

@@ -1,4 +1,5 @@
-"""The cache helpers and the paper profile (ResNet50 on a folder in Intel layout), at toy scale."""
+"""The run cache, the example pickers, the shortcut mark and the cached fragility of a run, and
+the paper profile (ResNet50 on a folder in Intel layout), at toy scale."""
 
 from pathlib import Path
 
@@ -6,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import data, runs, scenes
+from helpers import attacks, data, runs, scenes, selection, shortcuts
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +100,7 @@ def test_add_shortcut_marks_changes_only_the_box():
     import torch
 
     images = torch.rand(3, 3, 64, 64)
-    marked, boxes = runs.add_shortcut_marks(images, seed=1)
+    marked, boxes = shortcuts.add_shortcut_marks(images, seed=1)
     assert marked.shape == images.shape and boxes.shape == (3, 4)
     for image, mark, (x0, y0, x1, y1) in zip(images, marked, boxes):
         outside = torch.ones(64, 64, dtype=torch.bool)
@@ -112,12 +113,12 @@ def test_pick_examples_spreads_over_classes():
     labels = np.repeat(np.arange(3), 10)
     preds = labels.copy()
     preds[[0, 1, 2, 12]] = 2  # three wrong in class 0, one in class 1
-    idx = runs.pick_examples(labels, preds, correct=3, wrong=2, seed=0)
+    idx = selection.pick_examples(labels, preds, correct=3, wrong=2, seed=0)
     right, wrong = idx[:3], idx[3:]
     assert (labels[right] == preds[right]).all() and sorted(labels[right]) == [0, 1, 2]
     assert (labels[wrong] != preds[wrong]).all() and sorted(labels[wrong]) == [0, 1]
-    assert np.array_equal(idx, runs.pick_examples(labels, preds, correct=3, wrong=2, seed=0))
-    assert len(runs.pick_examples(labels, preds, correct=3, wrong=9)) == 3 + 4
+    assert np.array_equal(idx, selection.pick_examples(labels, preds, correct=3, wrong=2, seed=0))
+    assert len(selection.pick_examples(labels, preds, correct=3, wrong=9)) == 3 + 4
 
 
 def test_cached_frame_computes_once_and_round_trips_types_and_attrs(tmp_path):
@@ -164,7 +165,7 @@ def test_shortcut_usage_sees_a_model_that_reads_the_mark():
             return torch.stack([torch.zeros_like(magenta), 10 * (magenta - 0.45)], 1)
 
     images = torch.full((4, 3, 48, 48), 0.2)
-    table = runs.shortcut_usage(
+    table = shortcuts.shortcut_usage(
         {"reader": MarkReader(), "blind": nn.Sequential(nn.Flatten(), nn.Linear(3 * 48 * 48, 2))},
         images,
         [0, 0, 0, 1],
@@ -195,7 +196,7 @@ def test_planted_greyscale_file_is_no_copy_of_another_image(isolated_cache):
 
 
 def test_fragility_attacks_every_test_image_and_equal_areas_per_class(tmp_path):
-    """runs.fragility on a stand-in run: whole image on every test image, object and background
+    """attacks.fragility on a stand-in run: whole image on every test image, object and background
     on the first k of each class with equal pixel counts, cached and read back the same."""
     from types import SimpleNamespace
 
@@ -217,11 +218,11 @@ def test_fragility_attacks_every_test_image_and_equal_areas_per_class(tmp_path):
         test_set=SimpleNamespace(tensors=lambda: (x, labels)),
         test_masks=lambda: masks,
     )
-    df = runs.fragility(run, region_images_per_class=2, steps=10)
+    df = attacks.fragility(run, region_images_per_class=2, steps=10)
     whole = df[df.region == "whole"]
     assert sorted(whole.image) == list(range(n))
     reg = df[df.region != "whole"]
-    assert sorted(set(reg.image)) == sorted(runs.per_class_indices(labels.numpy(), 2))
+    assert sorted(set(reg.image)) == sorted(selection.per_class_indices(labels.numpy(), 2))
     px = reg.pivot(index="image", columns="region", values="pixels")
     expected = np.minimum(masks.sum((1, 2)), size * size - masks.sum((1, 2)))[px.index]
     assert (px["object"] == px["background"]).all() and (px["object"].to_numpy() == expected).all()
@@ -236,7 +237,42 @@ def test_fragility_attacks_every_test_image_and_equal_areas_per_class(tmp_path):
         "confidence_before",
         "flip_class",
     } <= set(df.columns)
-    again = runs.fragility(run, region_images_per_class=2, steps=10)
+    again = attacks.fragility(run, region_images_per_class=2, steps=10)
     pd.testing.assert_frame_equal(
         again.reset_index(drop=True), df.reset_index(drop=True), check_dtype=False
     )
+
+
+@pytest.mark.parametrize(
+    "name, home",
+    [
+        ("pick_examples", selection),
+        ("per_class_indices", selection),
+        ("example_table", selection),
+        ("attack_subset", selection),
+        ("add_shortcut_marks", shortcuts),
+        ("shortcut_usage", shortcuts),
+        ("fragility", attacks),
+        ("region_masks", attacks),
+        ("SEARCH_VERSION", attacks),
+    ],
+)
+def test_moved_names_still_work_from_runs_with_a_warning(name, home):
+    with pytest.warns(DeprecationWarning, match=f"moved to {home.__name__}"):
+        assert getattr(runs, name) is getattr(home, name)
+    with pytest.raises(AttributeError):
+        runs.no_such_name  # noqa: B018
+
+
+def test_runs_holds_the_cache_and_imports_no_attack_or_explanation():
+    """runs is the top layer of the cache: it must not import attacks or explain (data flows
+    down: a fragility computation uses the cache, the cache does not call it)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, helpers.runs; print(sorted(m for m in sys.modules "
+        "if m.startswith(('helpers.attacks', 'helpers.explain'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

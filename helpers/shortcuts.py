@@ -1,0 +1,126 @@
+"""The planted shortcut: a small mark drawn on images of one class, a marked copy of a data
+folder, and whether a model reads the mark."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from . import data, scenes
+from .paths import cache_dir, params_key
+from .plumbing import eval_mode
+
+SHORTCUT_FRACTION = 0.9  # share of the shortcut class's training images that carry the mark
+
+
+def marked_copy(
+    root: Path,
+    manifest: pd.DataFrame,
+    shortcut_class: str,
+    *,
+    fraction: float = SHORTCUT_FRACTION,
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
+    """A copy of the data folder ``root`` in the cache in which ``fraction`` of the training
+    images of ``shortcut_class`` carry the shortcut mark (:func:`helpers.scenes.add_shortcut_mark`,
+    about 3 % of the image near the top-left corner); no test image is marked.
+
+    The user's folder is only read. The marked images are written anew (same name and format);
+    every other file of the manifest is a symbolic link to the original (a copy where links are
+    not allowed). The boxes are listed in ``shortcut_marks.csv``, as in the generated scenes.
+    Built once per folder, class, fraction and seed, then reused.
+    """
+    from .progress import tqdm
+
+    classes = data.classes_of(manifest)
+    if shortcut_class not in classes:
+        raise ValueError(
+            f"shortcut_class {shortcut_class!r} is not a class of {root}; "
+            f"expected one of {', '.join(classes)}"
+        )
+    files = manifest.sort_values("path")
+    params = {
+        "data": str(Path(root).resolve()),
+        "files": len(files),
+        "class": shortcut_class,
+        "fraction": float(fraction),
+        "seed": int(seed),
+    }
+    dest = cache_dir() / f"marked-{params_key(params)}"
+    if (dest / "marked.json").exists():
+        return dest
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    rows, k = [], 0
+    for row in tqdm(list(files.itertuples()), desc="marking a copy", disable=not progress):
+        src, dst = Path(root) / row.path, tmp / row.path
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if row.split == "train" and row.label == shortcut_class and row.status == "ok":
+            k += 1
+            if (k * scenes._GOLDEN) % 1.0 < fraction:  # the scenes' low-discrepancy choice
+                rgb = data.load_rgb(src)
+                drawn, box = scenes.add_shortcut_mark(rgb, np.random.default_rng([seed, k]))
+                fmt = "PNG" if src.suffix.lower() == ".png" else "JPEG"
+                Image.fromarray(drawn).save(
+                    dst, format=fmt, **({"quality": 95, "subsampling": 0} if fmt == "JPEG" else {})
+                )
+                split_dir = Path(row.path).parts[0]
+                rows.append((split_dir, shortcut_class, dst.name, *box))
+                continue
+        try:
+            os.symlink(src.resolve(), dst)
+        except OSError:
+            shutil.copy2(src, dst)
+    scenes._write_marks(tmp, rows)
+    (tmp / "marked.json").write_text(json.dumps(params, indent=2))
+    try:
+        os.replace(tmp, dest)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def add_shortcut_marks(images, *, seed: int = 0):
+    """Draw the shortcut mark (see :func:`helpers.scenes.add_shortcut_mark`) on copies of
+    ``images`` ([N,3,H,W] in [0,1]); returns the marked images and the boxes [N, 4]
+    (x0, y0, x1, y1)."""
+    import torch
+
+    marked, boxes = [], []
+    for i, image in enumerate(images):
+        rgb = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        drawn, box = scenes.add_shortcut_mark(rgb, np.random.default_rng([seed, i]))
+        marked.append(torch.from_numpy(drawn).permute(2, 0, 1).float() / 255)
+        boxes.append(box)
+    return torch.stack(marked), np.asarray(boxes)
+
+
+def shortcut_usage(
+    models_by_name: dict, images, labels, target: int, *, seed: int = 0
+) -> pd.DataFrame:
+    """Does a model use the planted mark? Per model: accuracy on ``images`` without and with the
+    mark (:func:`add_shortcut_marks`), and the mean probability of the ``target`` class (the
+    shortcut class) on the images of the OTHER classes, without and with the mark."""
+    import torch
+
+    marked, _ = add_shortcut_marks(images, seed=seed)
+    labels = torch.as_tensor(np.asarray(labels))
+    others = labels != target
+    rows = {}
+    for name, model in models_by_name.items():
+        with torch.no_grad(), eval_mode(model):
+            p_clean, p_marked = model(images).softmax(1), model(marked).softmax(1)
+        rows[name] = {
+            "accuracy": float((p_clean.argmax(1) == labels).float().mean()),
+            "accuracy, marked": float((p_marked.argmax(1) == labels).float().mean()),
+            "P(target), other classes": float(p_clean[others, target].mean()),
+            "P(target), other classes, marked": float(p_marked[others, target].mean()),
+        }
+    return pd.DataFrame(rows).T
