@@ -368,7 +368,7 @@ def class_examples(
     * the correct prediction the model is most confident of ("Right: forest, 97 % sure");
     * the wrong prediction it is most confident of ("Wrong: taken for sea, 81 % sure");
     * with ``fragility`` (the frame of :func:`helpers.attacks.fragility_by_region` /
-      :func:`helpers.runs.fragility`, whose ``image`` column indexes ``images``): the attacked
+      :func:`helpers.attacks.fragility`, whose ``image`` column indexes ``images``): the attacked
       image fooled by the smallest whole-image change ("Most fragile: fooled by 1.3/255").
 
     ``images`` ``[N, 3, H, W]`` in [0, 1], ``labels`` ``[N]``, ``probs`` ``[N, C]``. A class
