@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers.attacks import FoolingResult, iterative_targeted
-from helpers.plumbing import as_targets, eval_mode, model_device
+from helpers.plumbing import as_targets, eval_mode, gaussian_blur, model_device
 
 __all__ = [
     "FoolingResult",
@@ -135,21 +135,6 @@ def fooling_table(result: FoolingResult, class_names, *, names=None):
 # --------------------------------------------------------------------------------------------
 # class visualisation
 # --------------------------------------------------------------------------------------------
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of each channel (radius 3 sigma, reflect padding)."""
-    if sigma <= 0:
-        return x
-    r = max(1, math.ceil(3 * sigma))
-    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) / sigma) ** 2)
-    k = (k / k.sum()).repeat(x.shape[1], 1)
-    x = F.conv2d(
-        F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(-1, 1, 1, 2 * r + 1), groups=x.shape[1]
-    )
-    return F.conv2d(
-        F.pad(x, (0, 0, r, r), mode="reflect"), k.view(-1, 1, 2 * r + 1, 1), groups=x.shape[1]
-    )
-
-
 def _transform(
     x: torch.Tensor, jitter: int, scale: float, g: torch.Generator, rotate: float = 0.0
 ) -> torch.Tensor:
@@ -319,7 +304,7 @@ def visualize_class(
                 grad = grad / grad.flatten(1).abs().mean(1).clamp_min(1e-12).view(-1, 1, 1, 1)
                 x = 0.5 + (1 - l2_decay) * (x + lr * grad - 0.5)
                 if blur_every and (t + 1) % blur_every == 0:
-                    x = _gaussian_blur(x, blur_sigma * (1 - 0.5 * t / max(steps - 1, 1)))
+                    x = gaussian_blur(x, blur_sigma * (1 - 0.5 * t / max(steps - 1, 1)))
                 x = x.clamp(0, 1)
     if param == "fourier":
         with torch.no_grad():
