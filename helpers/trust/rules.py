@@ -510,6 +510,49 @@ def verdict_items(
     return out
 
 
+def _clauses_sentence(kinds: dict) -> str:
+    """One sentence from a class's clauses by kind: model-level facts first ("Not usable:
+    ..."), then notes, strengths, "but" and the weaknesses."""
+    good, bad = kinds["good"], kinds["bad"]
+    if good and bad:
+        text = f"{join_and(good)}, but {'; '.join(bad)}."
+    elif good:
+        text = f"{join_and(good)}."
+    elif bad:
+        text = f"{'; '.join(bad)}."
+    else:
+        text = "no strength or weakness is supported by the intervals of its numbers."
+    for key in ("note", "model_note"):
+        if kinds[key]:
+            text = "; ".join(kinds[key]) + ". " + text[0].upper() + text[1:]
+    if kinds["model"]:
+        text = f"Not usable: {kinds['model'][0]}. " + text[0].upper() + text[1:]
+    return text
+
+
+def _trust_head(row: pd.Series, n_classes: int) -> str:
+    """ "trust 0.71 (95 % CI 0.55 to 0.80; rank 2 of 6, 1 to 3 in 95 % of bootstrap draws): "
+    (the parts the row has), or "" without a ``trust_score``."""
+    if "trust_score" not in row.index:
+        return ""
+    ts = num(row, "trust_score")
+    lo, hi = _ci(row, "trust_score")
+    rank = ""
+    if "rank" in row.index:
+        rlo, rhi = num(row, "rank_ci_low"), num(row, "rank_ci_high")
+        spread = (
+            f", {int(rlo)} to {int(rhi)} in 95 % of bootstrap draws"
+            if rlo is not None and rhi is not None and rlo != rhi
+            else ""
+        )
+        rank = f"rank {int(row['rank'])} of {n_classes}{spread}"
+    if ts is None:
+        return f"trust score not defined ({rank}): " if rank else "trust score not defined: "
+    ci = f"95 % CI {lo:.2f} to {hi:.2f}" if lo is not None and hi is not None else ""
+    inner = "; ".join(x for x in (ci, rank) if x)
+    return f"trust {ts:.2f} ({inner}): " if inner else f"trust {ts:.2f}: "
+
+
 def verdicts(
     table: pd.DataFrame, *, thresholds: dict | None = None, budget: float | None = None
 ) -> pd.Series:
@@ -536,41 +579,7 @@ def verdicts(
         }
         if kinds["model_note"]:
             kinds["model_note"] = short
-        good, bad = kinds["good"], kinds["bad"]
-        if good and bad:
-            text = f"{join_and(good)}, but {'; '.join(bad)}."
-        elif good:
-            text = f"{join_and(good)}."
-        elif bad:
-            text = f"{'; '.join(bad)}."
-        else:
-            text = "no strength or weakness is supported by the intervals of its numbers."
-        for key in ("note", "model_note"):
-            if kinds[key]:
-                text = "; ".join(kinds[key]) + ". " + text[0].upper() + text[1:]
-        if kinds["model"]:
-            text = f"Not usable: {kinds['model'][0]}. " + text[0].upper() + text[1:]
-        if "trust_score" in row.index:
-            ts = num(row, "trust_score")
-            lo, hi = _ci(row, "trust_score")
-            rank = ""
-            if "rank" in row.index:
-                rlo, rhi = num(row, "rank_ci_low"), num(row, "rank_ci_high")
-                spread = (
-                    f", {int(rlo)} to {int(rhi)} in 95 % of bootstrap draws"
-                    if rlo is not None and rhi is not None and rlo != rhi
-                    else ""
-                )
-                rank = f"rank {int(row['rank'])} of {len(table)}{spread}"
-            if ts is None:
-                head = (
-                    f"trust score not defined ({rank}): " if rank else "trust score not defined: "
-                )
-            else:
-                ci = f"95 % CI {lo:.2f} to {hi:.2f}" if lo is not None and hi is not None else ""
-                inner = "; ".join(x for x in (ci, rank) if x)
-                head = f"trust {ts:.2f} ({inner}): " if inner else f"trust {ts:.2f}: "
-            text = head + text
+        text = _trust_head(row, len(table)) + _clauses_sentence(kinds)
         out[cls] = text[0].upper() + text[1:]
     series = pd.Series(out, name="verdict").rename_axis(table.index.name)
     series.attrs["items"] = items

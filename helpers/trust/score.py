@@ -16,6 +16,21 @@ The trust score's interval propagates the components': each source's bootstrap r
 (class k resampled with seed ``seed + k``, the same images for predictions and history) are
 combined replicate by replicate in the geometric mean, and the ranks of the replicates give
 each class's rank interval and which classes cannot be told apart.
+
+The trust score (:func:`score`) is ``trust_score = (prod_i X_i ** w_i) ** (1 / sum_i w_i)`` over
+the components in [0, 1] with weights ``w_i`` (default 1; ``weights={"localisation": 0}`` leaves
+one out). A weighted GEOMETRIC mean: trust is limited by the weakest link (a component of 0
+makes the score 0). Its interval: the same mean of the components' bootstrap replicates,
+replicate by replicate; ``rank_ci_low`` / ``rank_ci_high``: the 2.5 % and 97.5 % quantiles of
+the replicates' ranks.
+
+``budget``: the L-inf epsilon (pixel units, [0, 1]) the robustness component judges against;
+default 1/255, one grey level, the smallest change an 8-bit image can store.
+
+Localisation counts only when the explanation method PASSES the sanity check
+(``sanity_gate == "pass"``: the whole interval of its correlation lies below the threshold); a
+failed or undecided check sets its weight to 0, with a note. (A table without the gate but with
+``sanity_correlation`` above ``sanity_max`` (0.5) drops it too.)
 """
 
 from __future__ import annotations
@@ -94,6 +109,54 @@ def _loc(a):
         return np.clip((mass - share) / (1 - share), 0, 1)
 
 
+def _check_sources(table: pd.DataFrame, which) -> None:
+    """Raise when a component of ``which`` lacks its source's column or per-image values."""
+    samples = table.attrs.get("samples", {})
+    for name in which:
+        column, fn = _SOURCE_HINT[name]
+        if column not in table.columns or _SAMPLES[name] not in samples:
+            raise ValueError(
+                f"component {name!r} needs column {column!r} and its per-image values "
+                f"(trust.{fn}); add that source or give the component weight 0"
+            )
+
+
+def _one_class_component(name, v, idx, *, budget, n_bins, level):
+    """Estimate, interval and bootstrap replicates of component ``name`` for one class from its
+    per-image values ``v`` and resampling indices ``idx`` ``[n_boot, n]``."""
+    if name in ("accuracy", "stability", "robustness"):
+        hits = v > budget if name == "robustness" else v
+        lo, hi = stats.wilson(int(hits.sum()), len(hits), level=level)
+        return hits.mean(), lo, hi, hits[idx].mean(1)
+    if name == "calibration":
+        est = 1 - ece_rows(v[None, :, 0], v[None, :, 1], n_bins)[0]
+        rep = 1 - ece_rows(v[idx, 0], v[idx, 1], n_bins)
+    else:  # localisation
+        est = float(_loc(v[None])[0])
+        rep = _loc(v[idx])
+    lo, hi = stats.percentile_interval(rep, level=level)
+    return est, lo, hi, rep
+
+
+def _component_columns(table, name, *, budget, n_boot, seed, level):
+    """``(estimates, lows, highs, replicates [classes, n_boot])`` of one component, class k
+    resampled with seed ``seed + k`` (NaN for a class without images)."""
+    per = table.attrs["samples"][_SAMPLES[name]]
+    classes = [str(c) for c in table.index]
+    C = len(classes)
+    est, lo, hi = np.full(C, np.nan), np.full(C, np.nan), np.full(C, np.nan)
+    rep = np.full((C, n_boot), np.nan)
+    for k, cls in enumerate(classes):
+        v = np.asarray(per.get(cls, []), dtype=float)
+        if len(v) == 0:
+            continue
+        idx = boot_indices(len(v), k, n_boot=n_boot, seed=seed)
+        est[k], lo[k], hi[k], rep[k] = _one_class_component(
+            name, v, idx, budget=budget, n_bins=table.attrs.get("n_bins", 15), level=level
+        )
+    return est, lo, hi, rep
+
+
 def components(
     table: pd.DataFrame,
     *,
@@ -111,40 +174,12 @@ def components(
     if unknown:
         raise ValueError(f"unknown component(s) {sorted(unknown)}; expected some of {COMPONENTS}")
     budget = _check_budget(budget)
-    samples = table.attrs.get("samples", {})
+    _check_sources(table, which)
     out, reps = {}, {}
-    classes = [str(c) for c in table.index]
-    C = len(classes)
     for name in which:
-        column, fn = _SOURCE_HINT[name]
-        if column not in table.columns or _SAMPLES[name] not in samples:
-            raise ValueError(
-                f"component {name!r} needs column {column!r} and its per-image values "
-                f"(trust.{fn}); add that source or give the component weight 0"
-            )
-        per = samples[_SAMPLES[name]]
-        est, lo, hi = np.full(C, np.nan), np.full(C, np.nan), np.full(C, np.nan)
-        rep = np.full((C, n_boot), np.nan)
-        for k, cls in enumerate(classes):
-            v = np.asarray(per.get(cls, []), dtype=float)
-            if len(v) == 0:
-                continue
-            idx = boot_indices(len(v), k, n_boot=n_boot, seed=seed)
-            if name in ("accuracy", "stability", "robustness"):
-                hits = v > budget if name == "robustness" else v
-                est[k] = hits.mean()
-                lo[k], hi[k] = stats.wilson(int(hits.sum()), len(hits), level=level)
-                rep[k] = hits[idx].mean(1)
-            elif name == "calibration":
-                est[k] = (
-                    1 - ece_rows(v[None, :, 0], v[None, :, 1], table.attrs.get("n_bins", 15))[0]
-                )
-                rep[k] = 1 - ece_rows(v[idx, 0], v[idx, 1], table.attrs.get("n_bins", 15))
-                lo[k], hi[k] = stats.percentile_interval(rep[k], level=level)
-            else:  # localisation
-                est[k] = float(_loc(v[None])[0])
-                rep[k] = _loc(v[idx])
-                lo[k], hi[k] = stats.percentile_interval(rep[k], level=level)
+        est, lo, hi, rep = _component_columns(
+            table, name, budget=budget, n_boot=n_boot, seed=seed, level=level
+        )
         col = f"component_{name}"
         out[col] = est
         out[ci_columns(col)[0]], out[ci_columns(col)[1]] = lo, hi
@@ -215,35 +250,8 @@ def robustness_summary(table: pd.DataFrame, *, near_zero: float | None = None) -
     return {"budget": table.attrs.get("score", {}).get("budget"), "high": float(hi.max())}
 
 
-def score(
-    table: pd.DataFrame,
-    *,
-    weights: dict | None = None,
-    budget: float = DEFAULT_BUDGET,
-    sanity_max: float | None = None,
-    n_boot: int = N_BOOT,
-    seed: int = SEED,
-    level: float = LEVEL,
-) -> pd.DataFrame:
-    """``table`` with the components (:func:`components`), ``trust_score``, ``rank`` and their
-    intervals (``*_ci_low`` / ``*_ci_high``) added.
-
-    ``trust_score = (prod_i X_i ** w_i) ** (1 / sum_i w_i)`` over the components in [0, 1] with
-    weights ``w_i`` (default 1; ``weights={"localisation": 0}`` leaves one out). A weighted
-    GEOMETRIC mean: trust is limited by the weakest link (a component of 0 makes the score 0).
-    Its interval: the same mean of the components' bootstrap replicates, replicate by replicate;
-    ``rank_ci_low`` / ``rank_ci_high``: the 2.5 % and 97.5 % quantiles of the replicates' ranks.
-
-    ``budget``: the L-inf epsilon (pixel units, [0, 1]) the robustness component judges
-    against; default 1/255, one grey level, the smallest change an 8-bit image can store.
-
-    Localisation counts only when the explanation method PASSES the sanity check
-    (``sanity_gate == "pass"``: the whole interval of its correlation lies below the threshold);
-    a failed or undecided check sets its weight to 0, with a note. (A table without the gate
-    but with ``sanity_correlation`` above ``sanity_max`` (0.5) drops it too.)
-
-    ``attrs["score"]``: formula, weights, budget, level, notes; ``attrs["replicates"]``:
-    ``{component or "trust_score": [classes, n_boot]}``."""
+def _check_weights(weights: dict | None) -> dict:
+    """``{component: weight}``: 1 for each component unless ``weights`` says otherwise."""
     w = {c: 1.0 for c in COMPONENTS}
     for key, value in (weights or {}).items():
         if key not in w:
@@ -255,55 +263,89 @@ def score(
         ):
             raise ValueError(f"weight of {key!r} must be a finite number >= 0, got {value!r}")
         w[key] = float(value)
-    budget = _check_budget(budget)
-    notes = []
-    sanity_max = SANITY_THRESHOLD if sanity_max is None else sanity_max
-    model = table.attrs.get("model_level", {})
+    return w
+
+
+def _gate_localisation(w: dict, model: dict, sanity_max: float) -> list:
+    """Set the localisation weight in ``w`` to 0 unless the explanation method passes the
+    sanity check (see :func:`score`); the notes that say why."""
     gate, sanity = model.get("sanity_gate"), model.get("sanity_correlation")
-    if w["localisation"] > 0:
-        if gate is not None and gate != "pass":
-            w["localisation"] = 0.0
-            lo, hi = model.get("sanity_correlation_ci_low"), model.get("sanity_correlation_ci_high")
-            interval = (
-                f", 95 % CI {float(lo):.2f} to {float(hi):.2f}"
-                if lo is not None and not is_missing(lo)
-                else ""
-            )
-            notes.append(
-                "localisation left out of the score: the explanation method "
-                f"{'fails' if gate == 'fail' else 'has not been shown to pass'} the sanity check "
-                f"(mean correlation {float(sanity):.2f}{interval}, {model.get('n_sanity', '?')} "
-                f"images; it passes when the whole interval lies below {sanity_max:g})"
-            )
-        elif (
-            gate is None
-            and sanity is not None
-            and not is_missing(sanity)
-            and float(sanity) > sanity_max
-        ):
-            w["localisation"] = 0.0
-            notes.append(
-                "localisation left out of the score: the explanation method fails the sanity check "
-                f"(sanity_correlation {float(sanity):.3g} > {sanity_max:g})"
-            )
-    active = [c for c in COMPONENTS if w[c] > 0]
-    if not active:
-        raise ValueError("all weights are 0; at least one component must count")
-    comp = components(table, budget=budget, which=active, n_boot=n_boot, seed=seed, level=level)
+    if w["localisation"] <= 0:
+        return []
+    if gate is not None and gate != "pass":
+        w["localisation"] = 0.0
+        lo, hi = model.get("sanity_correlation_ci_low"), model.get("sanity_correlation_ci_high")
+        interval = (
+            f", 95 % CI {float(lo):.2f} to {float(hi):.2f}"
+            if lo is not None and not is_missing(lo)
+            else ""
+        )
+        return [
+            "localisation left out of the score: the explanation method "
+            f"{'fails' if gate == 'fail' else 'has not been shown to pass'} the sanity check "
+            f"(mean correlation {float(sanity):.2f}{interval}, {model.get('n_sanity', '?')} "
+            f"images; it passes when the whole interval lies below {sanity_max:g})"
+        ]
+    if (
+        gate is None
+        and sanity is not None
+        and not is_missing(sanity)
+        and float(sanity) > sanity_max
+    ):
+        w["localisation"] = 0.0
+        return [
+            "localisation left out of the score: the explanation method fails the sanity check "
+            f"(sanity_correlation {float(sanity):.3g} > {sanity_max:g})"
+        ]
+    return []
+
+
+def _combine(comp: pd.DataFrame, active: list, w: dict, level: float):
+    """The weighted geometric mean of the ``active`` components, class by class and replicate
+    by replicate: ``(values [C, K], trust_score, ci_low, ci_high, replicates [C, B])``."""
     wv = np.array([w[c] for c in active])
     values = np.stack([comp[f"component_{c}"].to_numpy() for c in active], axis=1)
     trust_score = _geomean(values, wv)
     rep = np.stack([comp.attrs["replicates"][c] for c in active], axis=1)  # [C, K, B]
     rep_score = _geomean(rep, wv)  # [C, B]
-    lo = np.full(len(table), np.nan)
-    hi = np.full(len(table), np.nan)
-    for i in range(len(table)):
+    lo = np.full(len(comp), np.nan)
+    hi = np.full(len(comp), np.nan)
+    for i in range(len(comp)):
         if not np.isnan(trust_score[i]):
             lo[i], hi[i] = stats.percentile_interval(rep_score[i], level=level)
+    return values, trust_score, lo, hi, rep_score
+
+
+def _rank_interval(rep_score: np.ndarray, level: float):
+    """Each class's ``level`` interval of its rank over the replicates ``[C, B]``."""
     rank_rep = _ranks(rep_score)  # [C, B]
     alpha = (1 - level) / 2
     rank_lo = np.quantile(rank_rep, alpha, axis=1, method="inverted_cdf")
     rank_hi = np.quantile(rank_rep, 1 - alpha, axis=1, method="inverted_cdf")
+    return rank_lo, rank_hi
+
+
+def _with_score_columns(table, comp, score_interval, rep_score, level):
+    """A copy of ``table`` with the components, ``trust_score`` (``score_interval``: estimate,
+    low, high) and ``rank`` with their intervals; its provenance (those columns derived)."""
+    trust_score, lo, hi = score_interval
+    rank_lo, rank_hi = _rank_interval(rep_score, level)
+    out = table.copy()
+    prov = provenance(table)
+    for column in comp.columns:
+        out[column] = comp[column]
+        prov[column] = DERIVED
+    out["trust_score"] = trust_score
+    out["trust_score_ci_low"], out["trust_score_ci_high"] = lo, hi
+    out["rank"] = _ranks(trust_score).astype(int)
+    out["rank_ci_low"], out["rank_ci_high"] = rank_lo.astype(int), rank_hi.astype(int)
+    prov.update({c: DERIVED for c in _SCORE_COLUMNS})
+    return out, prov
+
+
+def _score_reasons(table, comp, active, trust_score, values) -> dict:
+    """The table's and the components' reasons, plus the trust score's where every undefined
+    component of a class has one."""
     reasons = {**undefined(table), **comp.attrs["undefined"]}
     for i, cls in enumerate(table.index):
         if np.isnan(trust_score[i]):
@@ -315,30 +357,60 @@ def score(
             if whys and len(whys) == int(np.isnan(values[i]).sum()):
                 for c in ("trust_score", *ci_columns("trust_score")):
                     reasons[(cls, c)] = "; ".join(whys)
-    out = table.copy()
-    prov = provenance(table)
-    for column in comp.columns:
-        out[column] = comp[column]
-        prov[column] = DERIVED
-    out["trust_score"] = trust_score
-    out["trust_score_ci_low"], out["trust_score_ci_high"] = lo, hi
-    out["rank"] = _ranks(trust_score).astype(int)
-    out["rank_ci_low"], out["rank_ci_high"] = rank_lo.astype(int), rank_hi.astype(int)
-    for c in (
-        "trust_score",
-        "trust_score_ci_low",
-        "trust_score_ci_high",
-        "rank",
-        "rank_ci_low",
-        "rank_ci_high",
-    ):
-        prov[c] = DERIVED
-    replicates = Bag({**comp.attrs["replicates"], "trust_score": rep_score})
+    return reasons
+
+
+_SCORE_COLUMNS = (
+    "trust_score",
+    "trust_score_ci_low",
+    "trust_score_ci_high",
+    "rank",
+    "rank_ci_low",
+    "rank_ci_high",
+)
+
+
+def _not_robust_note(budget: float, weak: dict) -> str:
+    return (
+        f"the model is not robust at a budget of {budget * 255:.3g}/255: in every class most "
+        f"attacked images flip within it (at most {weak['high']:.0%} withstand it, upper ends "
+        "of the 95 % intervals), so R is low everywhere and the trust scores and their ranking "
+        "mostly reflect that, not a difference between the classes"
+    )
+
+
+def score(
+    table: pd.DataFrame,
+    *,
+    weights: dict | None = None,
+    budget: float = DEFAULT_BUDGET,
+    sanity_max: float | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+    level: float = LEVEL,
+) -> pd.DataFrame:
+    """``table`` with the components (:func:`components`), ``trust_score``, ``rank`` and their
+    intervals (``*_ci_low`` / ``*_ci_high``) added; ``weights`` (default 1 each,
+    ``{"localisation": 0}`` leaves one out), ``budget`` (the L-inf epsilon R judges against)
+    and the localisation gate (``sanity_max``, 0.5) as the module docstring says.
+
+    ``attrs["score"]``: formula, weights, budget, level, notes; ``attrs["replicates"]``:
+    ``{component or "trust_score": [classes, n_boot]}``."""
+    w = _check_weights(weights)
+    budget = _check_budget(budget)
+    sanity_max = SANITY_THRESHOLD if sanity_max is None else sanity_max
+    notes = _gate_localisation(w, table.attrs.get("model_level", {}), sanity_max)
+    active = [c for c in COMPONENTS if w[c] > 0]
+    if not active:
+        raise ValueError("all weights are 0; at least one component must count")
+    comp = components(table, budget=budget, which=active, n_boot=n_boot, seed=seed, level=level)
+    values, trust_score, lo, hi, rep_score = _combine(comp, active, w, level)
+    out, prov = _with_score_columns(table, comp, (trust_score, lo, hi), rep_score, level)
     out.attrs = {
         **table.attrs,
         "provenance": prov,
-        "undefined": reasons,
-        "replicates": replicates,
+        "undefined": _score_reasons(table, comp, active, trust_score, values),
+        "replicates": Bag({**comp.attrs["replicates"], "trust_score": rep_score}),
         "score": {
             "formula": SCORE_FORMULA,
             "weights": w,
@@ -350,12 +422,7 @@ def score(
     }
     weak = robustness_summary(out)
     if weak is not None:
-        out.attrs["score"]["notes"].append(
-            f"the model is not robust at a budget of {budget * 255:.3g}/255: in every class most "
-            f"attacked images flip within it (at most {weak['high']:.0%} withstand it, upper ends "
-            "of the 95 % intervals), so R is low everywhere and the trust scores and their ranking "
-            "mostly reflect that, not a difference between the classes"
-        )
+        out.attrs["score"]["notes"].append(_not_robust_note(budget, weak))
     return out
 
 

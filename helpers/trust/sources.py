@@ -138,6 +138,84 @@ def per_class_means(labels, classes, **columns) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- predictions
+def _ece_stat(n_bins: int):
+    """``stat`` for :func:`_boot_cols`: the ECE of ``[..., n, 2]`` (confidence, correct)."""
+
+    def ece(a):
+        return ece_rows(a[..., 0], a[..., 1], n_bins)
+
+    return ece
+
+
+def _calibration_null(by_pred: list, observed, n_bins: int, n_null: int, seed: int):
+    """Consistency resampling (Broecker & Smith 2007) per class: the mean ECE of ``n_null``
+    draws with correct ~ Bernoulli(confidence) (class k seeded ``seed + 10_000 + k``), and the
+    share of draws with an ECE at least the ``observed`` one, ``(1 + count) / (1 + n_null)``."""
+    C = len(by_pred)
+    expected, p_value = np.full(C, np.nan), np.full(C, np.nan)
+    for k, g in enumerate(by_pred):
+        if len(g) == 0:
+            continue
+        rng = np.random.default_rng(seed + 10_000 + k)
+        draws = rng.random((n_null, len(g))) < g[:, 0]
+        null = ece_rows(np.broadcast_to(g[:, 0], draws.shape), draws, n_bins)
+        expected[k] = null.mean()
+        p_value[k] = (1 + np.sum(null >= observed[k] - 1e-12)) / (1 + n_null)
+    return expected, p_value
+
+
+def _by_predicted_class(conf, pred, y, C) -> list:
+    """Per predicted class k: ``[n, 2]`` (confidence, correct) of the images predicted as k."""
+    return [np.column_stack([conf[pred == k], (y[pred == k] == k)]) for k in range(C)]
+
+
+def _temperature_scaled_columns(rows, calibrated_probs, p, pred, y, n_bins, kw) -> None:
+    """``mean_confidence_ts`` and ``calibration_error_ts`` from ``calibrated_probs``."""
+    q = calibration._probs(calibrated_probs, "calibrated_probs")
+    if q.shape != p.shape or np.any(q.argmax(1) != pred):
+        raise ValueError(
+            "calibrated_probs must have the shape and the arg-max of probs "
+            "(temperature scaling never changes a prediction)"
+        )
+    by_pred_ts = _by_predicted_class(q.max(1), pred, y, p.shape[1])
+    _boot_cols(rows, "mean_confidence_ts", [g[:, 0] for g in by_pred_ts], _mean, **kw)
+    _boot_cols(rows, "calibration_error_ts", by_pred_ts, _ece_stat(n_bins), **kw)
+
+
+_PREDICTED_COLUMNS = (
+    "precision",
+    "mean_confidence",
+    "calibration_error",
+    "calibration_error_expected",
+    "calibration_p_value",
+    "mean_confidence_ts",
+    "calibration_error_ts",
+)
+
+
+def _predictions_reasons(classes, n_test, n_pred) -> dict:
+    """Why a class's numbers are not defined: no test image, or never predicted."""
+    reasons = {}
+    for k, cls in enumerate(classes):
+        if n_test[k] == 0:
+            reasons[(cls, "accuracy")] = NO_TEST_IMAGE
+        if n_pred[k] == 0:
+            reasons.update({(cls, c): NEVER_PREDICTED for c in _PREDICTED_COLUMNS})
+    return reasons
+
+
+def _checked_predictions(labels, probs, classes):
+    """``(classes, probs [N, C], labels [N])`` after checking that they fit together."""
+    classes = class_list(classes)
+    p = calibration._probs(probs)
+    if p.shape[1] != len(classes):
+        raise ValueError(f"probs have {p.shape[1]} columns for {len(classes)} classes")
+    y = as_labels(labels, None, "cpu", num_classes=len(classes)).numpy()
+    if len(y) != len(p):
+        raise ValueError(f"{len(y)} labels for {len(p)} rows of probs")
+    return classes, p, y
+
+
 def per_class_from_predictions(
     labels,
     probs,
@@ -161,13 +239,7 @@ def per_class_from_predictions(
     resampling, Broecker & Smith 2007), and ``calibration_p_value``, the share of those draws
     with an ECE at least the observed one ((1 + count) / (1 + n_null)). With
     ``calibrated_probs`` (same arg-max) also ``mean_confidence_ts`` and ``calibration_error_ts``."""
-    classes = class_list(classes)
-    p = calibration._probs(probs)
-    if p.shape[1] != len(classes):
-        raise ValueError(f"probs have {p.shape[1]} columns for {len(classes)} classes")
-    y = as_labels(labels, None, "cpu", num_classes=len(classes)).numpy()
-    if len(y) != len(p):
-        raise ValueError(f"{len(y)} labels for {len(p)} rows of probs")
+    classes, p, y = _checked_predictions(labels, probs, classes)
     C = len(classes)
     pred, conf = p.argmax(1), p.max(1)
     n_test = np.bincount(y, minlength=C)
@@ -178,55 +250,15 @@ def per_class_from_predictions(
     rows["n_predicted"] = n_pred
     _wilson_cols(rows, "precision", hits, n_pred, level)
     kw = dict(n_boot=n_boot, seed=seed, level=level)
-    by_pred = [np.column_stack([conf[pred == k], (y[pred == k] == k)]) for k in range(C)]
+    by_pred = _by_predicted_class(conf, pred, y, C)
     _boot_cols(rows, "mean_confidence", [g[:, 0] for g in by_pred], _mean, **kw)
-
-    def ece(a):
-        return ece_rows(a[..., 0], a[..., 1], n_bins)
-
-    _boot_cols(rows, "calibration_error", by_pred, ece, **kw)
-    expected, p_value = np.full(C, np.nan), np.full(C, np.nan)
-    for k, g in enumerate(by_pred):
-        if len(g) == 0:
-            continue
-        rng = np.random.default_rng(seed + 10_000 + k)
-        draws = rng.random((n_null, len(g))) < g[:, 0]
-        null = ece_rows(np.broadcast_to(g[:, 0], draws.shape), draws, n_bins)
-        observed = rows["calibration_error"][k]
-        expected[k] = null.mean()
-        p_value[k] = (1 + np.sum(null >= observed - 1e-12)) / (1 + n_null)
-    rows["calibration_error_expected"], rows["calibration_p_value"] = expected, p_value
+    _boot_cols(rows, "calibration_error", by_pred, _ece_stat(n_bins), **kw)
+    rows["calibration_error_expected"], rows["calibration_p_value"] = _calibration_null(
+        by_pred, rows["calibration_error"], n_bins, n_null, seed
+    )
     if calibrated_probs is not None:
-        q = calibration._probs(calibrated_probs, "calibrated_probs")
-        if q.shape != p.shape or np.any(q.argmax(1) != pred):
-            raise ValueError(
-                "calibrated_probs must have the shape and the arg-max of probs "
-                "(temperature scaling never changes a prediction)"
-            )
-        qc = q.max(1)
-        by_pred_ts = [np.column_stack([qc[pred == k], (y[pred == k] == k)]) for k in range(C)]
-        _boot_cols(rows, "mean_confidence_ts", [g[:, 0] for g in by_pred_ts], _mean, **kw)
-        _boot_cols(rows, "calibration_error_ts", by_pred_ts, ece, **kw)
-    reasons = {}
-    for k, cls in enumerate(classes):
-        if n_test[k] == 0:
-            reasons[(cls, "accuracy")] = NO_TEST_IMAGE
-        if n_pred[k] == 0:
-            reasons.update(
-                {
-                    (cls, c): NEVER_PREDICTED
-                    for c in (
-                        "precision",
-                        "mean_confidence",
-                        "calibration_error",
-                        "calibration_error_expected",
-                        "calibration_p_value",
-                        "mean_confidence_ts",
-                        "calibration_error_ts",
-                    )
-                }
-            )
-    frame = explain(frame_of(rows, classes), reasons)
+        _temperature_scaled_columns(rows, calibrated_probs, p, pred, y, n_bins, kw)
+    frame = explain(frame_of(rows, classes), _predictions_reasons(classes, n_test, n_pred))
     frame.attrs["samples"] = Bag(
         correct={cls: (pred[y == k] == k).astype(float) for k, cls in enumerate(classes)},
         calibration={cls: by_pred[k] for k, cls in enumerate(classes)},
@@ -236,6 +268,35 @@ def per_class_from_predictions(
 
 
 # ----------------------------------------------------------------------------- training history
+def _history_inputs(history, labels, classes, upto):
+    """``(preds [E, N], labels, classes, upto)`` from a history object (its ``test_preds``,
+    ``test_labels``, ``classes`` and audited epoch) or a plain ``[E, N]`` array."""
+    from .. import evolution
+
+    if hasattr(history, "test_preds"):
+        preds = np.asarray(history.test_preds)
+        own = numpy(history.test_labels)
+        if labels is not None and not np.array_equal(numpy(labels), own):
+            raise ValueError(
+                "labels differ from history.test_labels: the history is of another test set"
+            )
+        labels = own
+        classes = classes if classes is not None else getattr(history, "classes", None)
+        if isinstance(upto, str):
+            if upto != "audited":
+                raise ValueError(f"upto must be 'audited', an epoch index or None, got {upto!r}")
+            upto = evolution.audited_epoch(history)
+    else:
+        preds = numpy(history)
+        if labels is None:
+            raise ValueError("labels are needed when history is a plain [epochs, images] array")
+        if isinstance(upto, str):
+            upto = None
+    if classes is None:
+        raise ValueError("classes are needed (the history has none)")
+    return preds, labels, class_list(classes), upto
+
+
 def per_class_from_history(
     history,
     labels=None,
@@ -262,28 +323,7 @@ def per_class_from_history(
     ``labels``, when given with a history, must equal its ``test_labels``."""
     from .. import evolution
 
-    if hasattr(history, "test_preds"):
-        preds = np.asarray(history.test_preds)
-        own = numpy(history.test_labels)
-        if labels is not None and not np.array_equal(numpy(labels), own):
-            raise ValueError(
-                "labels differ from history.test_labels: the history is of another test set"
-            )
-        labels = own
-        classes = classes if classes is not None else getattr(history, "classes", None)
-        if isinstance(upto, str):
-            if upto != "audited":
-                raise ValueError(f"upto must be 'audited', an epoch index or None, got {upto!r}")
-            upto = evolution.audited_epoch(history)
-    else:
-        preds = numpy(history)
-        if labels is None:
-            raise ValueError("labels are needed when history is a plain [epochs, images] array")
-        if isinstance(upto, str):
-            upto = None
-    if classes is None:
-        raise ValueError("classes are needed (the history has none)")
-    classes = class_list(classes)
+    preds, labels, classes, upto = _history_inputs(history, labels, classes, upto)
     y = as_labels(labels, None, "cpu", num_classes=len(classes)).numpy()
     image = evolution.image_stats(preds, y, late_fraction=late_fraction, upto=upto)
     C = len(classes)
@@ -293,15 +333,8 @@ def per_class_from_history(
         k = np.bincount(y[image["category"].to_numpy() == cat], minlength=C)
         _wilson_cols(rows, f"share_{cat.replace(' ', '_')}", k, n, level)
     changes = image["changes"].to_numpy(float)
-    _boot_cols(
-        rows,
-        "mean_prediction_changes",
-        [changes[y == k] for k in range(C)],
-        _mean,
-        n_boot=n_boot,
-        seed=seed,
-        level=level,
-    )
+    kw = dict(n_boot=n_boot, seed=seed, level=level)
+    _boot_cols(rows, "mean_prediction_changes", [changes[y == k] for k in range(C)], _mean, **kw)
     used = preds.shape[0] if upto is None else int(upto) + 1
     rows["history_epochs"] = [used] * C
     frame = frame_of(rows, classes)
@@ -310,16 +343,9 @@ def per_class_from_history(
     frame.attrs["samples"] = Bag(
         learned_early={cls: early[y == k] for k, cls in enumerate(classes)}
     )
-    return explain(
-        frame,
-        {
-            (cls, col): NO_TEST_IMAGE
-            for k, cls in enumerate(classes)
-            if n[k] == 0
-            for col in rows
-            if col != "n_history" and col != "history_epochs"
-        },
-    )
+    no_image = [cls for k, cls in enumerate(classes) if n[k] == 0]
+    shown = [col for col in rows if col not in ("n_history", "history_epochs")]
+    return explain(frame, {(cls, col): NO_TEST_IMAGE for cls in no_image for col in shown})
 
 
 # ----------------------------------------------------------------------------- attacks
@@ -328,6 +354,87 @@ def _ratio(obj: np.ndarray, bg: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         r = obj / bg
     return r[~np.isnan(r)]
+
+
+def _epsilons_by_region(fragility: pd.DataFrame, C: int) -> dict:
+    """``{region: [class k's epsilons]}`` of the correctly classified images, each a Series
+    indexed by image (never flipped = ``inf``); the regions in the frame's order."""
+    if not isinstance(fragility, pd.DataFrame) or "region" not in fragility.columns:
+        raise ValueError(
+            "fragility must be the long DataFrame of attacks.fragility_by_region (one row per "
+            "image and region); the per-class summary has no per-image epsilons for intervals"
+        )
+    ok = fragility[~fragility["already_wrong"].astype(bool)]
+    regions = list(dict.fromkeys(fragility["region"]))
+    if "whole" not in regions:
+        raise ValueError("the fragility frame has no 'whole' region: attack the whole image too")
+    eps = {}
+    for region in regions:
+        sel = ok[ok["region"] == region]
+        eps[region] = [
+            sel.loc[sel["label"] == k].set_index("image")["epsilon"].astype(float).fillna(np.inf)
+            for k in range(C)
+        ]
+    return eps
+
+
+def _images_in_sample(fragility: pd.DataFrame, C: int) -> np.ndarray:
+    """Images of each class attacked as a whole, right or wrong."""
+    whole = fragility[fragility["region"] == "whole"]
+    return np.array([whole[whole["label"] == k]["image"].nunique() for k in range(C)])
+
+
+def _object_background_columns(rows: dict, eps: dict, kw: dict) -> None:
+    """``n_object_background``, ``object_background_ratio`` (median per-image eps(object) /
+    eps(background), bootstrap) and ``object_background_p_value`` (exact two-sided sign test)."""
+    ratios = []
+    for o, b in zip(eps["object"], eps["background"]):
+        common_images = o.index.intersection(b.index)
+        ratios.append(_ratio(o.loc[common_images].to_numpy(), b.loc[common_images].to_numpy()))
+    rows["n_object_background"] = np.array([len(r) for r in ratios])
+    _boot_cols(rows, "object_background_ratio", ratios, _median, **kw)
+    pv = []
+    for r in ratios:
+        above, below = int(np.sum(r > 1)), int(np.sum(r < 1))
+        pv.append(
+            _st.binomtest(above, above + below, 0.5).pvalue if above + below else 1.0
+        )  # all ties: no evidence
+    rows["object_background_p_value"] = np.array(pv)
+
+
+def _fragility_class_reasons(columns, k: int, eps: dict, n_sample: int, n_ratio) -> dict:
+    """Why class k's attack numbers are not defined (``n_ratio``: its ``n_object_background``,
+    None without both regions)."""
+    if len(eps["whole"][k]) == 0:
+        none = "none of its images was in the attacked sample" if n_sample == 0 else NONE_ATTACKED
+        return {c: none for c in columns if not c.startswith("n_") and c != "attack_max_eps"}
+    reasons = {}
+    for region in ("object", "background"):
+        if region in eps and len(eps[region][k]) == 0:
+            why = (
+                f"none of the images attacked in the {region} is one the model gets right "
+                "(the region sample is the first images of each class)"
+            )
+            reasons.update({c: why for c in columns if c.startswith(f"median_eps_{region}")})
+    if n_ratio == 0:
+        why = (
+            "no image of this class the model gets right was attacked in both regions"
+            if len(eps["object"][k]) == 0 or len(eps["background"][k]) == 0
+            else "on every attacked image the object alone and the background alone both "
+            "withstand the largest epsilon searched (or both flip at 0)"
+        )
+        reasons.update({c: why for c in ("object_background_ratio", "object_background_p_value")})
+    return reasons
+
+
+def _with_max_eps(out: pd.DataFrame, max_eps) -> pd.DataFrame:
+    """``out`` with the model-level column ``attack_max_eps`` (the largest epsilon searched)."""
+    if max_eps is not None:
+        if not (isinstance(max_eps, (int, float, np.floating)) and max_eps > 0):
+            raise ValueError(f"max_eps must be a number > 0, got {max_eps!r}")
+        out["attack_max_eps"] = float(max_eps)
+        out.attrs["model_level"] = ["attack_max_eps"]
+    return out
 
 
 def per_class_from_fragility(
@@ -354,32 +461,10 @@ def per_class_from_fragility(
     The per-image whole-image epsilons are kept for the robustness component
     (``attrs["samples"]["eps_whole"]``); ``attack_max_eps`` is model level."""
     classes = class_list(classes)
-    if not isinstance(fragility, pd.DataFrame) or "region" not in fragility.columns:
-        raise ValueError(
-            "fragility must be the long DataFrame of attacks.fragility_by_region (one row per "
-            "image and region); the per-class summary has no per-image epsilons for intervals"
-        )
-    max_eps = fragility.attrs.get("max_eps") if max_eps is None else max_eps
-    ok = fragility[~fragility["already_wrong"].astype(bool)]
-    regions = list(dict.fromkeys(fragility["region"]))
-    if "whole" not in regions:
-        raise ValueError("the fragility frame has no 'whole' region: attack the whole image too")
     C = len(classes)
-    eps = {}
-    for region in regions:
-        sel = ok[ok["region"] == region]
-        eps[region] = [
-            sel.loc[sel["label"] == k].set_index("image")["epsilon"].astype(float).fillna(np.inf)
-            for k in range(C)
-        ]
-    n_all = np.array(
-        [
-            fragility[(fragility["region"] == "whole") & (fragility["label"] == k)][
-                "image"
-            ].nunique()
-            for k in range(C)
-        ]
-    )
+    eps = _epsilons_by_region(fragility, C)
+    max_eps = fragility.attrs.get("max_eps") if max_eps is None else max_eps
+    n_sample = _images_in_sample(fragility, C)
     rows = {"n_attacked": np.array([len(e) for e in eps["whole"]])}
     kw = dict(n_boot=n_boot, seed=seed, level=level)
     for region in ("whole", "object", "background"):
@@ -391,59 +476,13 @@ def per_class_from_fragility(
     _wilson_cols(rows, "share_not_flipped_whole", not_flipped, rows["n_attacked"], level)
     both = "object" in eps and "background" in eps
     if both:
-        ratios = []
-        for k in range(C):
-            o, b = eps["object"][k], eps["background"][k]
-            common_images = o.index.intersection(b.index)
-            ratios.append(_ratio(o.loc[common_images].to_numpy(), b.loc[common_images].to_numpy()))
-        rows["n_object_background"] = np.array([len(r) for r in ratios])
-        _boot_cols(rows, "object_background_ratio", ratios, _median, **kw)
-        pv = []
-        for r in ratios:
-            above, below = int(np.sum(r > 1)), int(np.sum(r < 1))
-            pv.append(
-                _st.binomtest(above, above + below, 0.5).pvalue if above + below else 1.0
-            )  # all ties: no evidence
-        rows["object_background_p_value"] = np.array(pv)
-    out = frame_of(rows, classes)
-    if max_eps is not None:
-        if not (isinstance(max_eps, (int, float, np.floating)) and max_eps > 0):
-            raise ValueError(f"max_eps must be a number > 0, got {max_eps!r}")
-        out["attack_max_eps"] = float(max_eps)
-        out.attrs["model_level"] = ["attack_max_eps"]
+        _object_background_columns(rows, eps, kw)
+    out = _with_max_eps(frame_of(rows, classes), max_eps)
     reasons = {}
     for k, cls in enumerate(classes):
-        if rows["n_attacked"][k] == 0:
-            none = (
-                "none of its images was in the attacked sample" if n_all[k] == 0 else NONE_ATTACKED
-            )
-            reasons.update(
-                {
-                    (cls, c): none
-                    for c in out.columns
-                    if not c.startswith("n_") and c != "attack_max_eps"
-                }
-            )
-            continue
-        for region in ("object", "background"):
-            if region in eps and len(eps[region][k]) == 0:
-                why = (
-                    f"none of the images attacked in the {region} is one the model gets right "
-                    "(the region sample is the first images of each class)"
-                )
-                reasons.update(
-                    {(cls, c): why for c in out.columns if c.startswith(f"median_eps_{region}")}
-                )
-        if both and rows["n_object_background"][k] == 0:
-            why = (
-                "no image of this class the model gets right was attacked in both regions"
-                if len(eps["object"][k]) == 0 or len(eps["background"][k]) == 0
-                else "on every attacked image the object alone and the background alone both "
-                "withstand the largest epsilon searched (or both flip at 0)"
-            )
-            reasons.update(
-                {(cls, c): why for c in ("object_background_ratio", "object_background_p_value")}
-            )
+        n_ratio = rows["n_object_background"][k] if both else None
+        why = _fragility_class_reasons(out.columns, k, eps, n_sample[k], n_ratio)
+        reasons.update({(cls, c): text for c, text in why.items()})
     out = explain(out, reasons)
     out.attrs["samples"] = Bag(
         eps_whole={cls: eps["whole"][k].to_numpy() for k, cls in enumerate(classes)}
@@ -452,6 +491,33 @@ def per_class_from_fragility(
 
 
 # ----------------------------------------------------------------------------- explanations
+def _localisation_p_values(mass: np.ndarray, share: np.ndarray, y: np.ndarray, C: int):
+    """Per class: one-sided t test p-value that relevance mass - mask share is above 0 (0 when
+    every one of 2+ differences is positive and they do not vary; 1 otherwise or with a single
+    image; NaN without images)."""
+    pv = np.full(C, np.nan)
+    for k in range(C):
+        d = (mass - share)[(y == k) & ~np.isnan(mass)]
+        if len(d) >= 2 and np.std(d) > 0:
+            pv[k] = float(_st.ttest_1samp(d, 0.0, alternative="greater").pvalue)
+        elif len(d) >= 1:
+            pv[k] = 0.0 if np.all(d > 0) and len(d) >= 2 else 1.0
+    return pv
+
+
+def _checked_maps(maps, masks, labels, classes):
+    """``(classes, maps [N, H, W], masks [N, H, W], labels [N])`` after checking them."""
+    from .. import quality
+
+    classes = class_list(classes)
+    m = quality._maps_np(maps)
+    gt = quality._masks_np(masks, m.shape)
+    y = as_labels(labels, None, "cpu", num_classes=len(classes)).numpy()
+    if len(y) != len(m):
+        raise ValueError(f"{len(y)} labels for {len(m)} maps")
+    return classes, m, gt, y
+
+
 def per_class_localisation(
     maps,
     masks,
@@ -476,12 +542,7 @@ def per_class_localisation(
     kept for the localisation component (``attrs["samples"]["localisation"]``)."""
     from .. import quality
 
-    classes = class_list(classes)
-    m = quality._maps_np(maps)
-    gt = quality._masks_np(masks, m.shape)
-    y = as_labels(labels, None, "cpu", num_classes=len(classes)).numpy()
-    if len(y) != len(m):
-        raise ValueError(f"{len(y)} labels for {len(m)} maps")
+    classes, m, gt, y = _checked_maps(maps, masks, labels, classes)
     C = len(classes)
     compact = quality.compactness(m)
     hit = np.asarray(quality.pointing_game(m, gt, tolerance=tolerance), dtype=float)
@@ -498,25 +559,11 @@ def per_class_localisation(
         ("gini", compact["gini"].to_numpy(float)),
     ):
         _boot_cols(rows, name, [v[(y == k) & ~np.isnan(v)] for k in range(C)], _mean, **kw)
-    pv = np.full(C, np.nan)
-    for k in range(C):
-        d = (mass - share)[(y == k) & ~np.isnan(mass)]
-        if len(d) >= 2 and np.std(d) > 0:
-            pv[k] = float(_st.ttest_1samp(d, 0.0, alternative="greater").pvalue)
-        elif len(d) >= 1:
-            pv[k] = 0.0 if np.all(d > 0) and len(d) >= 2 else 1.0
-    rows["localisation_p_value"] = pv
+    rows["localisation_p_value"] = _localisation_p_values(mass, share, y, C)
     frame = frame_of(rows, classes)
-    frame = explain(
-        frame,
-        {
-            (cls, col): NONE_EXPLAINED
-            for k, cls in enumerate(classes)
-            if n[k] == 0
-            for col in frame.columns
-            if col != "n_explained"
-        },
-    )
+    none = [cls for k, cls in enumerate(classes) if n[k] == 0]
+    shown = [col for col in frame.columns if col != "n_explained"]
+    frame = explain(frame, {(cls, col): NONE_EXPLAINED for cls in none for col in shown})
     frame.attrs["samples"] = Bag(
         localisation={
             cls: np.column_stack([mass[y == k], share[y == k]]) for k, cls in enumerate(classes)

@@ -9,23 +9,8 @@ from .common import Bag, class_list, is_missing
 __all__ = ["build_table", "undefined", "provenance"]
 
 
-def build_table(sources: dict, *, classes=None, allow_missing=False) -> pd.DataFrame:
-    """Join the per-class ``sources`` (``{source name: DataFrame}``) into one table, one row
-    per class (index ``class``), in the order of ``classes`` (default: the first source's).
-
-    Checks, each with an error that names the source, class and column: every source has a row
-    for exactly the classes (no missing, no unknown, no duplicate class); no column name is in
-    two sources; no value is missing (NaN/None) unless ``allow_missing`` is True or a
-    collection of the column names allowed to miss (the missing cells are then listed in
-    ``attrs["missing"]`` and shown as errors in the HTML). ``inf`` is a value, not missing. A
-    NaN whose source gave a reason (``attrs["undefined"]``, e.g. the precision of a class the
-    model never predicts) is *not defined*, an expected gap that never raises: it is listed
-    in ``attrs["undefined"]`` and shown as "not defined (<reason>)".
-
-    ``attrs``: ``provenance`` ``{column: source name}``, ``model_level`` ``{column: value}``
-    (constant columns a source declared in its ``attrs["model_level"]``), ``sources`` (names in
-    order), ``missing`` (``[(class, column), ...]``) and ``undefined`` ``{(class, column):
-    reason}``, ``samples`` (the per-image values the sources kept for the score's bootstrap)."""
+def _indexed_by_class(sources: dict) -> dict:
+    """``{source name: frame}`` with each frame indexed by its class names (as strings)."""
     if not isinstance(sources, dict) or not sources:
         raise ValueError("sources must be a non-empty dict {source name: per-class DataFrame}")
     frames = {}
@@ -44,49 +29,54 @@ def build_table(sources: dict, *, classes=None, allow_missing=False) -> pd.DataF
                 f"{sorted(set(index[index.duplicated()]))}"
             )
         frames[name] = frame.set_axis(index, axis=0)
-    first = next(iter(frames))
-    order = class_list(frames[first].index if classes is None else classes)
-    seen: dict[str, str] = {}
-    model: dict = {}
-    reasons: dict = {}
-    for name, frame in frames.items():
-        reasons.update(
-            {
-                (str(cls), col): why
-                for (cls, col), why in sources[name].attrs.get("undefined", {}).items()
-            }
+    return frames
+
+
+def _check_source(name: str, frame: pd.DataFrame, order: list, seen: dict) -> None:
+    """Raise unless the source has a row for exactly the classes of ``order`` and no column of
+    an earlier source; record its columns in ``seen`` ``{column: source name}``."""
+    missing = [c for c in order if c not in frame.index]
+    if missing:
+        raise ValueError(
+            f"source {name!r} has no row for class(es) {missing} (it has {list(frame.index)})"
         )
-        missing = [c for c in order if c not in frame.index]
-        if missing:
+    unknown = [c for c in frame.index if c not in order]
+    if unknown:
+        raise ValueError(
+            f"source {name!r} has rows for unknown class(es) {unknown}; classes are {order}"
+        )
+    for column in frame.columns:
+        if column in seen:
             raise ValueError(
-                f"source {name!r} has no row for class(es) {missing} (it has {list(frame.index)})"
+                f"column {column!r} comes from both source {seen[column]!r} and {name!r}; "
+                "rename it in one of them"
             )
-        unknown = [c for c in frame.index if c not in order]
-        if unknown:
+        seen[column] = name
+
+
+def _model_level_values(name: str, frame: pd.DataFrame, columns) -> dict:
+    """``{column: value}`` of the source's model-level ``columns`` (each the same on every row)."""
+    model = {}
+    for column in columns:
+        values = frame[column]
+        if values.nunique(dropna=False) != 1:
             raise ValueError(
-                f"source {name!r} has rows for unknown class(es) {unknown}; classes are {order}"
+                f"model-level column {column!r} of source {name!r} differs between classes"
             )
-        for column in frame.columns:
-            if column in seen:
-                raise ValueError(
-                    f"column {column!r} comes from both source {seen[column]!r} and {name!r}; "
-                    "rename it in one of them"
-                )
-            seen[column] = name
-        for column in sources[name].attrs.get("model_level", ()):
-            values = frame[column]
-            if values.nunique(dropna=False) != 1:
-                raise ValueError(
-                    f"model-level column {column!r} of source {name!r} differs between classes"
-                )
-            model[column] = values.iloc[0]
-    table = pd.concat([frames[name].loc[order] for name in frames], axis=1)
-    table.index.name = "class"
+        model[column] = values.iloc[0]
+    return model
+
+
+def _missing_cells(table: pd.DataFrame, reasons: dict, seen: dict, allow_missing):
+    """``(holes, undefined)``: the missing cells without a reason (raising unless allowed) and
+    those a source explained ``{(class, column): reason}``."""
     allowed = set(table.columns) if allow_missing is True else set(allow_missing or ())
     unknown_allowed = allowed - set(table.columns)
     if unknown_allowed:
         raise ValueError(f"allow_missing names unknown column(s) {sorted(unknown_allowed)}")
-    empty = [(cls, col) for col in table.columns for cls in order if is_missing(table.at[cls, col])]
+    empty = [
+        (cls, col) for col in table.columns for cls in table.index if is_missing(table.at[cls, col])
+    ]
     undefined_ = {cell: reasons[cell] for cell in empty if cell in reasons}
     holes = [cell for cell in empty if cell not in undefined_]
     bad = [(cls, col) for cls, col in holes if col not in allowed]
@@ -97,17 +87,58 @@ def build_table(sources: dict, *, classes=None, allow_missing=False) -> pd.DataF
             f"{len(bad)} missing value(s): {listed}{more}. Fix the source, or pass "
             f"allow_missing={sorted({c for _, c in bad})} to show them as errors in the report"
         )
+    return holes, undefined_
+
+
+def _samples(sources: dict) -> Bag:
+    """The per-image values every source kept ``{name: {class: values}}``, classes as strings."""
     samples = Bag()
-    for name in frames:
-        for key, per_class in sources[name].attrs.get("samples", {}).items():
+    for source in sources.values():
+        for key, per_class in source.attrs.get("samples", {}).items():
             samples[key] = {str(c): v for c, v in per_class.items()}
+    return samples
+
+
+def build_table(sources: dict, *, classes=None, allow_missing=False) -> pd.DataFrame:
+    """Join the per-class ``sources`` (``{source name: DataFrame}``) into one table, one row
+    per class (index ``class``), in the order of ``classes`` (default: the first source's).
+
+    Checks, each with an error that names the source, class and column: every source has a row
+    for exactly the classes (no missing, no unknown, no duplicate class); no column name is in
+    two sources; no value is missing (NaN/None) unless ``allow_missing`` is True or a
+    collection of the column names allowed to miss (the missing cells are then listed in
+    ``attrs["missing"]`` and shown as errors in the HTML). ``inf`` is a value, not missing. A
+    NaN whose source gave a reason (``attrs["undefined"]``, e.g. the precision of a class the
+    model never predicts) is *not defined*, an expected gap that never raises: it is listed
+    in ``attrs["undefined"]`` and shown as "not defined (<reason>)".
+
+    ``attrs``: ``provenance`` ``{column: source name}``, ``model_level`` ``{column: value}``
+    (constant columns a source declared in its ``attrs["model_level"]``), ``sources`` (names in
+    order), ``missing`` (``[(class, column), ...]``) and ``undefined`` ``{(class, column):
+    reason}``, ``samples`` (the per-image values the sources kept for the score's bootstrap)."""
+    frames = _indexed_by_class(sources)
+    first = next(iter(frames))
+    order = class_list(frames[first].index if classes is None else classes)
+    seen: dict[str, str] = {}
+    model: dict = {}
+    reasons: dict = {}
+    for name, frame in frames.items():
+        attrs = sources[name].attrs
+        reasons.update(
+            {(str(cls), col): why for (cls, col), why in attrs.get("undefined", {}).items()}
+        )
+        _check_source(name, frame, order, seen)
+        model.update(_model_level_values(name, frame, attrs.get("model_level", ())))
+    table = pd.concat([frames[name].loc[order] for name in frames], axis=1)
+    table.index.name = "class"
+    holes, undefined_ = _missing_cells(table, reasons, seen, allow_missing)
     table.attrs = {
         "provenance": dict(seen),
         "model_level": model,
         "sources": list(frames),
         "missing": holes,
         "undefined": undefined_,
-        "samples": samples,
+        "samples": _samples(sources),
     }
     return table
 
