@@ -243,10 +243,21 @@ def instance_flow(history, stats, order, *, classes, upto=None):
     shown = history.test_preds.shape[0] if upto is None else int(upto) + 1
     preds = history.test_preds[:shown, order].T  # [images, epochs]
     labels = history.test_labels[order]
-    n, epochs = preds.shape
     cmap = class_colormap(len(classes))
     norm = BoundaryNorm(np.arange(len(classes) + 1) - 0.5, len(classes))
     fig = plt.figure(figsize=(13, 12), layout="constrained")
+    heat, acc, loss, truth, bars, key = _flow_axes(fig)
+    _flow_curves(acc, loss, history, epochs=preds.shape[1])
+    _flow_predictions(heat, truth, bars, preds, labels, history, upto, cmap=cmap, norm=norm)
+    _flow_image_bars(bars, stats.iloc[order], labels, cmap)
+    _flow_key(key, classes, cmap)
+    return fig
+
+
+def _flow_axes(fig):
+    """The panels of :func:`instance_flow`: the images x epochs heat map, the accuracy and loss
+    curves above it, the true-class strip on its left, three bar panels on its right and the
+    colour key (no axes) above those."""
     grid = fig.add_gridspec(3, 5, height_ratios=[1, 1, 6], width_ratios=[0.35, 4, 1, 1, 1])
     heat = fig.add_subplot(grid[2, 1])
     acc = fig.add_subplot(grid[0, 1], sharex=heat)
@@ -255,7 +266,11 @@ def instance_flow(history, stats, order, *, classes, upto=None):
     bars = [fig.add_subplot(grid[2, 2 + k], sharey=heat) for k in range(3)]
     key = fig.add_subplot(grid[0:2, 2:])
     key.set_axis_off()
+    return heat, acc, loss, truth, bars, key
 
+
+def _flow_curves(acc, loss, history, *, epochs):
+    """The accuracy and loss curves of the first ``epochs`` epochs, the kept epoch dotted."""
     x = np.arange(epochs)
     for values, style, label in (
         (history.train_acc, "o-", "train"),
@@ -273,6 +288,12 @@ def instance_flow(history, stats, order, *, classes, upto=None):
     acc.legend(fontsize=7, loc="lower right")
     acc.set_title("How every test image's prediction settled, epoch by epoch", fontsize=11)
 
+
+def _flow_predictions(heat, truth, bars, preds, labels, history, upto, *, cmap, norm):
+    """The images x epochs heat map of predicted classes beside the true-class strip, with a line
+    between true classes across the heat map, the strip and the bar panels."""
+    n, epochs = preds.shape
+    x = np.arange(epochs)
     heat.imshow(preds, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
     heat.set_xticks(x, [str(e + 1) for e in x])
     heat.set_xlabel(
@@ -290,7 +311,11 @@ def instance_flow(history, stats, order, *, classes, upto=None):
         for ax in (heat, truth, *bars):
             ax.axhline(b, color="white" if ax in (heat, truth) else "grey", lw=0.8)
 
-    s = stats.iloc[order]
+
+def _flow_image_bars(bars, s, labels, cmap):
+    """Per image (rows of ``s``, the image stats in display order) its change frequency, classes
+    visited and share of epochs wrong, one bar panel each, coloured by true class."""
+    n = len(labels)
     most_visited = max(3, int(s["classes_visited"].max()))
     columns = [
         ("change_frequency", "change frequency", (0, 1)),
@@ -304,6 +329,10 @@ def instance_flow(history, stats, order, *, classes, upto=None):
         ax.tick_params(labelleft=False, left=False)
         ax.grid(axis="x", alpha=0.3)
     bars[1].set_xticks(range(most_visited + 1))
+
+
+def _flow_key(key, classes, cmap):
+    """The colour key of :func:`instance_flow` and how to read a row."""
     key.legend(
         handles=[Patch(color=cmap(i), label=c) for i, c in enumerate(classes)],
         loc="center left",
@@ -320,7 +349,6 @@ def instance_flow(history, stats, order, *, classes, upto=None):
         transform=key.transAxes,
         va="bottom",
     )
-    return fig
 
 
 def prediction_strips(
@@ -363,6 +391,14 @@ def prediction_strips(
     return fig
 
 
+_CATEGORY_COLORS = {
+    "learned early": "#2ca02c",
+    "learned late": "#ffbf00",
+    "forgotten": "#ff7f0e",
+    "never learned": "#d62728",
+}
+
+
 def category_bars(summary, ax=None):
     """Share of each class's test images learned early/late, forgotten, never learned.
 
@@ -372,51 +408,53 @@ def category_bars(summary, ax=None):
     per class."""
     from .evolution import CATEGORIES
 
-    colors = {
-        "learned early": "#2ca02c",
-        "learned late": "#ffbf00",
-        "forgotten": "#ff7f0e",
-        "never learned": "#d62728",
-    }
     if all(f"{c} low" in summary and f"{c} high" in summary for c in CATEGORIES):
-        n = summary["images"].to_numpy() if "images" in summary else None
-        names = (
-            [f"{c} (n={k})" for c, k in zip(summary.index, n)]
-            if n is not None
-            else list(summary.index)
+        return _category_panels(summary, CATEGORIES)
+    return _category_stacked(summary, CATEGORIES, ax)
+
+
+def _category_panels(summary, categories):
+    """One panel per category: a bar per class with its 95 % Wilson interval, n by the name."""
+    n = summary["images"].to_numpy() if "images" in summary else None
+    names = (
+        [f"{c} (n={k})" for c, k in zip(summary.index, n)] if n is not None else list(summary.index)
+    )
+    fig, axes = plt.subplots(
+        1,
+        len(categories),
+        figsize=(11, 0.45 * len(summary) + 1.4),
+        layout="constrained",
+        sharey=True,
+    )
+    y = np.arange(len(summary))
+    for ax_, category in zip(axes, categories):
+        value = summary[category].to_numpy(dtype=float)
+        err = np.vstack(
+            [
+                value - summary[f"{category} low"].to_numpy(dtype=float),
+                summary[f"{category} high"].to_numpy(dtype=float) - value,
+            ]
         )
-        fig, axes = plt.subplots(
-            1,
-            len(CATEGORIES),
-            figsize=(11, 0.45 * len(summary) + 1.4),
-            layout="constrained",
-            sharey=True,
-        )
-        y = np.arange(len(summary))
-        for ax_, category in zip(axes, CATEGORIES):
-            value = summary[category].to_numpy(dtype=float)
-            err = np.vstack(
-                [
-                    value - summary[f"{category} low"].to_numpy(dtype=float),
-                    summary[f"{category} high"].to_numpy(dtype=float) - value,
-                ]
-            )
-            ax_.barh(y, value, color=colors[category], alpha=0.8)
-            ax_.errorbar(value, y, xerr=err, fmt="none", ecolor="black", elinewidth=1, capsize=2)
-            ax_.set_xlim(0, 1)
-            ax_.set_title(category, fontsize=9)
-            ax_.grid(axis="x", alpha=0.3)
-        axes[0].set_yticks(y, names, fontsize=8)
-        axes[0].invert_yaxis()
-        fig.supxlabel(
-            "share of the class's test images (bar) with its 95 % Wilson interval", fontsize=9
-        )
-        return fig
+        ax_.barh(y, value, color=_CATEGORY_COLORS[category], alpha=0.8)
+        ax_.errorbar(value, y, xerr=err, fmt="none", ecolor="black", elinewidth=1, capsize=2)
+        ax_.set_xlim(0, 1)
+        ax_.set_title(category, fontsize=9)
+        ax_.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, names, fontsize=8)
+    axes[0].invert_yaxis()
+    fig.supxlabel(
+        "share of the class's test images (bar) with its 95 % Wilson interval", fontsize=9
+    )
+    return fig
+
+
+def _category_stacked(summary, categories, ax=None):
+    """One stacked bar per class, a segment per category (no intervals)."""
     fig, ax = _axes(ax, (7, 3.2))
     left = np.zeros(len(summary))
-    for category in CATEGORIES:
+    for category in categories:
         values = summary[category].to_numpy()
-        ax.barh(summary.index, values, left=left, color=colors[category], label=category)
+        ax.barh(summary.index, values, left=left, color=_CATEGORY_COLORS[category], label=category)
         left += values
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
@@ -550,9 +588,6 @@ def attribution_grid(
     left) with each map over its grey image, scaled on its own (:func:`scale_map`). ``signed``:
     None (decide per method from its maps), a bool, or a dict method -> bool. Each row has a colour
     bar that says how to read it."""
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-
     methods = list(maps_by_method)
     n = len(images)
     fig, grid = plt.subplots(
@@ -565,13 +600,7 @@ def attribution_grid(
     )
     axes, bars = grid[:, :n], grid[:, n]  # the last narrow column holds each row's colour bar
     fig.delaxes(bars[0])
-    for j in range(n):
-        axes[0, j].imshow(np.clip(_to_numpy(_to_hwc(images[j])), 0, 1))
-        axes[0, j].set_xticks([])
-        axes[0, j].set_yticks([])
-        if titles is not None:
-            axes[0, j].set_title(titles[j], fontsize=8)
-    axes[0, 0].set_ylabel("image", fontsize=9, fontweight="bold")
+    _image_row(axes[0], images, titles)
     for r, method in enumerate(methods, start=1):
         maps = maps_by_method[method]
         row_signed = signed.get(method) if isinstance(signed, dict) else signed
@@ -588,21 +617,41 @@ def attribution_grid(
             for spine in axes[r, j].spines.values():
                 spine.set_visible(False)
         axes[r, 0].set_ylabel(method, fontsize=9, fontweight="bold")
-        if row_signed:
-            mappable = ScalarMappable(Normalize(-1, 1), SIGNED_CMAP)
-            bar = fig.colorbar(mappable, cax=bars[r])
-            bar.set_ticks([-1, 0, 1], labels=["against", "0", "for"])
-        else:
-            mappable = ScalarMappable(Normalize(0, 1), ABS_CMAP)
-            bar = fig.colorbar(mappable, cax=bars[r])
-            bar.set_ticks([0, 1], labels=["none", "most"])
-        bar.ax.tick_params(labelsize=7)
+        _map_colorbar(fig, bars[r], signed=row_signed)
     fig.suptitle(
         f"Each map is scaled on its own ({percentile:g}th percentile of |map| = full colour):\n"
         "compare where a method looks, not how strongly",
         fontsize=9,
     )
     return fig
+
+
+def _image_row(axes, images, titles=None):
+    """The first row of :func:`attribution_grid`: the images themselves, titled when asked."""
+    for j in range(len(images)):
+        axes[j].imshow(np.clip(_to_numpy(_to_hwc(images[j])), 0, 1))
+        axes[j].set_xticks([])
+        axes[j].set_yticks([])
+        if titles is not None:
+            axes[j].set_title(titles[j], fontsize=8)
+    axes[0].set_ylabel("image", fontsize=9, fontweight="bold")
+
+
+def _map_colorbar(fig, cax, *, signed: bool):
+    """A colour bar in ``cax`` that says how to read a row of maps: against/for when signed,
+    none/most otherwise."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    if signed:
+        mappable = ScalarMappable(Normalize(-1, 1), SIGNED_CMAP)
+        bar = fig.colorbar(mappable, cax=cax)
+        bar.set_ticks([-1, 0, 1], labels=["against", "0", "for"])
+    else:
+        mappable = ScalarMappable(Normalize(0, 1), ABS_CMAP)
+        bar = fig.colorbar(mappable, cax=cax)
+        bar.set_ticks([0, 1], labels=["none", "most"])
+    bar.ax.tick_params(labelsize=7)
 
 
 def curve_plot(result, ax=None, *, label=None, color=None):
@@ -736,8 +785,6 @@ def minimal_epsilon_by_class(df, classes, ax=None, *, region: str | None = None,
     median as a bar with its 95 % bootstrap interval (helpers.stats) and n; images that never
     flipped up to ``max_eps`` sit above the dashed line.
     ``log=True``: a logarithmic epsilon axis (for epsilons that spread over decades)."""
-    from .stats import bootstrap
-
     fig, ax = _axes(ax, (6.4, 3.4))
     if region is not None:
         df = df[df["region"] == region]
@@ -749,35 +796,7 @@ def minimal_epsilon_by_class(df, classes, ax=None, *, region: str | None = None,
     rng = np.random.default_rng(0)
     colors = class_colormap(len(classes)).colors
     for k in range(len(classes)):
-        sel = df[df["label"] == k]
-        eps = np.where(sel["flipped"], sel["epsilon"], above)
-        jitter = rng.uniform(-0.22, 0.22, len(eps))
-        ax.scatter(k + jitter, eps, s=12, color=colors[k], alpha=0.75, lw=0)
-        if len(eps):
-            est = bootstrap(np.where(sel["flipped"], sel["epsilon"], np.inf), np.median, seed=k)
-            med = est.estimate
-            if np.isfinite(med):
-                ax.plot([k - 0.32, k + 0.32], [med, med], color="black", lw=2)
-                high = est.high if np.isfinite(est.high) else above
-                ax.errorbar(
-                    k,
-                    med,
-                    yerr=[[med - est.low], [high - med]],
-                    color="black",
-                    lw=1.2,
-                    capsize=4,
-                    zorder=3,
-                )
-            ax.text(
-                k,
-                0.0,
-                f"n={len(eps)}",
-                transform=ax.get_xaxis_transform(),
-                ha="center",
-                va="bottom",
-                fontsize=7,
-                color="dimgrey",
-            )
+        _epsilon_column(ax, k, df[df["label"] == k], above=above, color=colors[k], rng=rng)
     ax.axhline(max_eps, color="grey", ls="--", lw=1)
     ax.text(
         len(classes) - 0.5,
@@ -803,6 +822,42 @@ def minimal_epsilon_by_class(df, classes, ax=None, *, region: str | None = None,
         fontsize=8,
     )
     return fig
+
+
+def _epsilon_column(ax, k, sel, *, above, color, rng):
+    """Class ``k``'s column of :func:`minimal_epsilon_by_class`: a jittered dot per image (at
+    ``above`` when it never flipped), the median with its 95 % bootstrap interval, and n."""
+    from .stats import bootstrap
+
+    eps = np.where(sel["flipped"], sel["epsilon"], above)
+    jitter = rng.uniform(-0.22, 0.22, len(eps))
+    ax.scatter(k + jitter, eps, s=12, color=color, alpha=0.75, lw=0)
+    if not len(eps):
+        return
+    est = bootstrap(np.where(sel["flipped"], sel["epsilon"], np.inf), np.median, seed=k)
+    med = est.estimate
+    if np.isfinite(med):
+        ax.plot([k - 0.32, k + 0.32], [med, med], color="black", lw=2)
+        high = est.high if np.isfinite(est.high) else above
+        ax.errorbar(
+            k,
+            med,
+            yerr=[[med - est.low], [high - med]],
+            color="black",
+            lw=1.2,
+            capsize=4,
+            zorder=3,
+        )
+    ax.text(
+        k,
+        0.0,
+        f"n={len(eps)}",
+        transform=ax.get_xaxis_transform(),
+        ha="center",
+        va="bottom",
+        fontsize=7,
+        color="dimgrey",
+    )
 
 
 def region_fragility(per_class, regions, *, columns=("median_eps", "median_l2"), size=(11, 3.4)):
@@ -946,10 +1001,32 @@ def reliability_diagram(
     histogram)`` (e.g. one column of ``subplots(2, k)``; see :func:`reliability_comparison` for
     before/after side by side), or one Axes (the histogram then a grey step line on a right
     axis)."""
-    from .calibration import expected_calibration_error, reliability_bins
+    from .calibration import ece_interval, expected_calibration_error, reliability_bins
 
     bins = reliability_bins(probs, labels, n_bins=n_bins)
     ece = expected_calibration_error(probs, labels, n_bins=n_bins)
+    fig, ax_d, ax_h = _reliability_axes(ax)
+    _reliability_bars(ax_d, bins, 1 / n_bins, color)
+    if interval:
+        row = ece_interval(probs, labels, n_bins=n_bins, seed=seed).loc["all"]
+        ax_d.plot(
+            [],
+            [],
+            " ",
+            label=f"ECE 95 % interval [{row['low']:.3f}, {row['high']:.3f}], n = {int(row['n'])}",
+        )
+    ax_d.set_xlim(0, 1)
+    ax_d.set_ylim(0, 1)
+    ax_d.set_ylabel("accuracy")
+    ax_d.set_title(f"{title}: ECE {ece:.3f}" if title else f"ECE {ece:.3f}", fontsize=10)
+    ax_d.legend(fontsize=7, loc="upper left")
+    _confidence_histogram(ax_d, ax_h, bins, 1 / n_bins)
+    return fig
+
+
+def _reliability_axes(ax):
+    """``(figure, diagram axes, histogram axes or None)`` for the ``ax`` given to
+    :func:`reliability_diagram`: None, a pair of axes, or one Axes (no histogram axes)."""
     if ax is None:
         fig, (ax_d, ax_h) = plt.subplots(
             2, 1, figsize=(4.2, 5.2), sharex=True, height_ratios=(3, 1), layout="constrained"
@@ -959,7 +1036,12 @@ def reliability_diagram(
         fig = ax_d.figure
     else:
         ax_d, ax_h, fig = ax, None, ax.figure
-    width = 1 / n_bins
+    return fig, ax_d, ax_h
+
+
+def _reliability_bars(ax_d, bins, width, color):
+    """Per used bin, the accuracy bar and the hatched red gap to its mean confidence, and the
+    diagonal of perfect calibration."""
     used = bins["count"].to_numpy() > 0
     lower = bins["lower"].to_numpy()[used]
     acc = bins["accuracy"].to_numpy()[used]
@@ -980,21 +1062,11 @@ def reliability_diagram(
         label="gap to its mean confidence",
     )
     ax_d.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
-    if interval:
-        from .calibration import ece_interval
 
-        row = ece_interval(probs, labels, n_bins=n_bins, seed=seed).loc["all"]
-        ax_d.plot(
-            [],
-            [],
-            " ",
-            label=f"ECE 95 % interval [{row['low']:.3f}, {row['high']:.3f}], n = {int(row['n'])}",
-        )
-    ax_d.set_xlim(0, 1)
-    ax_d.set_ylim(0, 1)
-    ax_d.set_ylabel("accuracy")
-    ax_d.set_title(f"{title}: ECE {ece:.3f}" if title else f"ECE {ece:.3f}", fontsize=10)
-    ax_d.legend(fontsize=7, loc="upper left")
+
+def _confidence_histogram(ax_d, ax_h, bins, width):
+    """The share of images per confidence bin: bars in ``ax_h``, or (``ax_h`` None) a grey step
+    line on a right axis of ``ax_d``."""
     share = bins["share"].to_numpy()
     if ax_h is not None:
         ax_h.bar(bins["lower"], share, width, align="edge", color="#7f7f7f", edgecolor="white")
@@ -1009,7 +1081,6 @@ def reliability_diagram(
         twin.stairs(share, edges, color="#7f7f7f", lw=1.2, label="share of images")
         twin.set_ylim(0, 1)
         twin.set_ylabel("share of images (grey line)", fontsize=8, color="#7f7f7f")
-    return fig
 
 
 def reliability_comparison(
@@ -1053,11 +1124,7 @@ def trust_heatmap(table, ax=None, *, columns=None):
     :func:`helpers.trust.score` (rows ordered by rank, red 0 to green 1, values written in the
     cells; a missing value is a grey cell marked "not defined")."""
     if columns is None:
-        columns = [
-            c
-            for c in table.columns
-            if c.startswith("component_") and not c.endswith(("_ci_low", "_ci_high"))
-        ] + ["trust_score"]
+        columns = _trust_columns(table)
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise ValueError(f"the table has no column(s) {missing}; call trust.score(table) first")
@@ -1100,24 +1167,27 @@ def trust_heatmap(table, ax=None, *, columns=None):
     return fig
 
 
+def _trust_columns(table) -> list:
+    """The component columns of a scored trust table (no interval columns), then the score."""
+    return [
+        c
+        for c in table.columns
+        if c.startswith("component_") and not c.endswith(("_ci_low", "_ci_high"))
+    ] + ["trust_score"]
+
+
 def trust_components(table, *, columns=None, ncols: int = 3):
     """One panel per component of a table from :func:`helpers.trust.score` (and one for the trust
     score): each class a dot at its value with a horizontal bar for its 95 % interval and its n
     beside it, classes in rank order, the x axis from 0 to 1. Overlapping bars are classes the
     data cannot tell apart on that component."""
     if columns is None:
-        columns = [
-            c
-            for c in table.columns
-            if c.startswith("component_") and not c.endswith(("_ci_low", "_ci_high"))
-        ] + ["trust_score"]
+        columns = _trust_columns(table)
     missing = [c for c in columns if c not in table.columns or f"{c}_ci_low" not in table.columns]
     if missing:
         raise ValueError(
             f"the table has no column(s) or intervals {missing}; call trust.score(table) first"
         )
-    from .trust import N_COLUMN
-
     rows = table.sort_values("rank", kind="stable") if "rank" in table.columns else table
     n_rows = int(np.ceil(len(columns) / ncols))
     fig, axes = plt.subplots(
@@ -1126,49 +1196,9 @@ def trust_components(table, *, columns=None, ncols: int = 3):
         squeeze=False,
         figsize=(3.6 * min(ncols, len(columns)), 0.32 * len(rows) * n_rows + 1.2 * n_rows),
     )
-    y = np.arange(len(rows))
     names = [str(c) if len(str(c)) <= 18 else str(c)[:16] + "..." for c in rows.index]
     for k, (ax, col) in enumerate(zip(axes.flat, columns)):
-        v = rows[col].astype(float).to_numpy()
-        lo = rows[f"{col}_ci_low"].astype(float).to_numpy()
-        hi = rows[f"{col}_ci_high"].astype(float).to_numpy()
-        ok = ~np.isnan(v) & ~np.isnan(lo) & ~np.isnan(hi)
-        colour = "black" if col == "trust_score" else "#1f77b4"
-        ax.errorbar(
-            v[ok],
-            y[ok],
-            xerr=[v[ok] - lo[ok], hi[ok] - v[ok]],
-            fmt="o",
-            ms=4,
-            color=colour,
-            ecolor=colour,
-            elinewidth=1.5,
-            capsize=2,
-        )
-        n_col = N_COLUMN.get(col)
-        for i in range(len(rows)):
-            if not ok[i]:
-                ax.text(0.02, i, "not defined", va="center", fontsize=7, color="#8b0000")
-            elif n_col in rows.columns:
-                ax.text(
-                    1.02,
-                    i,
-                    f"n={int(rows[n_col].iloc[i])}",
-                    va="center",
-                    fontsize=7,
-                    color="#555",
-                    transform=ax.get_yaxis_transform(),
-                )
-        ax.set_xlim(-0.02, 1.02)
-        ax.set_ylim(len(rows) - 0.5, -0.5)
-        ax.set_yticks(y, names if k % axes.shape[1] == 0 else [""] * len(rows), fontsize=8)
-        ax.set_title(
-            col.removeprefix("component_").replace("_", " "),
-            fontsize=9,
-            fontweight="bold" if col == "trust_score" else "normal",
-        )
-        ax.grid(axis="x", alpha=0.3)
-        ax.tick_params(axis="x", labelsize=7)
+        _component_panel(ax, rows, col, names if k % axes.shape[1] == 0 else [""] * len(rows))
     for ax in list(axes.flat)[len(columns) :]:
         ax.set_visible(False)
     fig.suptitle(
@@ -1176,6 +1206,54 @@ def trust_components(table, *, columns=None, ncols: int = 3):
     )
     fig.tight_layout()
     return fig
+
+
+def _component_panel(ax, rows, col, names):
+    """One panel of :func:`trust_components`: each class (``rows`` in rank order, labelled
+    ``names``) a dot at its value of ``col`` with its 95 % interval and n, or "not defined"."""
+    from .trust import N_COLUMN
+
+    y = np.arange(len(rows))
+    v = rows[col].astype(float).to_numpy()
+    lo = rows[f"{col}_ci_low"].astype(float).to_numpy()
+    hi = rows[f"{col}_ci_high"].astype(float).to_numpy()
+    ok = ~np.isnan(v) & ~np.isnan(lo) & ~np.isnan(hi)
+    colour = "black" if col == "trust_score" else "#1f77b4"
+    ax.errorbar(
+        v[ok],
+        y[ok],
+        xerr=[v[ok] - lo[ok], hi[ok] - v[ok]],
+        fmt="o",
+        ms=4,
+        color=colour,
+        ecolor=colour,
+        elinewidth=1.5,
+        capsize=2,
+    )
+    n_col = N_COLUMN.get(col)
+    for i in range(len(rows)):
+        if not ok[i]:
+            ax.text(0.02, i, "not defined", va="center", fontsize=7, color="#8b0000")
+        elif n_col in rows.columns:
+            ax.text(
+                1.02,
+                i,
+                f"n={int(rows[n_col].iloc[i])}",
+                va="center",
+                fontsize=7,
+                color="#555",
+                transform=ax.get_yaxis_transform(),
+            )
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_title(
+        col.removeprefix("component_").replace("_", " "),
+        fontsize=9,
+        fontweight="bold" if col == "trust_score" else "normal",
+    )
+    ax.grid(axis="x", alpha=0.3)
+    ax.tick_params(axis="x", labelsize=7)
 
 
 # ----------------------------------------------------------------------------- perceptual hashes

@@ -637,6 +637,56 @@ def _ranking_html(table: pd.DataFrame, esc) -> list:
     return out
 
 
+_esc = html.escape
+
+
+class _Page:
+    """What every section of the report reads: the table and what is derived from it once
+    (sources, undefined values with their reasons, verdict lists, rank order, missing values)."""
+
+    def __init__(self, table: pd.DataFrame, verdicts, examples):
+        self.table = table
+        self.prov = trust.provenance(table)
+        self.model_values = table.attrs.get("model_level", {})
+        self.max_eps = self.model_values.get("attack_max_eps")
+        self.reasons = {k: v for k, v in trust.undefined(table).items() if not trust.is_ci(k[1])}
+        self.lists = _verdict_lists(verdicts, table)
+        if examples:
+            unknown = [c for c in examples if str(c) not in set(map(str, table.index))]
+            if unknown:
+                raise ValueError(f"examples name unknown class(es) {unknown}")
+        self.examples = examples
+        self.scored = "trust_score" in table.columns
+        self.rows = table.sort_values("rank", kind="stable") if "rank" in table.columns else table
+        self.index_of = {cls: i for i, cls in enumerate(table.index)}
+        self.shown = [c for c in table.columns if not trust.is_ci(c)]
+        self.missing = [
+            (cls, col)
+            for col in self.shown
+            for cls in table.index
+            if trust._is_missing(table.at[cls, col]) and (cls, col) not in self.reasons
+        ]
+
+    def value_html(self, cls, col, tag="dd") -> str:
+        """One value with its interval, marked when not defined or missing."""
+        value = self.table.at[cls, col]
+        text = _esc(display(value, col, max_eps=self.max_eps, reason=self.reasons.get((cls, col))))
+        css = (
+            ' class="missing"'
+            if text == "MISSING"
+            else ' class="nd"'
+            if trust._is_missing(value)
+            else ""
+        )
+        ci = (
+            interval(self.table, cls, col, max_eps=self.max_eps)
+            if not trust._is_missing(value)
+            else ""
+        )
+        ci = f'<span class="ci">{_esc(ci)}</span>' if ci else ""
+        return f'<{tag}{css} data-col="{_esc(col)}">{text}{ci}</{tag}>'
+
+
 def write_html(
     table: pd.DataFrame,
     path,
@@ -667,73 +717,79 @@ def write_html(
 
     Values that are not defined show "not defined (<reason>)"; missing ones (a bug) a red
     "MISSING" and a red banner at the top. Warns when the page exceeds :data:`MAX_BYTES`."""
-    prov = trust.provenance(table)
-    model_values = table.attrs.get("model_level", {})
-    max_eps = model_values.get("attack_max_eps")
-    reasons = {k: v for k, v in trust.undefined(table).items() if not trust.is_ci(k[1])}
-    lists = _verdict_lists(verdicts, table)
-    if examples:
-        unknown = [c for c in examples if str(c) not in set(map(str, table.index))]
-        if unknown:
-            raise ValueError(f"examples name unknown class(es) {unknown}")
-    scored = "trust_score" in table.columns
-    rows = table.sort_values("rank", kind="stable") if "rank" in table.columns else table
-    index_of = {cls: i for i, cls in enumerate(table.index)}
-    esc = html.escape
-    shown = [c for c in table.columns if not trust.is_ci(c)]
-    missing = [
-        (cls, col)
-        for col in shown
-        for cls in table.index
-        if trust._is_missing(table.at[cls, col]) and (cls, col) not in reasons
+    page = _Page(table, verdicts, examples)
+    parts = _page_head(title, figures=bool(figures), scored=page.scored)
+    parts += _section_summary(page, model=model, data=data, n_images=n_images, notes=notes)
+    parts += _glance(page) if page.scored else []
+    parts += _model_values_html(page)
+    parts += _csv_link(csv) if csv is not None else []
+    parts.append("</section>")
+    parts += _section_classes(page)
+    parts += _section_figures(figures) if figures else []
+    parts += _section_method(table.attrs.get("score"))
+    parts += _section_sources(page)
+    parts.append("</main></body></html>\n")
+    body = "\n".join(parts).encode("utf-8")
+    if len(body) > MAX_BYTES:
+        warnings.warn(
+            f"the trust report is {len(body) / 1e6:.1f} MB (more than {MAX_BYTES / 1e6:.0f} MB): "
+            "pass fewer or smaller figures",
+            stacklevel=2,
+        )
+    from .trust.output import _write
+
+    return _write(path, body)
+
+
+def _csv_link(csv) -> list:
+    """The link to the CSV written beside the page (by its name)."""
+    name = Path(csv).name
+    return [
+        f'<p class="small">Every number at full precision, with each class&rsquo;s verdict: '
+        f'<a href="{_esc(name)}">{_esc(name)}</a> (beside this page).</p>'
     ]
 
-    def value_html(cls, col, tag="dd"):
-        value = table.at[cls, col]
-        text = esc(display(value, col, max_eps=max_eps, reason=reasons.get((cls, col))))
-        css = (
-            ' class="missing"'
-            if text == "MISSING"
-            else ' class="nd"'
-            if trust._is_missing(value)
-            else ""
-        )
-        ci = interval(table, cls, col, max_eps=max_eps) if not trust._is_missing(value) else ""
-        ci = f'<span class="ci">{esc(ci)}</span>' if ci else ""
-        return f'<{tag}{css} data-col="{esc(col)}">{text}{ci}</{tag}>'
 
-    parts = [
+def _page_head(title: str, *, figures: bool, scored: bool) -> list:
+    """The document head (title, inline CSS), the page title and the navigation bar."""
+    return [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body><main>",
-        f'<h1 id="top">{esc(title)}</h1>',
+        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body><main>",
+        f'<h1 id="top">{_esc(title)}</h1>',
         '<nav><a href="#summary">Summary</a><a href="#classes">Classes</a>'
         + ('<a href="#figures">Figures</a>' if figures else "")
         + ('<a href="#method">Method</a>' if scored else "")
         + '<a href="#sources">Sources</a></nav>',
     ]
 
-    # ---- summary
-    parts.append('<section id="summary"><h2>Summary</h2><dl class="facts">')
+
+def _section_summary(page: _Page, *, model, data, n_images, notes) -> list:
+    """The opening of the summary: what was audited on how many images, the notes, and the
+    banners (model not usable, notes about the whole model, missing and undefined values).
+    The section is left open for the ranking, the model-level values and the CSV link."""
+    parts = ['<section id="summary"><h2>Summary</h2><dl class="facts">']
     if model:
-        parts.append(f"<dt>Model</dt><dd>{esc(str(model))}</dd>")
+        parts.append(f"<dt>Model</dt><dd>{_esc(str(model))}</dd>")
     if data:
-        parts.append(f"<dt>Data</dt><dd>{esc(str(data))}</dd>")
+        parts.append(f"<dt>Data</dt><dd>{_esc(str(data))}</dd>")
     if n_images:
         counts = "; ".join(
-            f"{esc(str(what))}: <strong>{esc(str(n))}</strong>" for what, n in n_images.items()
+            f"{_esc(str(what))}: <strong>{_esc(str(n))}</strong>" for what, n in n_images.items()
         )
         parts.append(f"<dt>Images</dt><dd>{counts}</dd>")
-    parts.append(f"<dt>Classes</dt><dd>{len(table)}</dd></dl>")
+    parts.append(f"<dt>Classes</dt><dd>{len(page.table)}</dd></dl>")
     for paragraph in [notes] if isinstance(notes, str) else list(notes or []):
-        parts.append(f"<p>{esc(str(paragraph))}</p>")
-    unusable = trust.model_verdict(table)
+        parts.append(f"<p>{_esc(str(paragraph))}</p>")
+    unusable = trust.model_verdict(page.table)
     if unusable:
         parts.append(
-            f'<div class="banner unusable"><strong>Not usable.</strong> {esc(_sentence(unusable))} '
+            '<div class="banner unusable"><strong>Not usable.</strong> '
+            f"{_esc(_sentence(unusable))} "
             "Its per-class numbers below describe a model that should not be deployed.</div>"
         )
+    lists = page.lists
     model_notes = list(
         dict.fromkeys(
             text for cls in (lists or {}) for kind, text in lists[cls] if kind == "model_note"
@@ -742,254 +798,277 @@ def write_html(
     for text in model_notes:
         parts.append(
             f'<div class="banner model-note"><strong>About the whole model.</strong> '
-            f"{esc(_sentence(text))}</div>"
+            f"{_esc(_sentence(text))}</div>"
         )
-    if missing:
-        items = "".join(
-            f"<li>{esc(label(col))} of <strong>{esc(str(cls))}</strong> "
-            f"(<code>{esc(col)}</code>, source: {esc(prov.get(col, '?'))})</li>"
-            for cls, col in missing
-        )
-        parts.append(
-            f'<div class="banner error"><strong>Error: {len(missing)} value(s) missing.</strong> '
-            "The numbers below are incomplete (a bug in the analysis, not a property of the model):"
-            f"<ul>{items}</ul></div>"
-        )
-    if reasons:
-        by_reason: dict = {}
-        for (cls, _col), why in reasons.items():
-            by_reason.setdefault(why, set()).add(str(cls))
-        items = "".join(
-            f"<li>{esc(why[0].upper() + why[1:])}: "
-            f"<strong>{esc(', '.join(sorted(c)))}</strong>.</li>"
-            for why, c in by_reason.items()
-        )
-        parts.append(
-            f'<div class="banner undefined-box"><strong>{len(reasons)} value(s) cannot be computed '
-            "for this model</strong> and read &ldquo;not defined&rdquo;, with the "
-            f"reason:<ul>{items}</ul></div>"
-        )
-    if scored:
-        parts.append(
-            '<figure class="chart"><img alt="Trust score per class, most trusted first" '
-            f'src="{_ranking_uri(rows)}"><figcaption>The classes ranked by trust score '
-            "(the weakest of five checks limits it; see the method).</figcaption></figure>"
-        )
-        comps = [c for c in table.columns if c.startswith("component_") and not trust.is_ci(c)]
-        parts.append(
-            '<table class="stack glance"><thead><tr><th>Rank</th><th>Class</th><th>Trust</th>'
-        )
-        parts += [f'<th title="{esc(label(c))}">{esc(_short(c))}</th>' for c in comps]
-        parts.append("</tr></thead><tbody>")
-        for cls, row in rows.iterrows():
-            parts.append(
-                f'<tr><td class="num" data-label="Rank">{esc(display(row["rank"], "rank"))}</td>'
-                f'<td class="name" data-label="Class"><a href="#{_anchor(cls, index_of[cls])}">'
-                f"{esc(str(cls))}</a></td>"
-            )
-            for c in ["trust_score"] + comps:
-                v = row[c]
-                cell = (
-                    "not defined"
-                    if trust._is_missing(v) and (cls, c) in reasons
-                    else "MISSING"
-                    if trust._is_missing(v)
-                    else f"{float(v):.2f}"
-                )
-                css = (
-                    "num nd"
-                    if cell == "not defined"
-                    else "num missing"
-                    if cell == "MISSING"
-                    else "num"
-                )
-                head = "Trust" if c == "trust_score" else _short(c)
-                lo, hi = (row.get(x) for x in trust.ci_columns(c))
-                if (
-                    cell not in ("not defined", "MISSING")
-                    and lo is not None
-                    and not trust._is_missing(lo)
-                ):
-                    cell += f'<span class="ci">{float(lo):.2f} to {float(hi):.2f}</span>'
-                parts.append(f'<td class="{css}" data-label="{esc(head)}">{cell}</td>')
-            parts.append("</tr>")
-        parts.append("</tbody></table>")
-        parts.append(
-            '<p class="small">Under each number: its 95 % interval (bootstrap over the '
-            "class&rsquo;s images, Wilson for shares; the trust score combines the "
-            "components&rsquo; bootstrap draws).</p>"
-        )
-        if all(f"{c}_ci_low" in table.columns for c in comps + ["trust_score"]):
-            parts.append(
-                '<figure class="chart"><img alt="Components per class with their 95 % intervals" '
-                f'src="{_components_uri(table)}"><figcaption>Each component and the trust score '
-                "per class with its 95 % interval and n; overlapping bars are classes the data "
-                "cannot tell apart on that check.</figcaption></figure>"
-            )
-        parts += _ranking_html(table, esc)
-    if model_values:
-        parts.append('<h3>About the whole model</h3><dl class="kv">')
-        for col in model_values:
-            if trust.is_ci(col):
-                continue
-            parts.append(
-                f'<div><dt>{esc(label(col))} <span class="src">({esc(prov[col])})</span></dt>'
-                f"{value_html(table.index[0], col)}</div>"
-            )
-        parts.append("</dl>")
-    if csv is not None:
-        name = Path(csv).name
-        parts.append(
-            f'<p class="small">Every number at full precision, with each class&rsquo;s verdict: '
-            f'<a href="{esc(name)}">{esc(name)}</a> (beside this page).</p>'
-        )
-    parts.append("</section>")
+    return parts + _missing_banner(page) + _undefined_banner(page.reasons)
 
-    # ---- one section per class
+
+def _missing_banner(page: _Page) -> list:
+    """The red banner listing every missing value (a bug in the analysis), if any."""
+    if not page.missing:
+        return []
+    items = "".join(
+        f"<li>{_esc(label(col))} of <strong>{_esc(str(cls))}</strong> "
+        f"(<code>{_esc(col)}</code>, source: {_esc(page.prov.get(col, '?'))})</li>"
+        for cls, col in page.missing
+    )
+    return [
+        f'<div class="banner error"><strong>Error: {len(page.missing)} value(s) missing.</strong> '
+        "The numbers below are incomplete (a bug in the analysis, not a property of the model):"
+        f"<ul>{items}</ul></div>"
+    ]
+
+
+def _undefined_banner(reasons: dict) -> list:
+    """The banner listing, per reason, the classes with values that cannot be computed."""
+    if not reasons:
+        return []
+    by_reason: dict = {}
+    for (cls, _col), why in reasons.items():
+        by_reason.setdefault(why, set()).add(str(cls))
+    items = "".join(
+        f"<li>{_esc(why[0].upper() + why[1:])}: <strong>{_esc(', '.join(sorted(c)))}</strong>.</li>"
+        for why, c in by_reason.items()
+    )
+    return [
+        f'<div class="banner undefined-box"><strong>{len(reasons)} value(s) cannot be computed '
+        "for this model</strong> and read &ldquo;not defined&rdquo;, with the "
+        f"reason:<ul>{items}</ul></div>"
+    ]
+
+
+def _glance(page: _Page) -> list:
+    """For a scored table: the ranking chart, the table of score and components per class
+    with intervals, the components chart and which classes cannot be told apart."""
+    table, rows = page.table, page.rows
+    parts = [
+        '<figure class="chart"><img alt="Trust score per class, most trusted first" '
+        f'src="{_ranking_uri(rows)}"><figcaption>The classes ranked by trust score '
+        "(the weakest of five checks limits it; see the method).</figcaption></figure>"
+    ]
+    comps = [c for c in table.columns if c.startswith("component_") and not trust.is_ci(c)]
+    parts.append('<table class="stack glance"><thead><tr><th>Rank</th><th>Class</th><th>Trust</th>')
+    parts += [f'<th title="{_esc(label(c))}">{_esc(_short(c))}</th>' for c in comps]
+    parts.append("</tr></thead><tbody>")
+    for cls, row in rows.iterrows():
+        parts.append(
+            f'<tr><td class="num" data-label="Rank">{_esc(display(row["rank"], "rank"))}</td>'
+            f'<td class="name" data-label="Class"><a href="#{_anchor(cls, page.index_of[cls])}">'
+            f"{_esc(str(cls))}</a></td>"
+        )
+        parts += [_glance_cell(page, cls, row, c) for c in ["trust_score"] + comps]
+        parts.append("</tr>")
+    parts.append("</tbody></table>")
     parts.append(
+        '<p class="small">Under each number: its 95 % interval (bootstrap over the '
+        "class&rsquo;s images, Wilson for shares; the trust score combines the "
+        "components&rsquo; bootstrap draws).</p>"
+    )
+    if all(f"{c}_ci_low" in table.columns for c in comps + ["trust_score"]):
+        parts.append(
+            '<figure class="chart"><img alt="Components per class with their 95 % intervals" '
+            f'src="{_components_uri(table)}"><figcaption>Each component and the trust score '
+            "per class with its 95 % interval and n; overlapping bars are classes the data "
+            "cannot tell apart on that check.</figcaption></figure>"
+        )
+    return parts + _ranking_html(table, _esc)
+
+
+def _glance_cell(page: _Page, cls, row, c) -> str:
+    """One cell of the glance table: the value to two decimals with its interval under it,
+    "not defined" (grey) or "MISSING" (red)."""
+    v = row[c]
+    cell = (
+        "not defined"
+        if trust._is_missing(v) and (cls, c) in page.reasons
+        else "MISSING"
+        if trust._is_missing(v)
+        else f"{float(v):.2f}"
+    )
+    css = "num nd" if cell == "not defined" else "num missing" if cell == "MISSING" else "num"
+    head = "Trust" if c == "trust_score" else _short(c)
+    lo, hi = (row.get(x) for x in trust.ci_columns(c))
+    if cell not in ("not defined", "MISSING") and lo is not None and not trust._is_missing(lo):
+        cell += f'<span class="ci">{float(lo):.2f} to {float(hi):.2f}</span>'
+    return f'<td class="{css}" data-label="{_esc(head)}">{cell}</td>'
+
+
+def _model_values_html(page: _Page) -> list:
+    """The values that describe the whole model rather than one class, with their sources."""
+    if not page.model_values:
+        return []
+    parts = ['<h3>About the whole model</h3><dl class="kv">']
+    for col in page.model_values:
+        if trust.is_ci(col):
+            continue
+        parts.append(
+            f'<div><dt>{_esc(label(col))} <span class="src">({_esc(page.prov[col])})</span></dt>'
+            f"{page.value_html(page.table.index[0], col)}</div>"
+        )
+    parts.append("</dl>")
+    return parts
+
+
+def _section_classes(page: _Page) -> list:
+    """The introduction to the class sections, then one section per class, most trusted first."""
+    parts = [
         '<section id="classes"><h2>Class by class</h2>'
         '<p class="small">Most trusted first. Shares are of the class&rsquo;s images; a change '
         "in grey levels of 255 is the most any pixel value moves (the L&#8734; norm). Numbers in "
         "brackets name the notebook a number comes from.</p></section>"
-    )
-    per_class = [c for c in shown if c not in model_values and c not in _HIDDEN]
+    ]
+    per_class = [c for c in page.shown if c not in page.model_values and c not in _HIDDEN]
     groups: dict = {}
     for col in per_class:
-        groups.setdefault(prov[col], []).append(col)
-    for cls, row in rows.iterrows():
-        rank = (
-            f'<span class="rankno">#{esc(display(row["rank"], "rank"))}</span>'
-            if "rank" in row.index
-            else ""
-        )
-        pill = _pill(row["trust_score"]) if scored else ""
-        parts.append(
-            f'<section class="cls" id="{_anchor(cls, index_of[cls])}" data-class="{esc(str(cls))}">'
-            f'<h2>{rank}<span class="name">{esc(str(cls))}</span>{pill}</h2>'
-        )
-        if lists is not None:
-            parts.append('<ul class="verdict">')
-            for kind, text in lists[cls]:
-                if kind == "model_note":
-                    continue  # said once, in the summary
-                mark = _MARKS.get(kind, "&#8226;")
-                parts.append(
-                    f'<li class="{esc(kind)}">'
-                    f'<span class="mark">{mark}</span>{esc(_sentence(text))}</li>'
-                )
-            parts.append("</ul>")
-        if examples and examples.get(cls):
-            parts.append('<div class="examples">')
-            for caption, image in examples[cls]:
-                parts.append(
-                    f'<figure><img alt="{esc(str(caption))}" src="{_jpeg(image)}">'
-                    f"<figcaption>{esc(str(caption))}</figcaption></figure>"
-                )
-            parts.append("</div>")
-        for source, cols in groups.items():
-            heading = "Trust score" if source == trust._DERIVED else source
-            parts.append(f'<h3>{esc(heading[0].upper() + heading[1:])}</h3><dl class="kv">')
-            parts += [f"<div><dt>{esc(label(c))}</dt>{value_html(cls, c)}</div>" for c in cols]
-            parts.append("</dl>")
-        parts.append("</section>")
+        groups.setdefault(page.prov[col], []).append(col)
+    for cls, row in page.rows.iterrows():
+        parts += _class_section(page, cls, row, groups)
+    return parts
 
-    # ---- figures
-    if figures:
-        parts.append('<section id="figures"><h2>The figures behind the numbers</h2>')
-        for caption, figure in figures.items():
-            note = None
-            if isinstance(figure, tuple):
-                figure, note = figure
-            n = f' &middot; <span class="n">rests on {esc(str(note))}</span>' if note else ""
+
+def _class_section(page: _Page, cls, row, groups: dict) -> list:
+    """One class: rank, name and trust pill, its verdict list, its example images and its
+    numbers grouped by the analysis they come from (``groups``: ``{source: [column, ...]}``)."""
+    rank = (
+        f'<span class="rankno">#{_esc(display(row["rank"], "rank"))}</span>'
+        if "rank" in row.index
+        else ""
+    )
+    pill = _pill(row["trust_score"]) if page.scored else ""
+    parts = [
+        f'<section class="cls" id="{_anchor(cls, page.index_of[cls])}" '
+        f'data-class="{_esc(str(cls))}">'
+        f'<h2>{rank}<span class="name">{_esc(str(cls))}</span>{pill}</h2>'
+    ]
+    if page.lists is not None:
+        parts.append('<ul class="verdict">')
+        for kind, text in page.lists[cls]:
+            if kind == "model_note":
+                continue  # said once, in the summary
+            mark = _MARKS.get(kind, "&#8226;")
             parts.append(
-                f'<figure class="fig"><img alt="{esc(str(caption))}" src="{_figure_uri(figure)}">'
-                f"<figcaption>{esc(str(caption))}{n}</figcaption></figure>"
+                f'<li class="{_esc(kind)}">'
+                f'<span class="mark">{mark}</span>{_esc(_sentence(text))}</li>'
             )
-        parts.append("</section>")
-
-    # ---- method
-    info = table.attrs.get("score")
-    if info:
-        w = info["weights"]
-        active = [c for c in trust.COMPONENTS if w.get(c, 0) > 0]
-        letters = [_COMPONENT_LETTERS[c] for c in active]
-        product = " &middot; ".join(
-            f"<var>{x}</var><sup><var>w</var><sub>{x}</sub></sup>" for x in letters
-        )
-        total = " + ".join(f"<var>w</var><sub>{x}</sub>" for x in letters)
-        budget = info.get("budget")
-        budget_text = f"{budget * 255:.3g}/255" if budget is not None else "the budget"
-        defs = {
-            "A": "accuracy: the share of the class&rsquo;s test images predicted right.",
-            "C": "1 &minus; calibration error (ECE of the images predicted as the class).",
-            "R": "the share of the class&rsquo;s attacked images (the correctly classified ones) "
-            f"whose smallest fooling change exceeds the budget of {esc(budget_text)} of the "
-            "grey-level range (the budget is absolute: one grey level is the smallest change an "
-            "8-bit image can store; no class scores well because the others are weaker).",
-            "L": "(relevance mass &minus; object share) / (1 &minus; object share), "
-            "clipped to [0, 1]: the share of the explanation on the object above what chance "
-            "puts there.",
-            "S": "the share learned early: 1 &minus; learned late &minus; forgotten &minus; never "
-            "learned, over the epochs up to the audited checkpoint.",
-        }
-        parts.append(
-            '<section id="method"><h2>Method: the trust score</h2>'
-            f'<p class="formula">trust = ( {product} )<sup>1 / ({total})</sup></p>'
-            "<p>a weighted geometric mean of components in [0, 1], each 1 when no weakness was "
-            "found. Trust is limited by the weakest link: a component of 0 makes the score 0 "
-            "however good the rest is; halving any component lowers the score by the same factor "
-            'whatever the others are.</p><dl class="defs">'
-        )
-        parts += [f"<dt><var>{x}</var></dt><dd>{defs[x]}</dd>" for x in letters]
-        weights = ", ".join(
-            f"<var>w</var><sub>{_COMPONENT_LETTERS[c]}</sub> = {w[c]:g}" for c in trust.COMPONENTS
-        )
-        parts.append(f"</dl><p>Weights: {weights}.</p>")
-        if len({w[c] for c in active}) == 1:
-            plain = " &middot; ".join(f"<var>{x}</var>" for x in letters)
+        parts.append("</ul>")
+    if page.examples and page.examples.get(cls):
+        parts.append('<div class="examples">')
+        for caption, image in page.examples[cls]:
             parts.append(
-                f'<p>With equal weights this is the plain geometric mean: </p><p class="formula">'
-                f"trust = ( {plain} )<sup>1/{len(letters)}</sup></p>"
+                f'<figure><img alt="{_esc(str(caption))}" src="{_jpeg(image)}">'
+                f"<figcaption>{_esc(str(caption))}</figcaption></figure>"
             )
-        parts += [f"<p>{esc(_sentence(note))}</p>" for note in info.get("notes", [])]
-        parts.append(
-            "<p>Every number has a 95 % interval: Wilson for shares, a seeded bootstrap over the "
-            "class&rsquo;s images otherwise. The trust score&rsquo;s interval repeats the "
-            "geometric mean on each bootstrap draw of the components (each source resampled over "
-            "its own images).</p>"
-        )
-        parts.append(
-            "<h3>Verdict rules</h3><p>A word is used only when its interval supports it "
-            "(thresholds in <code>helpers.trust.THRESHOLDS</code>):</p><ul>"
-        )
-        parts += [f"<li>{esc(_rule_summary(rule))}</li>" for rule in trust.RULES]
-        parts.append(
-            "<li>Not usable: the lower end of the 95 % Wilson interval of the overall accuracy is "
-            "at or below guessing the largest class.</li></ul></section>"
-        )
+        parts.append("</div>")
+    for source, cols in groups.items():
+        heading = "Trust score" if source == trust._DERIVED else source
+        parts.append(f'<h3>{_esc(heading[0].upper() + heading[1:])}</h3><dl class="kv">')
+        parts += [f"<div><dt>{_esc(label(c))}</dt>{page.value_html(cls, c)}</div>" for c in cols]
+        parts.append("</dl>")
+    parts.append("</section>")
+    return parts
 
-    # ---- sources
+
+def _section_figures(figures: dict) -> list:
+    """The figures behind the numbers, each with its caption and what it rests on."""
+    parts = ['<section id="figures"><h2>The figures behind the numbers</h2>']
+    for caption, figure in figures.items():
+        note = None
+        if isinstance(figure, tuple):
+            figure, note = figure
+        n = f' &middot; <span class="n">rests on {_esc(str(note))}</span>' if note else ""
+        parts.append(
+            f'<figure class="fig"><img alt="{_esc(str(caption))}" src="{_figure_uri(figure)}">'
+            f"<figcaption>{_esc(str(caption))}{n}</figcaption></figure>"
+        )
+    parts.append("</section>")
+    return parts
+
+
+def _component_definitions(budget_text: str) -> dict:
+    """What each component letter of the score formula measures (HTML)."""
+    return {
+        "A": "accuracy: the share of the class&rsquo;s test images predicted right.",
+        "C": "1 &minus; calibration error (ECE of the images predicted as the class).",
+        "R": "the share of the class&rsquo;s attacked images (the correctly classified ones) "
+        f"whose smallest fooling change exceeds the budget of {_esc(budget_text)} of the "
+        "grey-level range (the budget is absolute: one grey level is the smallest change an "
+        "8-bit image can store; no class scores well because the others are weaker).",
+        "L": "(relevance mass &minus; object share) / (1 &minus; object share), "
+        "clipped to [0, 1]: the share of the explanation on the object above what chance "
+        "puts there.",
+        "S": "the share learned early: 1 &minus; learned late &minus; forgotten &minus; never "
+        "learned, over the epochs up to the audited checkpoint.",
+    }
+
+
+def _section_method(info) -> list:
+    """The trust score's formula with the weights used (``info``: the table's ``score``
+    attribute; nothing when the table is not scored), then the verdict rules."""
+    if not info:
+        return []
+    w = info["weights"]
+    active = [c for c in trust.COMPONENTS if w.get(c, 0) > 0]
+    letters = [_COMPONENT_LETTERS[c] for c in active]
+    product = " &middot; ".join(
+        f"<var>{x}</var><sup><var>w</var><sub>{x}</sub></sup>" for x in letters
+    )
+    total = " + ".join(f"<var>w</var><sub>{x}</sub>" for x in letters)
+    budget = info.get("budget")
+    defs = _component_definitions(f"{budget * 255:.3g}/255" if budget is not None else "the budget")
+    parts = [
+        '<section id="method"><h2>Method: the trust score</h2>'
+        f'<p class="formula">trust = ( {product} )<sup>1 / ({total})</sup></p>'
+        "<p>a weighted geometric mean of components in [0, 1], each 1 when no weakness was "
+        "found. Trust is limited by the weakest link: a component of 0 makes the score 0 "
+        "however good the rest is; halving any component lowers the score by the same factor "
+        'whatever the others are.</p><dl class="defs">'
+    ]
+    parts += [f"<dt><var>{x}</var></dt><dd>{defs[x]}</dd>" for x in letters]
+    weights = ", ".join(
+        f"<var>w</var><sub>{_COMPONENT_LETTERS[c]}</sub> = {w[c]:g}" for c in trust.COMPONENTS
+    )
+    parts.append(f"</dl><p>Weights: {weights}.</p>")
+    if len({w[c] for c in active}) == 1:
+        plain = " &middot; ".join(f"<var>{x}</var>" for x in letters)
+        parts.append(
+            f'<p>With equal weights this is the plain geometric mean: </p><p class="formula">'
+            f"trust = ( {plain} )<sup>1/{len(letters)}</sup></p>"
+        )
+    parts += [f"<p>{_esc(_sentence(note))}</p>" for note in info.get("notes", [])]
+    return parts + _verdict_rules()
+
+
+def _verdict_rules() -> list:
+    """How the intervals are computed and the rules that turn numbers into verdict words."""
+    parts = [
+        "<p>Every number has a 95 % interval: Wilson for shares, a seeded bootstrap over the "
+        "class&rsquo;s images otherwise. The trust score&rsquo;s interval repeats the "
+        "geometric mean on each bootstrap draw of the components (each source resampled over "
+        "its own images).</p>",
+        "<h3>Verdict rules</h3><p>A word is used only when its interval supports it "
+        "(thresholds in <code>helpers.trust.THRESHOLDS</code>):</p><ul>",
+    ]
+    parts += [f"<li>{_esc(_rule_summary(rule))}</li>" for rule in trust.RULES]
     parts.append(
+        "<li>Not usable: the lower end of the 95 % Wilson interval of the overall accuracy is "
+        "at or below guessing the largest class.</li></ul></section>"
+    )
+    return parts
+
+
+def _section_sources(page: _Page) -> list:
+    """The table of where each number comes from, what it means and its CSV column."""
+    parts = [
         '<section id="sources"><h2>Where each number comes from</h2>'
         '<table class="stack prov"><thead><tr><th>Number</th><th>Source</th>'
         "<th>What it means</th><th>CSV column</th></tr></thead><tbody>"
-    )
-    for col in shown:
+    ]
+    for col in page.shown:
         parts.append(
-            f'<tr><td data-label="Number">{esc(label(col))}</td>'
-            f'<td data-label="Source">{esc(prov[col])}</td>'
-            f'<td data-label="What it means">{esc(trust.COLUMNS.get(col, ""))}</td>'
-            f'<td data-label="CSV column"><code>{esc(col)}</code></td></tr>'
+            f'<tr><td data-label="Number">{_esc(label(col))}</td>'
+            f'<td data-label="Source">{_esc(page.prov[col])}</td>'
+            f'<td data-label="What it means">{_esc(trust.COLUMNS.get(col, ""))}</td>'
+            f'<td data-label="CSV column"><code>{_esc(col)}</code></td></tr>'
         )
     parts.append("</tbody></table></section>")
-    parts.append("</main></body></html>\n")
-    page = "\n".join(parts).encode("utf-8")
-    if len(page) > MAX_BYTES:
-        warnings.warn(
-            f"the trust report is {len(page) / 1e6:.1f} MB (more than {MAX_BYTES / 1e6:.0f} MB): "
-            "pass fewer or smaller figures",
-            stacklevel=2,
-        )
-    from .trust.output import _write
-
-    return _write(path, page)
+    return parts
