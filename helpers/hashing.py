@@ -462,6 +462,41 @@ def find_collision(
     flip a bit back). One forward+backward pass per step for the images still searching.
     Deterministic (no randomness).
     """
+    _check_collision_args(x, optimizer, max_steps, margin, stop_margin, step_size, tv_weight)
+    device = hasher.projection.device
+    x0 = x.detach().to(device)
+    x0 = _round8(x0) if quantize else x0.clamp(0, 1)
+    n = len(x0)
+    target = _target_bits(target_hash, n, hasher.bits, device)
+    bound = _as_bound(eps, n, quantize, device)
+    delta, found = _collision_descent(
+        hasher, x0, target.float() * 2 - 1, bound, margin=margin, stop_margin=stop_margin,
+        tv_weight=tv_weight, step_size=step_size, optimizer=optimizer, max_steps=int(max_steps),
+        quantize=quantize, progress=progress,
+    )  # fmt: skip
+    with torch.no_grad():
+        x_adv = _apply_change(x0, delta, bound, quantize).detach()
+    return _collision_result(x_adv, x0, target, found, x.device)
+
+
+def _collision_result(x_adv, x0, target, found: dict, device) -> CollisionResult:
+    """The :class:`CollisionResult` of the final images ``x_adv`` (started from ``x0``), on
+    ``device`` (that of the images passed in)."""
+    change = (x_adv - x0).flatten(1)
+    return CollisionResult(
+        x_adv=x_adv.to(device),
+        x_start=x0.to(device),
+        target_hash=target.cpu(),
+        distances=found["distances"],
+        reached=found["reached"],
+        steps=found["steps"],
+        linf=change.abs().amax(1).cpu(),
+        l2=change.norm(dim=1).cpu(),
+        margin=found["margin"],
+    )
+
+
+def _check_collision_args(x, optimizer, max_steps, margin, stop_margin, step_size, tv_weight):
     _check_images(x)
     if optimizer not in ("adam", "sign"):
         raise ValueError(f"unknown optimizer {optimizer!r}; expected 'adam' or 'sign'")
@@ -472,31 +507,38 @@ def find_collision(
             "margin, stop_margin and tv_weight must be >= 0 and step_size > 0, got "
             f"{margin!r}, {stop_margin!r}, {tv_weight!r}, {step_size!r}"
         )
-    device = hasher.projection.device
-    x0 = x.detach().to(device)
-    x0 = _round8(x0) if quantize else x0.clamp(0, 1)
-    n = len(x0)
+
+
+def _target_bits(target_hash, n: int, bits: int, device) -> torch.Tensor:
+    """``target_hash`` ([bits] or [n, bits]) as bool [n, bits] on ``device``, checked."""
     target = _as_bits(target_hash).to(device)
     target = target[None].expand(n, -1) if target.ndim == 1 else target
-    if target.shape != (n, hasher.bits):
+    if target.shape != (n, bits):
         raise ValueError(
-            f"target_hash must be [{hasher.bits}] or [{n}, {hasher.bits}] bits, got "
-            f"{tuple(target.shape)}"
+            f"target_hash must be [{bits}] or [{n}, {bits}] bits, got {tuple(target.shape)}"
         )
-    sign = target.float() * 2 - 1
-    bound = _as_bound(eps, n, quantize, device)
-    max_steps = int(max_steps)
+    return target
+
+
+def _collision_descent(
+    hasher, x0, sign, bound, *, margin, stop_margin, tv_weight, step_size, optimizer, max_steps,
+    quantize, progress,
+):  # fmt: skip
+    """The gradient steps of :func:`find_collision` on the change ``delta`` of ``x0`` towards
+    the target bits ``sign`` (+-1), each image stopped once it reaches the target. Returns
+    ``(delta, found)``; ``found``: per image ``distances`` (at every step), ``steps``,
+    ``reached`` and ``margin`` (the smallest signed projection at its last step)."""
+    n, device = len(x0), x0.device
     delta = torch.zeros_like(x0, requires_grad=True)
     adam = torch.optim.Adam([delta], lr=step_size) if optimizer == "adam" else None
-    distances = np.zeros((n, max_steps + 1), dtype=np.int64)
-    steps = torch.full((n,), max_steps, dtype=torch.long)
-    reached = torch.zeros(n, dtype=torch.bool)
-    final_margin = torch.zeros(n)
+    found = {
+        "distances": np.zeros((n, max_steps + 1), dtype=np.int64),
+        "steps": torch.full((n,), max_steps, dtype=torch.long),
+        "reached": torch.zeros(n, dtype=torch.bool),
+        "margin": torch.zeros(n),
+    }
     active = torch.ones(n, dtype=torch.bool)
-    if progress:
-        from helpers.progress import tqdm
-
-        bar = tqdm(total=max_steps, desc="collision search", leave=False)
+    bar = _progress_bar(max_steps) if progress else None
     with eval_mode(hasher):
         for t in range(max_steps + 1):
             idx = active.nonzero()[:, 0]
@@ -504,50 +546,56 @@ def find_collision(
             x_adv = _apply_change(x0[on], delta[on], None if bound is None else bound[on], quantize)
             proj = hasher.projections(x_adv)
             signed = sign[on] * proj
-            dist = (signed.detach() <= 0).sum(1).cpu()
-            distances[idx.numpy(), t:] = dist.numpy()[:, None]
-            final_margin[idx] = signed.detach().amin(1).cpu()
-            done = (dist == 0) & (signed.detach().amin(1).cpu() >= stop_margin)
-            reached[idx[done]], steps[idx[done]] = True, t
-            active[idx[done]] = False
+            dist = _record_step(found, active, idx, signed.detach(), t, stop_margin)
             if t == max_steps or not bool(active.any()):
                 break
             loss = F.relu(margin - signed).sum()
             if tv_weight > 0:
                 loss = loss + tv_weight * total_variation(255 * (x_adv - x0[on])).sum()
             (grad,) = torch.autograd.grad(loss, delta)
-            frozen = (~active).to(device)
-            with torch.no_grad():
-                keep = delta[frozen].clone()
-                if adam is not None:
-                    delta.grad = grad
-                    adam.step()
-                    adam.zero_grad(set_to_none=True)
-                else:
-                    delta -= step_size * grad.sign()
-                delta[frozen] = keep
-                if bound is not None:
-                    delta.copy_(torch.maximum(torch.minimum(delta, bound), -bound))
-                delta.copy_((x0 + delta).clamp(0, 1) - x0)
-            if progress:
+            _step_change(delta, grad, (~active).to(device), adam, step_size, bound, x0)
+            if bar is not None:
                 bar.update(1)
                 bar.set_postfix(hamming=int(dist.max()))
-    if progress:
+    if bar is not None:
         bar.close()
+    return delta, found
+
+
+def _progress_bar(max_steps: int):
+    from helpers.progress import tqdm
+
+    return tqdm(total=max_steps, desc="collision search", leave=False)
+
+
+def _record_step(found: dict, active, idx, signed, t: int, stop_margin: float) -> torch.Tensor:
+    """Record step ``t`` of the searching images ``idx`` (``signed``: their signed projections)
+    in ``found``; those that reached the target (distance 0, every projection at least
+    ``stop_margin`` on its side) stop (``active`` cleared). Returns their Hamming distances."""
+    dist = (signed <= 0).sum(1).cpu()
+    found["distances"][idx.numpy(), t:] = dist.numpy()[:, None]
+    found["margin"][idx] = signed.amin(1).cpu()
+    done = (dist == 0) & (signed.amin(1).cpu() >= stop_margin)
+    found["reached"][idx[done]], found["steps"][idx[done]] = True, t
+    active[idx[done]] = False
+    return dist
+
+
+def _step_change(delta, grad, frozen, adam, step_size: float, bound, x0) -> None:
+    """One step of ``delta`` in place (Adam, or a signed-gradient step without ``adam``); the
+    ``frozen`` images keep theirs; then into the L-inf ball ``bound`` and [0, 1]."""
     with torch.no_grad():
-        x_adv = _apply_change(x0, delta, bound, quantize).detach()
-    change = (x_adv - x0).flatten(1)
-    return CollisionResult(
-        x_adv=x_adv.to(x.device),
-        x_start=x0.to(x.device),
-        target_hash=target.cpu(),
-        distances=distances,
-        reached=reached,
-        steps=steps,
-        linf=change.abs().amax(1).cpu(),
-        l2=change.norm(dim=1).cpu(),
-        margin=final_margin,
-    )
+        keep = delta[frozen].clone()
+        if adam is not None:
+            delta.grad = grad
+            adam.step()
+            adam.zero_grad(set_to_none=True)
+        else:
+            delta -= step_size * grad.sign()
+        delta[frozen] = keep
+        if bound is not None:
+            delta.copy_(torch.maximum(torch.minimum(delta, bound), -bound))
+        delta.copy_((x0 + delta).clamp(0, 1) - x0)
 
 
 # --------------------------------------------------------------------------------------------

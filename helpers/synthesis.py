@@ -23,6 +23,15 @@ Every image is float in [0, 1], NCHW; the model normalises inside (its first lay
     Image Parameterizations"; see :func:`fourier_image`). ``class_scores`` gives the final
     logits and softmax probabilities of the targets, ``visualization_table`` those and what the
     model predicts for each image.
+
+    Tuned by eye on ImageNet EfficientNet-Lite0 at 128 px. ``param="pixel"``: Yosinski's decay
+    1e-4 and blur 0.5 px every 4 steps left high-frequency noise with no visible object; blur
+    1 px every 2 steps, decay 1e-3, jitter 16 px and zoom up to 15 % (the defaults) give colours
+    and coarse shapes. ``param="fourier"``: 200 steps with jitter 16 px, zoom 20 % and rotation
+    15 degrees draw recognisable parts in natural colours (a strawberry's seeds and leaves, a
+    ladybird's spots, zebra stripes); the pixel version with the same transforms gives colours
+    and coarse shapes under saturated pixel noise (notebook 07). One forward+backward per step
+    for all targets (about 0.07 s a step for 8 classes at 128 px on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -256,59 +265,75 @@ def visualize_class(
     0.05, pixel units); then L2 decay pulls the image towards grey (``x <- 0.5 + (1 -
     l2_decay)(x - 0.5)``), every ``blur_every`` steps a Gaussian blur of ``blur_sigma`` px
     (decaying linearly to half by the end) removes high frequencies, and the image is clipped
-    to [0, 1]. Tuned by eye on ImageNet EfficientNet-Lite0 at 128 px: Yosinski's decay 1e-4
-    and blur 0.5 px every 4 steps left high-frequency noise with no visible object; blur 1 px
-    every 2 steps, decay 1e-3, jitter 16 px and zoom up to 15 % give colours and coarse shapes.
+    to [0, 1].
 
     ``param="fourier"`` (Olah et al. 2017; Mordvintsev et al. 2018): Adam (default ``lr`` 0.1)
     on a spectrum in decorrelated colour, shown through :func:`fourier_image`; the frequency
     scaling takes the place of blur and decay (``l2_decay``, ``blur_*`` are unused) and the
-    sigmoid keeps the range. On the same model at 128 px, 200 steps with jitter 16 px, zoom
-    20 % and rotation 15 degrees draw recognisable parts in natural colours (a strawberry's
-    seeds and leaves, a ladybird's spots, zebra stripes); the pixel version with the same
-    transforms gives colours and coarse shapes under saturated pixel noise (notebook 07).
-    One forward+backward per step for all targets (about 0.07 s a step for 8 classes at
-    128 px on 2 CPU cores).
+    sigmoid keeps the range. How the defaults were chosen, and the cost: the module docstring.
     """
-    from helpers.progress import trange
-
     if param not in ("pixel", "fourier"):
         raise ValueError(f"unknown param {param!r}; expected 'pixel' or 'fourier'")
     device = model_device(model)
     targets = torch.as_tensor(targets, device=device).long().reshape(-1)
     g = torch.Generator().manual_seed(int(seed))
+
+    def target_score(x):  # the summed target logits of the randomly transformed images
+        return model(_transform(x, jitter, scale, g, rotate)).gather(1, targets[:, None]).sum()
+
+    ascent = dict(model=model, score=target_score, steps=int(steps), progress=progress)
     if param == "fourier":
-        if not (isinstance(init, str) and init == "noise"):
-            raise ValueError(
-                "param='fourier' starts from a small random spectrum; init must be 'noise'"
-            )
-        spectrum = random_spectrum(len(targets), size, seed=seed).to(device).requires_grad_(True)
-        optimiser = torch.optim.Adam([spectrum], lr=0.1 if lr is None else lr)
-        g.manual_seed(int(seed) + 1)  # the transforms' draws, apart from the spectrum's
-    else:
-        lr = 0.05 if lr is None else lr
-        x = _initial_image(init, len(targets), size, g, device)
+        return _visualize_fourier(
+            **ascent, n=len(targets), size=size, lr=lr, seed=seed, init=init, g=g, device=device
+        )
+    x = _initial_image(init, len(targets), size, g, device)
+    return _visualize_pixels(
+        **ascent, x=x, lr=lr, l2_decay=l2_decay, blur_every=blur_every, blur_sigma=blur_sigma
+    )
+
+
+def _ascent_steps(steps: int, progress: bool):
+    from helpers.progress import trange
+
+    return trange(steps, disable=not progress, desc="class visualisation")
+
+
+def _visualize_pixels(*, model, score, steps, progress, x, lr, l2_decay, blur_every, blur_sigma):
+    """``param="pixel"`` of :func:`visualize_class`: normalised gradient ascent on the pixels of
+    ``x`` with L2 decay towards grey, a periodic (decaying) blur and clipping to [0, 1]."""
+    lr = 0.05 if lr is None else lr
     with eval_mode(model):
-        for t in trange(int(steps), disable=not progress, desc="class visualisation"):
-            if param == "fourier":
-                x = fourier_image(spectrum, size)
-            else:
-                x.requires_grad_(True)
-            score = model(_transform(x, jitter, scale, g, rotate)).gather(1, targets[:, None]).sum()
-            if param == "fourier":  # gradient w.r.t. the spectrum only: no weight gradients
-                (spectrum.grad,) = torch.autograd.grad(-score, spectrum)
-                optimiser.step()
-                continue
-            (grad,) = torch.autograd.grad(score, x)
+        for t in _ascent_steps(steps, progress):
+            x.requires_grad_(True)
+            (grad,) = torch.autograd.grad(score(x), x)
             with torch.no_grad():
                 grad = grad / grad.flatten(1).abs().mean(1).clamp_min(1e-12).view(-1, 1, 1, 1)
                 x = 0.5 + (1 - l2_decay) * (x + lr * grad - 0.5)
                 if blur_every and (t + 1) % blur_every == 0:
                     x = gaussian_blur(x, blur_sigma * (1 - 0.5 * t / max(steps - 1, 1)))
                 x = x.clamp(0, 1)
-    if param == "fourier":
-        with torch.no_grad():
+    return x.detach()
+
+
+def _visualize_fourier(*, model, score, steps, progress, n, size, lr, seed, init, g, device):
+    """``param="fourier"`` of :func:`visualize_class`: Adam on a small random spectrum (drawn
+    from ``seed``; the transforms' generator ``g`` is reseeded to ``seed + 1``), the image
+    shown through :func:`fourier_image`."""
+    if not (isinstance(init, str) and init == "noise"):
+        raise ValueError(
+            "param='fourier' starts from a small random spectrum; init must be 'noise'"
+        )
+    spectrum = random_spectrum(n, size, seed=seed).to(device).requires_grad_(True)
+    optimiser = torch.optim.Adam([spectrum], lr=0.1 if lr is None else lr)
+    g.manual_seed(int(seed) + 1)  # the transforms' draws, apart from the spectrum's
+    with eval_mode(model):
+        for _ in _ascent_steps(steps, progress):
             x = fourier_image(spectrum, size)
+            # gradient w.r.t. the spectrum only: no weight gradients
+            (spectrum.grad,) = torch.autograd.grad(-score(x), spectrum)
+            optimiser.step()
+    with torch.no_grad():
+        x = fourier_image(spectrum, size)
     return x.detach()
 
 

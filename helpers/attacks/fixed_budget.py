@@ -343,6 +343,33 @@ def iterative_targeted(
     ``random_start`` (off: the change should be minimal) starts within one step of ``x``,
     drawn from ``seed``; without it the method is deterministic and ``seed`` is unused.
     """
+    _check_targeted_args(x, norm, confidence, max_steps)
+    device = model_device(model)
+    x0 = x.detach().to(device)
+    target = as_labels(target, len(x0), device, name="targets")
+    if step_size is None:
+        step_size = 1 / 255 if norm == "linf" else math.sqrt(x0[0].numel()) / (255 * 16)
+    x_adv = _random_start(x0, norm, step_size, seed) if random_start else x0.clone()
+    with eval_mode(model):
+        found = _step_until_target(
+            model, x0, x_adv, target, norm=norm, step_size=step_size, max_steps=int(max_steps),
+            confidence=confidence, random_start=random_start,
+        )  # fmt: skip
+    delta = (x_adv - x0).flatten(1)
+    return FoolingResult(
+        x_adv=x_adv.to(x.device),
+        reached=found["reached"],
+        steps=found["steps"],
+        linf=delta.abs().amax(1),
+        l2=delta.norm(dim=1),
+        target_prob=found["prob"],
+        original_pred=found["original"],
+        target=target,
+        original_prob=found["original_prob"],
+    )
+
+
+def _check_targeted_args(x, norm, confidence, max_steps) -> None:
     check_images(x)
     if norm not in ("linf", "l2"):
         raise ValueError(f"unknown norm {norm!r}; expected 'linf' or 'l2'")
@@ -350,47 +377,45 @@ def iterative_targeted(
         raise ValueError(f"confidence must be in [0, 1), got {confidence!r}")
     if int(max_steps) != max_steps or max_steps < 0:
         raise ValueError(f"max_steps must be an integer >= 0, got {max_steps!r}")
-    device = model_device(model)
-    x0 = x.detach().to(device)
-    n = len(x0)
-    target = as_labels(target, n, device, name="targets")
-    if step_size is None:
-        step_size = 1 / 255 if norm == "linf" else math.sqrt(x0[0].numel()) / (255 * 16)
-    x_adv = _random_start(x0, norm, step_size, seed) if random_start else x0.clone()
-    steps = torch.full((n,), int(max_steps), dtype=torch.long, device=device)
+
+
+def _step_until_target(
+    model, x0, x_adv, target, *, norm, step_size, max_steps, confidence, random_start
+) -> dict:
+    """The steps of :func:`iterative_targeted` (model in eval mode), changing ``x_adv`` in
+    place: each step one forward of the images still searching; those predicted as ``target``
+    (with ``confidence``) are frozen, the others step down the target's cross-entropy. Returns
+    per image ``reached``, ``steps``, ``prob`` (the target's probability at the last forward),
+    ``original`` and ``original_prob`` (the class predicted for ``x0`` and its probability)."""
+    n, device = len(x0), x0.device
+    steps = torch.full((n,), max_steps, dtype=torch.long, device=device)
     reached = torch.zeros(n, dtype=torch.bool, device=device)
     prob = torch.zeros(n, device=device)
     original = torch.zeros(n, dtype=torch.long, device=device)
     original_prob = torch.zeros(n, device=device)
-    with eval_mode(model):
-        if random_start:  # what the model said about the image itself, not the jittered start
-            with torch.no_grad():
-                original_prob, original = model(x0).softmax(1).max(1)
-        for t in range(int(max_steps) + 1):
-            idx = (~reached).nonzero()[:, 0]
-            if len(idx) == 0:
-                break
-            xa = x_adv[idx].requires_grad_(True)
-            logits = model(xa)
-            if t == 0 and not random_start:
-                original_prob, original = logits.detach().softmax(1).max(1)
-            prob[idx] = logits.detach().softmax(1).gather(1, target[idx, None])[:, 0]
-            hit = (logits.argmax(1) == target[idx]) & (prob[idx] >= confidence)
-            reached[idx[hit]], steps[idx[hit]] = True, t
-            if t == max_steps or bool(hit.all()):
-                break
-            (grad,) = torch.autograd.grad(F.cross_entropy(logits, target[idx], reduction="sum"), xa)
-            keep = ~hit  # frozen images do not move
-            x_adv[idx[keep]] = _targeted_step(xa.detach()[keep], grad[keep], norm, step_size)
-    delta = (x_adv - x0).flatten(1)
-    return FoolingResult(
-        x_adv=x_adv.to(x.device),
-        reached=reached,
-        steps=steps,
-        linf=delta.abs().amax(1),
-        l2=delta.norm(dim=1),
-        target_prob=prob,
-        original_pred=original,
-        target=target,
-        original_prob=original_prob,
-    )
+    if random_start:  # what the model said about the image itself, not the jittered start
+        with torch.no_grad():
+            original_prob, original = model(x0).softmax(1).max(1)
+    for t in range(max_steps + 1):
+        idx = (~reached).nonzero()[:, 0]
+        if len(idx) == 0:
+            break
+        xa = x_adv[idx].requires_grad_(True)
+        logits = model(xa)
+        if t == 0 and not random_start:
+            original_prob, original = logits.detach().softmax(1).max(1)
+        prob[idx] = logits.detach().softmax(1).gather(1, target[idx, None])[:, 0]
+        hit = (logits.argmax(1) == target[idx]) & (prob[idx] >= confidence)
+        reached[idx[hit]], steps[idx[hit]] = True, t
+        if t == max_steps or bool(hit.all()):
+            break
+        (grad,) = torch.autograd.grad(F.cross_entropy(logits, target[idx], reduction="sum"), xa)
+        keep = ~hit  # frozen images do not move
+        x_adv[idx[keep]] = _targeted_step(xa.detach()[keep], grad[keep], norm, step_size)
+    return {
+        "reached": reached,
+        "steps": steps,
+        "prob": prob,
+        "original": original,
+        "original_prob": original_prob,
+    }

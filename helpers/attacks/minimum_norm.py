@@ -1,5 +1,29 @@
 """The strong minimal epsilon: foolbox's minimum-norm attack (FMN) and fp32-checked line
-searches along what it found; :func:`fmn_reference` checks epsilons against plain FMN."""
+searches along what it found; :func:`fmn_reference` checks epsilons against plain FMN.
+
+:func:`minimum_norm_epsilon` works in two steps:
+
+1. FMN (foolbox's ``LInfFMNAttack``, Pintor et al., 2021; :func:`_fmn_deltas`) runs on the
+   images the model gets right, on a wrapper (:class:`_Confined`) that feeds the model
+   channels_last input with its parameters frozen (gradients w.r.t. the input only); with a
+   ``mask`` the wrapper is ``model(x0 + mask * (z - x0))``, so the change stays inside the
+   mask. ``gamma`` (FMN's epsilon step, 0.05 in foolbox) and ``max_stepsize`` (1.0 there) are
+   set for a short run (tuning note below).
+2. FMN's change ``delta`` is checked on the fp32 model and shrunk by a bisection of
+   ``clip(x + t * delta)`` over t in (0, 1] (``probes`` batched forwards,
+   :func:`_shrink_along`); the same along the corner of its L-inf ball; the smaller verified
+   change counts (:func:`_smallest_verified`).
+
+Every reported epsilon is the L-inf norm of the change actually applied (after clipping), and
+that changed image is misclassified by the fp32 model (:func:`_attack_and_verify`).
+
+Tuning note (the fine-tuned scene model; two sets of 44 correctly classified test images;
+share of images within 10 % of foolbox's FMN-100, i.e. epsilon <= 1.1 x FMN-100's):
+30 steps, gamma 0.15, max_stepsize 0.3 (the default): 100 % and 95 %, median ratio 0.87;
+20 steps, max_stepsize 0.1 (the previous default): 75 % and 86 %; 25 steps: 84 % and 93 %;
+30 steps with max_stepsize 0.2: 91 % and 91 %; 40 steps with 0.1: 93 % and 91 %. FMN-100 is
+no optimum on this model (ours is below it on most images), so the check is one-sided.
+"""
 
 from __future__ import annotations
 
@@ -127,6 +151,77 @@ def _smallest_verified(model, x, y, delta, *, probes, batch_size):
     return best, torch.isfinite(best_norm), forwards
 
 
+def _check_fmn_args(x, steps, max_eps) -> None:
+    check_images(x)
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if max_eps is not None:
+        check_eps(max_eps, "max_eps")
+
+
+def _per_image_arrays(n: int) -> dict:
+    """What :func:`minimum_norm_epsilon` records per image, before any search: no flip yet,
+    one forward (the clean one), no backward."""
+    return {
+        "epsilon": np.full(n, np.nan),
+        "flip_class": np.zeros(n, dtype=np.int64),
+        "confidence_at_flip": np.full(n, np.nan),
+        "n_forward": np.ones(n, dtype=np.int64),
+        "n_backward": np.zeros(n, dtype=np.int64),
+    }
+
+
+def _clean_pass(model, xd, y, batch_size, device, res: dict):
+    """The clean fp32 logits; images already misclassified get epsilon 0 (and their clean class
+    and confidence) in ``res``. Returns (clean logits, indices of the images to attack)."""
+    n = len(xd)
+    with torch.no_grad():
+        chunks = [_Confined(model)(c) for c in xd.split(batch_size)]
+        clean = torch.cat(chunks) if n else torch.empty(0, 1, device=device)
+    conf0, pred0 = clean.softmax(1).max(1)
+    wrong0 = (pred0 != y).cpu().numpy()
+    res["epsilon"][wrong0] = 0.0
+    res["flip_class"][wrong0] = pred0.cpu().numpy()[wrong0]
+    res["confidence_at_flip"][wrong0] = conf0.double().cpu().numpy()[wrong0]
+    return clean, torch.as_tensor(np.flatnonzero(~wrong0), device=device)
+
+
+def _attack_and_verify(model, xs, ys, ms, *, steps, gamma, max_stepsize, probes, max_eps, bs):
+    """FMN on ``xs`` (labels ``ys``, mask ``ms``), the line searches along its change, and the
+    final fp32 check of the image that is reported. Returns ``(adv, applied, ok, pred, conf,
+    fwd)``: the changed images, the L-inf norm of the change applied, whether it is a verified
+    flip (within ``max_eps``), the class and probability there, and the line-search forwards."""
+    delta = _fmn_deltas(
+        model, xs, ys, ms, steps=steps, gamma=gamma, max_stepsize=max_stepsize, batch_size=bs
+    )
+    with torch.no_grad():
+        change, ok, fwd = _smallest_verified(model, xs, ys, delta, probes=probes, batch_size=bs)
+        adv = (xs + change).clamp(0, 1)
+        if ms is not None:
+            adv = torch.where(ms > 0, adv, xs)
+        applied = (adv - xs).flatten(1).abs().amax(1).double().cpu()
+        logits = torch.cat([_Confined(model)(c) for c in adv.split(bs)])
+        conf, pred = logits.softmax(1).max(1)
+        ok &= (pred != ys).cpu()  # the final fp32 check of the reported image
+        if max_eps is not None:
+            ok &= applied <= max_eps
+    return adv, applied, ok, pred, conf, fwd
+
+
+def _record_flips(res: dict, x_adv, todo, found, steps) -> None:
+    """Write what :func:`_attack_and_verify` found for the images ``todo`` into ``res`` (and
+    their changed images, where verified, into ``x_adv``)."""
+    adv, applied, ok, pred, conf, fwd = found
+    sel = todo.cpu().numpy()
+    res["n_forward"][sel] += fwd.numpy() + 1
+    res["n_backward"][sel] += int(steps)
+    okn = ok.numpy()
+    res["epsilon"][sel[okn]] = applied.numpy()[okn]
+    res["flip_class"][sel[okn]] = pred.cpu().numpy()[okn]
+    res["confidence_at_flip"][sel[okn]] = conf.double().cpu().numpy()[okn]
+    x_adv[todo[ok.to(todo.device)]] = adv[ok.to(todo.device)]
+
+
 def minimum_norm_epsilon(
     model: nn.Module,
     x: torch.Tensor,
@@ -142,25 +237,10 @@ def minimum_norm_epsilon(
     return_adversarial: bool = False,
 ):
     """The smallest flipping L-inf epsilon of each image by a minimum-norm attack: foolbox's
-    ``LInfFMNAttack`` (Pintor et al., 2021) with ``steps`` iterations, then line searches.
-
-    1. FMN runs on the images the model gets right, on a wrapper that feeds the model
-       channels_last input with its parameters frozen (gradients w.r.t. the input only); with
-       ``mask`` the wrapper is ``model(x0 + mask * (z - x0))``, so the change stays inside the
-       mask. ``gamma`` (FMN's epsilon step, 0.05 in foolbox) and ``max_stepsize`` (1.0 there)
-       are set for a short run (tuning note below).
-    2. FMN's change ``delta`` is checked on the fp32 model and shrunk by a bisection of
-       ``clip(x + t * delta)`` over t in (0, 1] (``probes`` batched forwards); the same along
-       the corner of its L-inf ball; the smaller verified change counts.
-    Every reported epsilon is the L-inf norm of the change actually applied (after clipping),
-    and that changed image is misclassified by the fp32 model.
-
-    Tuning note (the fine-tuned scene model; two sets of 44 correctly classified test images;
-    share of images within 10 % of foolbox's FMN-100, i.e. epsilon <= 1.1 x FMN-100's):
-    30 steps, gamma 0.15, max_stepsize 0.3 (the default): 100 % and 95 %, median ratio 0.87;
-    20 steps, max_stepsize 0.1 (the previous default): 75 % and 86 %; 25 steps: 84 % and 93 %;
-    30 steps with max_stepsize 0.2: 91 % and 91 %; 40 steps with 0.1: 93 % and 91 %. FMN-100 is
-    no optimum on this model (ours is below it on most images), so the check is one-sided.
+    ``LInfFMNAttack`` (Pintor et al., 2021) with ``steps`` iterations (FMN's ``gamma`` and
+    ``max_stepsize``), then fp32-checked line searches (``probes`` forwards each) along its
+    change; with ``mask`` the change stays inside the mask. The method and the tuning of the
+    defaults: the module docstring.
 
     Returns the frame of :func:`helpers.attacks.results.result_frame` (``epsilon`` NaN where no
     flip was found or it exceeds ``max_eps``; 0 for images already misclassified);
@@ -168,11 +248,7 @@ def minimum_norm_epsilon(
     ``return_adversarial=True`` returns ``(df, x_adv)`` too (each image at its epsilon; clean
     where none).
     """
-    check_images(x)
-    if int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    if max_eps is not None:
-        check_eps(max_eps, "max_eps")
+    _check_fmn_args(x, steps, max_eps)
     device = model_device(model)
     xd = x.detach().to(device)
     n = len(xd)
@@ -181,64 +257,18 @@ def minimum_norm_epsilon(
     if m is not None:
         m = m.expand(n, *m.shape[1:])
     x_adv = xd.clone()
-    eps = np.full(n, np.nan)
-    flip_class = np.zeros(n, dtype=np.int64)
-    conf_flip = np.full(n, np.nan)
-    n_fwd = np.ones(n, dtype=np.int64)
-    n_bwd = np.zeros(n, dtype=np.int64)
+    res = _per_image_arrays(n)
     with _fast(model):
-        with torch.no_grad():
-            chunks = [_Confined(model)(c) for c in xd.split(batch_size)]
-            clean = torch.cat(chunks) if n else torch.empty(0, 1, device=device)
-        conf0, pred0 = clean.softmax(1).max(1)
-        wrong0 = (pred0 != y).cpu().numpy()
-        eps[wrong0] = 0.0
-        flip_class[wrong0] = pred0.cpu().numpy()[wrong0]
-        conf_flip[wrong0] = conf0.double().cpu().numpy()[wrong0]
-        todo = torch.as_tensor(np.flatnonzero(~wrong0), device=device)
+        clean, todo = _clean_pass(model, xd, y, batch_size, device, res)
         if len(todo):
-            xs, ys, ms = xd[todo], y[todo], None if m is None else m[todo]
-            delta = _fmn_deltas(
-                model, xs, ys, ms, steps=steps, gamma=gamma, max_stepsize=max_stepsize,
-                batch_size=batch_size,
+            found = _attack_and_verify(
+                model, xd[todo], y[todo], None if m is None else m[todo], steps=steps,
+                gamma=gamma, max_stepsize=max_stepsize, probes=probes, max_eps=max_eps,
+                bs=batch_size,
             )  # fmt: skip
-            with torch.no_grad():
-                change, ok, fwd = _smallest_verified(
-                    model, xs, ys, delta, probes=probes, batch_size=batch_size
-                )
-                adv = (xs + change).clamp(0, 1)
-                if ms is not None:
-                    adv = torch.where(ms > 0, adv, xs)
-                applied = (adv - xs).flatten(1).abs().amax(1).double().cpu()
-                logits = torch.cat([_Confined(model)(c) for c in adv.split(batch_size)])
-                conf, pred = logits.softmax(1).max(1)
-                ok &= (pred != ys).cpu()  # the final fp32 check of the reported image
-                if max_eps is not None:
-                    ok &= applied <= max_eps
-            sel = todo.cpu().numpy()
-            n_fwd[sel] += fwd.numpy() + 1
-            n_bwd[sel] += int(steps)
-            okn = ok.numpy()
-            eps[sel[okn]] = applied.numpy()[okn]
-            flip_class[sel[okn]] = pred.cpu().numpy()[okn]
-            conf_flip[sel[okn]] = conf.double().cpu().numpy()[okn]
-            x_adv[todo[ok.to(device)]] = adv[ok.to(device)]
-    df = result_frame(
-        epsilon=eps,
-        labels=y,
-        clean_logits=clean,
-        flip_class=flip_class,
-        confidence_at_flip=conf_flip,
-        n_forward=n_fwd,
-        n_backward=n_bwd,
-        attrs={
-            "method": "fmn",
-            "direction": "fmn",
-            "steps": int(steps),
-            "probes": int(probes),
-            "max_eps": max_eps,
-        },
-    )
+            _record_flips(res, x_adv, todo, found, steps)
+    attrs = {"method": "fmn", "direction": "fmn", "steps": int(steps), "probes": int(probes)}
+    df = result_frame(labels=y, clean_logits=clean, **res, attrs={**attrs, "max_eps": max_eps})
     if return_adversarial:
         return df, x_adv.detach().to(x.device)
     return df

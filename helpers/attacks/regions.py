@@ -111,33 +111,11 @@ def fragility_by_region(
     check_images(x)
     device = model_device(model)
     xd = x.detach().to(device)
-    n, c, h, w = xd.shape
-    y = as_labels(y, n, device)
-    regions = dict(masks)
-    if "whole" not in regions:
-        regions = {"whole": torch.ones(n, h, w, dtype=torch.bool), **regions}
-    regions = {k: v for k, v in regions.items() if v is not None}
-    frames = []
-    for name, mask in regions.items():
-        m = as_mask(mask, xd).expand(n, 1, h, w)
-        df, x_adv = minimise(
-            model,
-            xd,
-            y,
-            mask=m,
-            batch_size=batch_size,
-            return_adversarial=True,
-            **minimal_epsilon_kw,
-        )
-        pixels = m.flatten(1).sum(1).cpu().numpy().astype(int)
-        l2 = (x_adv - xd).flatten(1).norm(dim=1).double().cpu().numpy()
-        l2[~df["flipped"].to_numpy()] = np.nan
-        df.insert(0, "region", name)
-        df.insert(0, "image", np.arange(n))
-        df["pixels"] = pixels
-        df["l2_norm"] = l2
-        df["l2_nominal"] = df["epsilon"] * np.sqrt(pixels * c)
-        frames.append(df)
+    y = as_labels(y, len(xd), device)
+    frames = [
+        _region_frame(minimise, model, xd, y, name, mask, batch_size, minimal_epsilon_kw)
+        for name, mask in _with_whole(masks, xd).items()
+    ]
     out = pd.concat(frames, ignore_index=True)
     out.attrs = {
         k: v
@@ -145,6 +123,32 @@ def fragility_by_region(
         if k in ("grid", "tol", "max_eps", "method", "steps", "probes")
     }
     return out
+
+
+def _with_whole(masks: dict, xd: torch.Tensor) -> dict:
+    """``masks`` with ``"whole"`` (all ones) first when missing, and without ``None`` entries."""
+    n, _, h, w = xd.shape
+    regions = dict(masks)
+    if "whole" not in regions:
+        regions = {"whole": torch.ones(n, h, w, dtype=torch.bool), **regions}
+    return {k: v for k, v in regions.items() if v is not None}
+
+
+def _region_frame(minimise, model, xd, y, name, mask, batch_size, kw) -> pd.DataFrame:
+    """The minimal epsilons of the images ``xd`` with the change confined to ``mask``, with the
+    columns of :func:`fragility_by_region` (``image``, ``region`` first; pixels, L2 norms)."""
+    n, c, h, w = xd.shape
+    m = as_mask(mask, xd).expand(n, 1, h, w)
+    df, x_adv = minimise(model, xd, y, mask=m, batch_size=batch_size, return_adversarial=True, **kw)
+    pixels = m.flatten(1).sum(1).cpu().numpy().astype(int)
+    l2 = (x_adv - xd).flatten(1).norm(dim=1).double().cpu().numpy()
+    l2[~df["flipped"].to_numpy()] = np.nan
+    df.insert(0, "region", name)
+    df.insert(0, "image", np.arange(n))
+    df["pixels"] = pixels
+    df["l2_norm"] = l2
+    df["l2_nominal"] = df["epsilon"] * np.sqrt(pixels * c)
+    return df
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,30 +230,44 @@ def fragility(
         equal_area=True,
         search=SEARCH_VERSION,
     )
+    kw = dict(direction="fmn", steps=steps, max_eps=max_eps, batch_size=batch_size)
+    region_kw = dict(object_from=object_from, top_fraction=top_fraction, seed=seed)
 
     def compute():
-        x, labels = run.test_set.tensors()
-        labels = labels.long()
-        kw = dict(direction="fmn", steps=steps, max_eps=max_eps, batch_size=batch_size)
-        whole_idx = (
-            np.arange(len(x))
-            if whole_images_per_class <= 0
-            else per_class_indices(labels.numpy(), whole_images_per_class)
+        return _compute_fragility(
+            run, whole_images_per_class, region_images_per_class, kw, region_kw
         )
-        whole = fragility_by_region(run.model, x[whole_idx], labels[whole_idx], {}, **kw)
-        whole["image"] = whole_idx[whole["image"].to_numpy()]
-        frames = [whole]
-        if region_images_per_class > 0:
-            idx, xs, ys = attack_subset(run, region_images_per_class)
-            masks = region_masks(run, idx, object_from=object_from, top_fraction=top_fraction)
-            obj, bg = equal_area(masks["object"], masks["background"], seed=seed, image_ids=idx)
-            regions = fragility_by_region(
-                run.model, xs, ys, {"whole": None, "object": obj, "background": bg}, **kw
-            )
-            regions["image"] = idx[regions["image"].to_numpy()]
-            frames.append(regions)
-        df = pd.concat(frames, ignore_index=True)
-        df.attrs = {**whole.attrs, "equal_area": True}
-        return df
 
     return cached_frame(run, "fragility", params, compute)
+
+
+def _compute_fragility(run, whole_images_per_class, region_images_per_class, kw, region_kw):
+    """What :func:`fragility` caches: the whole-image frame, then the object/background one.
+    ``kw``: for :func:`fragility_by_region`; ``region_kw``: for :func:`_equal_area_regions`."""
+    x, labels = run.test_set.tensors()
+    labels = labels.long()
+    whole_idx = (
+        np.arange(len(x))
+        if whole_images_per_class <= 0
+        else per_class_indices(labels.numpy(), whole_images_per_class)
+    )
+    whole = fragility_by_region(run.model, x[whole_idx], labels[whole_idx], {}, **kw)
+    whole["image"] = whole_idx[whole["image"].to_numpy()]
+    frames = [whole]
+    if region_images_per_class > 0:
+        idx, xs, ys = attack_subset(run, region_images_per_class)
+        masks = _equal_area_regions(run, idx, **region_kw)
+        regions = fragility_by_region(run.model, xs, ys, masks, **kw)
+        regions["image"] = idx[regions["image"].to_numpy()]
+        frames.append(regions)
+    df = pd.concat(frames, ignore_index=True)
+    df.attrs = {**whole.attrs, "equal_area": True}
+    return df
+
+
+def _equal_area_regions(run, idx, *, object_from, top_fraction, seed) -> dict:
+    """The masks :func:`fragility` attacks for the test images ``idx``: no whole image, object and
+    background of equal pixel count (:func:`region_masks`, then :func:`equal_area`)."""
+    masks = region_masks(run, idx, object_from=object_from, top_fraction=top_fraction)
+    obj, bg = equal_area(masks["object"], masks["background"], seed=seed, image_ids=idx)
+    return {"whole": None, "object": obj, "background": bg}

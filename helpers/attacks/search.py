@@ -10,6 +10,31 @@ or a PGD attack of radius eps) for the whole batch at once, in three steps:
    regula falsi, or bisection), to ``tol``.
 
 The table it returns is :func:`helpers.attacks.results.result_frame`'s.
+
+Along ``direction="fgsm"`` the search is over ``x(eps) = clip(x + eps * d, 0, 1)`` with
+``d = sign(grad CE)`` (times the mask) from one forward+backward. The grid is walked upwards
+only for the images that have not flipped yet, and each image stops at its FIRST grid point
+where it is misclassified (the flip need not be monotone in epsilon), so an image that never
+flips walks the whole grid (a search that assumes monotonicity would stop after testing
+max_eps). The cost is at most 1 F+B + ``grid`` + root forwards per image.
+
+Why a linear grid by default: a grid point costs one forward for every image still unflipped,
+and along the FGSM direction the fine-tuned scene model's minimal epsilons are large (median
+~0.1, 14 % beyond 0.25), so a geometric grid, which spends half its points below max_eps/16,
+costs more grid forwards and saves no root-search forwards. Defaults measured on 256 scene
+images (``benchmarks/minimal_epsilon.py``): 8 linear points up to 0.25 cost 4.2 grid + 6.5
+root forwards per image, about 13 forward-equivalents with the forward+backward; 16 points up
+to 0.1 cost 10.8 grid forwards and left 46 % unflipped. ``spacing="geometric"`` is there for
+searches whose epsilons spread over decades (PGD, whose minimal epsilons on this model are
+20-80 times smaller).
+
+The root search: inside the bracket [lo, hi] (lo right, hi wrong) the root of the margin
+``m(eps) = logit_y - max_other logit`` is searched for all images in parallel, one batched
+forward per iteration: ``method="illinois"`` (regula falsi with the Illinois modification;
+each secant estimate is probed at +-tol/2 so that the bracket closes as soon as the estimate
+is good, with a bisection step whenever the bracket shrank by less than half) or
+``"bisection"``. The bracket invariant holds throughout: the prediction at ``lo`` is right, at
+``hi`` wrong; the search stops when ``hi - lo <= tol`` and returns ``hi``.
 """
 
 from __future__ import annotations
@@ -331,6 +356,41 @@ def _check_search(max_eps, tol, method, direction):
         raise ValueError(f"unknown direction {direction!r}; expected 'fgsm' or 'pgd'")
 
 
+def _evaluator(model, xd, y, m, batch_size, direction, pgd_kw):
+    """The evaluator of the attack path ``direction`` and the clean logits; also the
+    forward+backward passes not counted by the evaluator (1 for the FGSM direction)."""
+    if direction == "fgsm":
+        ev, clean_logits = _fgsm_evaluator(model, xd, y, m, batch_size)
+        return ev, clean_logits, 1
+    ev, clean_logits = _pgd_evaluator(model, xd, y, m, batch_size, pgd_kw)
+    return ev, clean_logits, 0
+
+
+def _search_frame(ev: _Evaluator, res: dict, y, clean_logits, n_backward0, eps_grid, settings):
+    """The frame of :func:`minimal_epsilon` from the search's per-image arrays ``res`` and the
+    evaluator's pass counts; ``df.attrs``: the grid, the ``settings``, then the pass totals."""
+    n = len(y)
+    return result_frame(
+        epsilon=res["eps"],
+        labels=y,
+        clean_logits=clean_logits,
+        flip_class=res["flip_class"],
+        confidence_at_flip=res["conf"],
+        n_forward=ev.n_forward.numpy(),
+        n_backward=ev.n_backward.numpy() + n_backward0,
+        attrs={
+            "grid": eps_grid.numpy().tolist(),
+            **settings,
+            "batched_forwards": ev.batched_forwards,
+            "forward_batch_sizes": list(ev.chunk_sizes),
+            "forwards_per_image": float(ev.n_forward.double().mean()) if n else 0.0,
+            "grid_forwards_per_image": res["grid_forwards"] / max(n, 1),
+            "root_forwards_per_image": res["root_forwards"] / max(n, 1),
+            "root_iterations": res["root_iterations"],
+        },
+    )
+
+
 def minimal_epsilon(
     model: nn.Module,
     x: torch.Tensor,
@@ -349,86 +409,38 @@ def minimal_epsilon(
 ):
     """The smallest L-inf epsilon that flips each image's prediction, for the batch at once.
 
-    ``direction="fgsm"``: one forward+backward gives ``d = sign(grad CE)`` (times ``mask``);
-    the search is over ``x(eps) = clip(x + eps * d, 0, 1)``. The grid (:func:`epsilon_grid`)
-    is walked upwards in batched forwards, only for the images that have not flipped yet, and
-    each image stops at its FIRST grid point where it is misclassified (the flip need not be
-    monotone in epsilon). The grid is linear by default: a grid point costs one forward for
-    every image still unflipped, and along the FGSM direction the fine-tuned scene model's
-    minimal epsilons are large (median ~0.1, 14 % beyond 0.25), so a geometric grid, which
-    spends half its points below max_eps/16, costs more grid forwards and saves no root-search
-    forwards. Defaults measured on 256 scene images (``benchmarks/minimal_epsilon.py``): 8 linear
-    points up to 0.25 cost 4.2 grid + 6.5 root forwards per image, about 13 forward-equivalents with
-    the forward+backward; 16 points up to 0.1 cost 10.8 grid forwards and left 46 % unflipped.
-    ``spacing="geometric"`` is there for searches whose epsilons spread over decades (PGD, whose
-    minimal epsilons on this model are 20-80 times smaller). Inside the bracket [lo, hi]
-    (lo right, hi wrong) the root of the
-    margin ``m(eps) = logit_y - max_other logit`` is searched for all images in parallel, one
-    batched forward per iteration: ``method="illinois"`` (regula falsi with the Illinois
-    modification; each secant estimate is probed at +-tol/2 so that the bracket closes as soon
-    as the estimate is good, with a bisection step whenever the bracket shrank by less than
-    half) or ``"bisection"``. The bracket invariant holds throughout: the prediction at ``lo``
-    is right, at ``hi`` wrong; the search stops when ``hi - lo <= tol`` and returns ``hi``.
-
+    ``direction="fgsm"``: along ``clip(x + eps * sign(grad CE), 0, 1)``, the grid
+    (:func:`epsilon_grid`) walked upwards to each image's FIRST wrong point, then the root of
+    the logit margin in that bracket by ``method`` (``"illinois"`` or ``"bisection"``) to ``tol``
+    (details, costs and why the grid is linear: the module docstring).
     ``direction="pgd"``: the same search over the radius of an L-inf PGD attack (``pgd_kw``,
     default ``steps=10, random_start=False``; with ``random_start=True`` one start per image
     is drawn from ``seed`` and scaled with eps, so each eps is deterministic); the root search
     is always bisection (a PGD margin need not be continuous in eps).
 
     Returns the frame of :func:`helpers.attacks.results.result_frame`, one row per image:
-    ``epsilon`` (NaN if no flip up to ``max_eps``; 0 for images
-    already misclassified), ``flipped``, ``already_wrong``, ``label``, ``pred_clean``,
-    ``flip_class`` (class predicted at ``epsilon``), ``confidence_before`` (softmax of the
-    clean prediction), ``confidence_at_flip``, ``n_forward`` (forward passes of this image
-    besides the forward+backward passes; for ``"pgd"`` this includes the clean forward) and
+    ``epsilon`` (NaN if no flip up to ``max_eps``; 0 for images already misclassified),
+    ``flipped``, ``already_wrong``, ``label``, ``pred_clean``, ``flip_class`` (class predicted
+    at ``epsilon``), ``confidence_before``, ``confidence_at_flip``, ``n_forward`` (forward
+    passes besides the forward+backward passes; for ``"pgd"`` with the clean forward) and
     ``n_backward`` (forward+backward passes: 1 for ``"fgsm"``, ``steps`` per PGD run).
-    The cost is at most 1 F+B + ``grid`` + root forwards per image: an image that never flips
-    walks the whole grid (a search that assumes monotonicity would stop after testing max_eps).
-    ``df.attrs`` holds the grid, the method and the pass totals.
-
-    ``return_adversarial=True`` returns ``(df, x_adv)``: each image attacked at its returned
-    epsilon (the clean image where none flipped); for PGD this costs one more attack per image.
+    ``df.attrs``: the grid, the method, the pass totals. ``return_adversarial=True`` returns
+    ``(df, x_adv)``, each image attacked at its epsilon (clean where none flipped; PGD: one more
+    attack per image).
     """
     check_images(x)
     _check_search(max_eps, tol, method, direction)
     device = model_device(model)
     xd = x.detach().to(device)
-    n = len(xd)
-    y = as_labels(y, n, device)
+    y = as_labels(y, len(xd), device)
     m = as_mask(mask, xd)
     eps_grid = torch.tensor(epsilon_grid(max_eps, grid, spacing), dtype=torch.float64)
     with eval_mode(model):
-        if direction == "fgsm":
-            ev, clean_logits = _fgsm_evaluator(model, xd, y, m, batch_size)
-            n_backward0 = 1
-        else:
-            ev, clean_logits = _pgd_evaluator(model, xd, y, m, batch_size, pgd_kw)
-            n_backward0 = 0
-            method = "bisection"
+        ev, clean_logits, n_backward0 = _evaluator(model, xd, y, m, batch_size, direction, pgd_kw)
+        method = "bisection" if direction == "pgd" else method
         res = _search(ev, clean_logits, y, eps_grid, tol, method)
-    df = result_frame(
-        epsilon=res["eps"],
-        labels=y,
-        clean_logits=clean_logits,
-        flip_class=res["flip_class"],
-        confidence_at_flip=res["conf"],
-        n_forward=ev.n_forward.numpy(),
-        n_backward=ev.n_backward.numpy() + n_backward0,
-        attrs={
-            "grid": eps_grid.numpy().tolist(),
-            "spacing": spacing,
-            "method": method,
-            "direction": direction,
-            "tol": tol,
-            "max_eps": max_eps,
-            "batched_forwards": ev.batched_forwards,
-            "forward_batch_sizes": list(ev.chunk_sizes),
-            "forwards_per_image": float(ev.n_forward.double().mean()) if n else 0.0,
-            "grid_forwards_per_image": res["grid_forwards"] / max(n, 1),
-            "root_forwards_per_image": res["root_forwards"] / max(n, 1),
-            "root_iterations": res["root_iterations"],
-        },
-    )
+    settings = dict(spacing=spacing, method=method, direction=direction, tol=tol, max_eps=max_eps)
+    df = _search_frame(ev, res, y, clean_logits, n_backward0, eps_grid, settings)
     if return_adversarial:
         with eval_mode(model):
             x_adv = ev.adversarials(np.where(df["flipped"], df["epsilon"], np.nan))

@@ -46,14 +46,7 @@ def per_class_fragility(
     object is the more fragile region. Compare regions of equal area
     (:func:`helpers.attacks.equal_area`).
     """
-    ok = df[~df["already_wrong"]].copy()
-    ok["eps_c"] = ok["epsilon"].where(ok["flipped"], np.inf)
-    has_l2 = "l2_norm" in ok.columns  # minimal_epsilon's own frame has no L2 column
-    ok["l2_c"] = ok["l2_norm"].where(ok["flipped"], np.inf) if has_l2 else np.nan
-    if "region" not in df.columns:
-        df, ok = df.assign(region="whole"), ok.assign(region="whole")
-    if "image" not in ok.columns:
-        ok = ok.assign(image=ok.index)
+    df, ok, has_l2 = _correct_images(df)
     rows = []
     regions = list(dict.fromkeys(df["region"]))
     first = "whole" if "whole" in regions else regions[0]
@@ -65,36 +58,9 @@ def per_class_fragility(
         }
         for j, region in enumerate(regions):
             sel = ok[(ok["label"] == k) & (ok["region"] == region)]
-            est, low, high = _median_ci(sel["eps_c"], seed + 101 * k + j)
-            row[f"median_eps_{region}"] = est
-            row[f"median_eps_{region}_ci_low"], row[f"median_eps_{region}_ci_high"] = low, high
-            row[f"n_{region}"] = len(sel)
-            if has_l2:
-                row[f"median_l2_{region}"] = float(np.median(sel["l2_c"])) if len(sel) else np.nan
-            row[f"share_not_flipped_{region}"] = (
-                float((~sel["flipped"]).mean()) if len(sel) else np.nan
-            )
-            if budget is not None:
-                kk = int((sel["eps_c"] > budget).sum())
-                row[f"share_withstanding_{region}"] = kk / len(sel) if len(sel) else np.nan
-                lo, hi = wilson(kk, len(sel)) if len(sel) else (np.nan, np.nan)
-                (
-                    row[f"share_withstanding_{region}_ci_low"],
-                    row[f"share_withstanding_{region}_ci_high"],
-                ) = lo, hi
+            row.update(_region_columns(sel, region, seed + 101 * k + j, has_l2, budget))
         if "object" in regions and "background" in regions:
-            o = ok[(ok["label"] == k) & (ok["region"] == "object")].set_index("image")["eps_c"]
-            b = ok[(ok["label"] == k) & (ok["region"] == "background")].set_index("image")["eps_c"]
-            o, b = o.align(b, join="inner")
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r = (o / b).to_numpy(dtype=float)  # inf/inf -> nan: left out
-            est, low, high = _median_ci(r, seed + 101 * k + 50)
-            row["object_background_ratio"] = est
-            row["object_background_ratio_ci_low"], row["object_background_ratio_ci_high"] = (
-                low,
-                high,
-            )
-            row["n_object_background"] = int(np.sum(~np.isnan(r)))
+            row.update(_object_background_columns(ok[ok["label"] == k], seed + 101 * k + 50))
             if has_l2:
                 with np.errstate(divide="ignore", invalid="ignore"):
                     row["object_background_l2_ratio"] = (
@@ -105,6 +71,60 @@ def per_class_fragility(
     if budget is not None:
         out.attrs["budget"] = float(budget)
     return out
+
+
+def _correct_images(df: pd.DataFrame):
+    """The images classified correctly before the attack, with ``eps_c`` / ``l2_c`` (epsilon and
+    L2 norm, +inf where the image never flipped), a ``region`` (``whole`` where the frame has
+    none) and an ``image`` column (the index where it has none). Returns ``(df, ok, has_l2)``:
+    the frame (with its region), those images, and whether the frame has L2 norms."""
+    ok = df[~df["already_wrong"]].copy()
+    ok["eps_c"] = ok["epsilon"].where(ok["flipped"], np.inf)
+    has_l2 = "l2_norm" in ok.columns  # minimal_epsilon's own frame has no L2 column
+    ok["l2_c"] = ok["l2_norm"].where(ok["flipped"], np.inf) if has_l2 else np.nan
+    if "region" not in df.columns:
+        df, ok = df.assign(region="whole"), ok.assign(region="whole")
+    if "image" not in ok.columns:
+        ok = ok.assign(image=ok.index)
+    return df, ok, has_l2
+
+
+def _region_columns(sel: pd.DataFrame, region: str, seed: int, has_l2: bool, budget) -> dict:
+    """The columns of one class in one region, from its correctly classified images ``sel``."""
+    row = {}
+    est, low, high = _median_ci(sel["eps_c"], seed)
+    row[f"median_eps_{region}"] = est
+    row[f"median_eps_{region}_ci_low"], row[f"median_eps_{region}_ci_high"] = low, high
+    row[f"n_{region}"] = len(sel)
+    if has_l2:
+        row[f"median_l2_{region}"] = float(np.median(sel["l2_c"])) if len(sel) else np.nan
+    row[f"share_not_flipped_{region}"] = float((~sel["flipped"]).mean()) if len(sel) else np.nan
+    if budget is not None:
+        kk = int((sel["eps_c"] > budget).sum())
+        row[f"share_withstanding_{region}"] = kk / len(sel) if len(sel) else np.nan
+        lo, hi = wilson(kk, len(sel)) if len(sel) else (np.nan, np.nan)
+        (
+            row[f"share_withstanding_{region}_ci_low"],
+            row[f"share_withstanding_{region}_ci_high"],
+        ) = lo, hi
+    return row
+
+
+def _object_background_columns(ok_class: pd.DataFrame, seed: int) -> dict:
+    """The paired ratio eps_object / eps_background of one class's correctly classified images
+    ``ok_class`` (median, bootstrap interval, number of images with a finite ratio)."""
+    o = ok_class[ok_class["region"] == "object"].set_index("image")["eps_c"]
+    b = ok_class[ok_class["region"] == "background"].set_index("image")["eps_c"]
+    o, b = o.align(b, join="inner")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = (o / b).to_numpy(dtype=float)  # inf/inf -> nan: left out
+    est, low, high = _median_ci(r, seed)
+    return {
+        "object_background_ratio": est,
+        "object_background_ratio_ci_low": low,
+        "object_background_ratio_ci_high": high,
+        "n_object_background": int(np.sum(~np.isnan(r))),
+    }
 
 
 def robust_accuracy_from_epsilons(
