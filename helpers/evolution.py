@@ -87,12 +87,7 @@ def image_stats(
     changes = (preds[1:] != preds[:-1]).sum(0)
     forgetting = (correct[:-1] & ~correct[1:]).sum(0)
     learned = _learned_epoch(correct)
-    late_from = int(np.ceil(epochs * (1 - late_fraction)))
-    category = np.select(
-        [learned < 0, forgetting > 0, learned >= max(late_from, 1)],
-        ["never learned", "forgotten", "learned late"],
-        default="learned early",
-    )
+    category = _category(learned, forgetting, epochs, late_fraction)
     stats = pd.DataFrame(
         {
             "label": labels,
@@ -108,13 +103,29 @@ def image_stats(
             "category": category,
         }
     )
+    _insert_names(stats, labels, preds[-1], paths=paths, classes=classes)
+    return stats
+
+
+def _category(learned, forgetting, epochs: int, late_fraction: float) -> np.ndarray:
+    """Each image's category of :func:`image_stats`, the first that applies in this order."""
+    late_from = int(np.ceil(epochs * (1 - late_fraction)))
+    return np.select(
+        [learned < 0, forgetting > 0, learned >= max(late_from, 1)],
+        ["never learned", "forgotten", "learned late"],
+        default="learned early",
+    )
+
+
+def _insert_names(stats: pd.DataFrame, labels, final_pred, *, paths, classes) -> None:
+    """Add the class names next to ``label`` and ``final_pred`` and the paths in front (those
+    given)."""
     if classes is not None:
         names = np.asarray(classes)
         stats.insert(1, "label_name", names[labels])
-        stats.insert(3, "final_pred_name", names[preds[-1]])
+        stats.insert(3, "final_pred_name", names[final_pred])
     if paths is not None:
         stats.insert(0, "path", list(paths))
-    return stats
 
 
 def flow_order(stats: pd.DataFrame) -> np.ndarray:

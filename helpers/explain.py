@@ -570,41 +570,27 @@ def _lime(
     (numpy HWC in [0, 1] in, softmax probabilities out). map = each superpixel's weight for the
     target painted on its pixels (signed). extras: ``segments`` [N,H,W], ``score`` (surrogate
     R^2), ``intercept``, ``weights`` (one {superpixel: weight} dict per image)."""
-    from lime import lime_image
 
     num_samples = _positive_int("num_samples", num_samples)
     if x.shape[1] != 3:
         raise ValueError(f"lime needs RGB images, got {x.shape[1]} channels")
-    dtype, device = x.dtype, x.device
-
-    def classifier_fn(images: np.ndarray) -> np.ndarray:
-        # NCHW-contiguous like every other method's input (a permuted view is channels_last)
-        xb = torch.from_numpy(images).to(device, dtype).permute(0, 3, 1, 2).contiguous()
-        with torch.no_grad():
-            return torch.softmax(model(xb), dim=1).double().cpu().numpy()
-
-    segment = _segmenter(segmentation, min(x.shape[-2:]), seed, segmentation_params)
+    device = x.device
+    classifier_fn = _lime_classifier(model, x.dtype, device)
+    lime_kw = dict(
+        seed=seed,
+        kernel_width=kernel_width,
+        hide_color=hide_color,
+        num_samples=num_samples,
+        batch_size=batch_size,
+        segmentation_fn=_segmenter(segmentation, min(x.shape[-2:]), seed, segmentation_params),
+    )
     maps, segs, scores, intercepts, weights = [], [], [], [], []
     with _lime_quiet():
         for i in range(x.shape[0]):
-            image = x[i].detach().permute(1, 2, 0).double().cpu().numpy()
             label = int(t[i])
-            explainer = lime_image.LimeImageExplainer(kernel_width=kernel_width, random_state=seed)
-            e = explainer.explain_instance(
-                image,
-                classifier_fn,
-                labels=(label,),
-                top_labels=None,
-                hide_color=hide_color,
-                num_samples=num_samples,
-                batch_size=batch_size,
-                segmentation_fn=segment,
-            )
+            e = _lime_explanation(x[i], label, classifier_fn, **lime_kw)
             w = dict(e.local_exp[label])
-            table = np.zeros(int(e.segments.max()) + 1)
-            for s, v in w.items():
-                table[s] = v
-            maps.append(torch.from_numpy(table[e.segments]))
+            maps.append(torch.from_numpy(_paint_superpixels(e.segments, w)))
             segs.append(torch.from_numpy(e.segments.astype(np.int64)))
             scores.append(float(e.score))
             intercepts.append(float(e.intercept[label]))
@@ -616,6 +602,38 @@ def _lime(
         "weights": weights,
     }
     return torch.stack(maps).to(device), None, extras
+
+
+def _lime_classifier(model, dtype, device):
+    """lime's ``classifier_fn``: numpy HWC batches in [0, 1] in, softmax probabilities out."""
+
+    def classifier_fn(images: np.ndarray) -> np.ndarray:
+        # NCHW-contiguous like every other method's input (a permuted view is channels_last)
+        xb = torch.from_numpy(images).to(device, dtype).permute(0, 3, 1, 2).contiguous()
+        with torch.no_grad():
+            return torch.softmax(model(xb), dim=1).double().cpu().numpy()
+
+    return classifier_fn
+
+
+def _lime_explanation(image, label, classifier_fn, *, seed, kernel_width, **explain_kw):
+    """lime's explanation of ``label`` for one image ([3,H,W] tensor); ``explain_kw`` go to
+    ``LimeImageExplainer.explain_instance``."""
+    from lime import lime_image
+
+    image = image.detach().permute(1, 2, 0).double().cpu().numpy()
+    explainer = lime_image.LimeImageExplainer(kernel_width=kernel_width, random_state=seed)
+    return explainer.explain_instance(
+        image, classifier_fn, labels=(label,), top_labels=None, **explain_kw
+    )
+
+
+def _paint_superpixels(segments: np.ndarray, weights: dict) -> np.ndarray:
+    """Each pixel gets the weight of its superpixel (0 for superpixels without one)."""
+    table = np.zeros(int(segments.max()) + 1)
+    for s, v in weights.items():
+        table[s] = v
+    return table[segments]
 
 
 # --------------------------------------------------------------------------- registry and API

@@ -471,6 +471,33 @@ def model_randomisation(
     With ``return_maps=True`` also a dict stage -> maps ``[N,H,W]`` (numpy). ``model`` itself
     is never modified.
     """
+    stages = _checked_stages(model, layers)
+    original = _maps_np(explain_fn(model, x, target))
+    work = copy.deepcopy(model)
+    work_modules = dict(work.named_modules())
+    rows, maps_by_stage = [], {}
+    device = model_device(model)
+    rng_devices = [device.index or 0] if device.type == "cuda" else []
+
+    def record(name, modules):
+        maps = _maps_np(explain_fn(work, x, target))
+        rows.append(_randomisation_row(name, modules, original, maps))
+        maps_by_stage[name] = maps
+
+    record("original", "")
+    for k, stage in enumerate(stages, start=1):
+        with torch.random.fork_rng(devices=rng_devices):
+            torch.manual_seed(seed + k)
+            for name in stage:
+                _reinitialise(work_modules[name])
+        record(_stage_name(stage), ", ".join(stage))
+    df = pd.DataFrame(rows)
+    return (df, maps_by_stage) if return_maps else df
+
+
+def _checked_stages(model: nn.Module, layers) -> list[tuple[str, ...]]:
+    """``layers`` as a list of stages (tuples of module names), default
+    :func:`randomisation_stages`; a clear error for names that are not modules of ``model``."""
     stages = (
         randomisation_stages(model)
         if layers is None
@@ -483,45 +510,27 @@ def model_randomisation(
             f"no module(s) {missing} in the model; names are as in "
             f"model.named_modules(), e.g. {list(names)[1:4]}"
         )
-    original = _maps_np(explain_fn(model, x, target))
-    work = copy.deepcopy(model)
-    work_modules = dict(work.named_modules())
-    rows, maps_by_stage = [], {}
-    device = model_device(model)
-    rng_devices = [device.index or 0] if device.type == "cuda" else []
+    return stages
 
-    def record(name, modules):
-        maps = _maps_np(explain_fn(work, x, target))
-        if maps.shape != original.shape:
-            raise ValueError(
-                f"explain_fn returned {maps.shape} after {name}, {original.shape} before"
-            )
-        flat_o, flat_r = original.reshape(len(original), -1), maps.reshape(len(maps), -1)
-        rho_abs, undefined = _changed_rows(np.abs(flat_o), np.abs(flat_r))
-        rho, _ = _changed_rows(flat_o, flat_r)
-        rows.append(
-            {
-                "stage": name,
-                "modules": modules,
-                "spearman_abs": float(rho_abs.mean()),
-                "spearman": float(rho.mean()),
-                "spearman_abs_std": float(rho_abs.std()),
-                "undefined": int(undefined.sum()),
-                "per_image": tuple(float(v) for v in rho_abs),
-                "per_image_undefined": tuple(bool(u) for u in undefined),
-            }
-        )
-        maps_by_stage[name] = maps
 
-    record("original", "")
-    for k, stage in enumerate(stages, start=1):
-        with torch.random.fork_rng(devices=rng_devices):
-            torch.manual_seed(seed + k)
-            for name in stage:
-                _reinitialise(work_modules[name])
-        record(_stage_name(stage), ", ".join(stage))
-    df = pd.DataFrame(rows)
-    return (df, maps_by_stage) if return_maps else df
+def _randomisation_row(name: str, modules: str, original: np.ndarray, maps: np.ndarray) -> dict:
+    """One row of :func:`model_randomisation`: the ``maps`` after stage ``name`` (the
+    re-initialised ``modules``, comma-separated) compared with the ``original`` maps."""
+    if maps.shape != original.shape:
+        raise ValueError(f"explain_fn returned {maps.shape} after {name}, {original.shape} before")
+    flat_o, flat_r = original.reshape(len(original), -1), maps.reshape(len(maps), -1)
+    rho_abs, undefined = _changed_rows(np.abs(flat_o), np.abs(flat_r))
+    rho, _ = _changed_rows(flat_o, flat_r)
+    return {
+        "stage": name,
+        "modules": modules,
+        "spearman_abs": float(rho_abs.mean()),
+        "spearman": float(rho.mean()),
+        "spearman_abs_std": float(rho_abs.std()),
+        "undefined": int(undefined.sum()),
+        "per_image": tuple(float(v) for v in rho_abs),
+        "per_image_undefined": tuple(bool(u) for u in undefined),
+    }
 
 
 # ----------------------------------------------------------------------------- summary table

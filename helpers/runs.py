@@ -179,6 +179,19 @@ def finetuned_run(
         seed=seed,
         device=device,
     )
+    run_dir = _run_dir(source, config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data.write_manifest(source.manifest, run_dir / "manifest.csv")
+    train_set = _image_dataset(source, "train", image_size, progress)
+    test_set = _image_dataset(source, "test", image_size, progress)
+    history = fine_tune(config, train_set, test_set, run_dir, progress=progress)
+    model = models.load_model(run_dir / "best.pt", device=device)
+    return FineTunedRun(source, config, run_dir, train_set, test_set, history, model)
+
+
+def _run_dir(source: DataSource, config: TrainConfig) -> Path:
+    """The cache folder of a run: keyed by the data folder, the training config (any device) and
+    :data:`TRAINING_VERSION`."""
     key = params_key(
         {
             "data": str(source.root.resolve()),
@@ -187,29 +200,19 @@ def finetuned_run(
             "version": TRAINING_VERSION,
         }
     )
-    run_dir = cache_dir() / "runs" / f"{arch}-{key}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    data.write_manifest(source.manifest, run_dir / "manifest.csv")
-    classes = source.classes
-    train_set = data.ImageDataset(
+    return cache_dir() / "runs" / f"{config.arch}-{key}"
+
+
+def _image_dataset(source: DataSource, split: str, image_size: int, progress: bool):
+    """The ``split`` (``"train"`` or ``"test"``) images of ``source`` at ``image_size``."""
+    return data.ImageDataset(
         source.root,
         source.manifest,
-        "train",
+        split,
         image_size=image_size,
-        classes=classes,
+        classes=source.classes,
         progress=progress,
     )
-    test_set = data.ImageDataset(
-        source.root,
-        source.manifest,
-        "test",
-        image_size=image_size,
-        classes=classes,
-        progress=progress,
-    )
-    history = fine_tune(config, train_set, test_set, run_dir, progress=progress)
-    model = models.load_model(run_dir / "best.pt", device=device)
-    return FineTunedRun(source, config, run_dir, train_set, test_set, history, model)
 
 
 def cached_frame(run: FineTunedRun, name: str, params: dict, compute) -> pd.DataFrame:

@@ -6,6 +6,13 @@ data set to disk in the Intel Kaggle layout (``seg_train/seg_train/<class>/*.jpg
 next to it under ``masks/`` and, optionally, a planted shortcut: a small mark drawn on most
 training images of one class only.
 
+Why the shortcut comes with hybrids: measured with a fine-tuned EfficientNet-Lite0, with the
+content deciding (hybrid share 0.2; a 7 % and a 14 % mark on 90-100 % of the street images) and
+with 60 % hybrids in the marked class only (the model then learns "shared scene -> street" from
+the class balance), the model ignored the mark. So ``write_scenes`` draws the training images of
+the marked class AND of its confusable twin from their shared scene with probability
+``shortcut_hybrid_share``, and on those only the mark tells the two apart.
+
 The classes are meant to be easy for a person and not quite trivial for a small CNN: two pairs
 overlap on purpose. Some ``buildings`` images show a strip of road and some ``street`` images a
 narrow road between tall facades; ``mountain`` has a random snowiness and ``glacier`` a random
@@ -639,13 +646,8 @@ def write_scenes(
     scene the pair shares with probability ``shortcut_hybrid_share`` (instead of
     ``HYBRID_SHARE``; test images keep ``HYBRID_SHARE``). On those images only the mark tells
     the class from its twin, so the mark is worth learning, as a watermark is in a real data set
-    where it co-occurs with the hard cases of one class. Measured with a fine-tuned
-    EfficientNet-Lite0: with the content deciding (hybrid share 0.2; a 7 % and a 14 % mark on
-    90-100 % of the street images) and with 60 % hybrids in the marked class only (the model
-    then learns "shared scene -> street" from the class balance), the model ignored the mark.
+    where it co-occurs with the hard cases of one class (why: see the module docstring).
     """
-    from helpers.progress import tqdm
-
     root = Path(root)
     params = {
         "format": _FORMAT_VERSION,
@@ -662,6 +664,18 @@ def write_scenes(
     _check_params(params)
     if _claim_folder(root, params):
         return root
+    rows = _write_images(root, params, n_train, n_test, progress=progress)
+    _write_marks(root, [r for r in rows if r is not None])
+    atomic_write_text(root / "scenes.json", json.dumps(params, indent=2))
+    (root / ".scenes_partial.json").unlink(missing_ok=True)
+    return root
+
+
+def _write_images(root: Path, params: dict, n_train, n_test, *, progress: bool) -> list:
+    """Write every image and mask (``n_train`` and ``n_test`` per class), creating their folders
+    first; returns one :func:`_write_one` result per image (a marks row or None)."""
+    from helpers.progress import tqdm
+
     jobs = [
         (split, c, i)
         for split, n in zip(SPLITS, (n_train, n_test))
@@ -671,14 +685,10 @@ def write_scenes(
     for split, c in {(s, c) for s, c, _ in jobs}:
         (root / split / split / c).mkdir(parents=True, exist_ok=True)
         (root / "masks" / split / c).mkdir(parents=True, exist_ok=True)
-    rows = [
+    return [
         _write_one(root, *job, params)
         for job in tqdm(jobs, desc="writing scenes", disable=not progress)
     ]
-    _write_marks(root, [r for r in rows if r is not None])
-    atomic_write_text(root / "scenes.json", json.dumps(params, indent=2))
-    (root / ".scenes_partial.json").unlink(missing_ok=True)
-    return root
 
 
 def _write_marks(root: Path, rows: list) -> None:

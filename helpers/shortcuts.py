@@ -37,8 +37,6 @@ def marked_copy(
     not allowed). The boxes are listed in ``shortcut_marks.csv``, as in the generated scenes.
     Built once per folder, class, fraction and seed, then reused.
     """
-    from .progress import tqdm
-
     classes = data.classes_of(manifest)
     if shortcut_class not in classes:
         raise ValueError(
@@ -58,26 +56,9 @@ def marked_copy(
         return dest
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    rows, k = [], 0
-    for row in tqdm(list(files.itertuples()), desc="marking a copy", disable=not progress):
-        src, dst = Path(root) / row.path, tmp / row.path
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if row.split == "train" and row.label == shortcut_class and row.status == "ok":
-            k += 1
-            if (k * scenes._GOLDEN) % 1.0 < fraction:  # the scenes' low-discrepancy choice
-                rgb = data.load_rgb(src)
-                drawn, box = scenes.add_shortcut_mark(rgb, np.random.default_rng([seed, k]))
-                fmt = "PNG" if src.suffix.lower() == ".png" else "JPEG"
-                Image.fromarray(drawn).save(
-                    dst, format=fmt, **({"quality": 95, "subsampling": 0} if fmt == "JPEG" else {})
-                )
-                split_dir = Path(row.path).parts[0]
-                rows.append((split_dir, shortcut_class, dst.name, *box))
-                continue
-        try:
-            os.symlink(src.resolve(), dst)
-        except OSError:
-            shutil.copy2(src, dst)
+    rows = _fill_marked_copy(
+        tmp, Path(root), files, shortcut_class, fraction=fraction, seed=seed, progress=progress
+    )
     scenes._write_marks(tmp, rows)
     (tmp / "marked.json").write_text(json.dumps(params, indent=2))
     try:
@@ -85,6 +66,56 @@ def marked_copy(
     except OSError:  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _fill_marked_copy(
+    tmp: Path,
+    root: Path,
+    files: pd.DataFrame,
+    shortcut_class: str,
+    *,
+    fraction: float,
+    seed: int,
+    progress: bool,
+) -> list[tuple]:
+    """Put every file of ``files`` (manifest rows, sorted by path) under ``tmp``: the chosen
+    training images of ``shortcut_class`` marked anew, every other file a link to the original;
+    returns the rows of ``shortcut_marks.csv``."""
+    from .progress import tqdm
+
+    rows, k = [], 0
+    for row in tqdm(list(files.itertuples()), desc="marking a copy", disable=not progress):
+        src, dst = root / row.path, tmp / row.path
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if row.split == "train" and row.label == shortcut_class and row.status == "ok":
+            k += 1
+            if (k * scenes._GOLDEN) % 1.0 < fraction:  # the scenes' low-discrepancy choice
+                box = _write_marked(src, dst, np.random.default_rng([seed, k]))
+                split_dir = Path(row.path).parts[0]
+                rows.append((split_dir, shortcut_class, dst.name, *box))
+                continue
+        _link_or_copy(src, dst)
+    return rows
+
+
+def _write_marked(src: Path, dst: Path, rng: np.random.Generator) -> tuple:
+    """Write ``src`` with the shortcut mark drawn on it to ``dst``, in the same format (JPEG at
+    quality 95 without chroma subsampling, or PNG); returns the mark's box."""
+    rgb = data.load_rgb(src)
+    drawn, box = scenes.add_shortcut_mark(rgb, rng)
+    fmt = "PNG" if src.suffix.lower() == ".png" else "JPEG"
+    Image.fromarray(drawn).save(
+        dst, format=fmt, **({"quality": 95, "subsampling": 0} if fmt == "JPEG" else {})
+    )
+    return box
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """A symbolic link ``dst`` to the original ``src``, or a copy where links are not allowed."""
+    try:
+        os.symlink(src.resolve(), dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def add_shortcut_marks(images, *, seed: int = 0):

@@ -214,6 +214,22 @@ def _head_parameters(model: models.ImageClassifier):
     return list(head.parameters())
 
 
+@dataclass
+class _Run:
+    """What a fine-tuning run carries from one epoch to the next."""
+
+    cfg: TrainConfig
+    device: torch.device
+    model: models.ImageClassifier
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train_idx: np.ndarray  # indices into the training set that are trained on
+    val_idx: np.ndarray  # the held-out part, used to keep the best model and stop early
+    history: TrainHistory
+    best_val: float = float("inf")
+    bad_epochs: int = 0  # epochs since the validation loss last went down
+
+
 def fine_tune(
     cfg: TrainConfig,
     train_set,
@@ -230,10 +246,36 @@ def fine_tune(
     from ``run_dir/state.pt`` when a run with the same config stopped there; returns at once
     when it had finished. ``on_epoch_end(epoch, history)`` is called after each saved epoch.
     """
-    from .data import split_train_val
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    run = _start_run(cfg, train_set, test_set)
+    if (run_dir / "state.pt").exists():
+        _resume(run, run_dir)
+        if run.history.finished:
+            return run.history
+    epochs = tqdm(
+        range(run.history.epochs, cfg.epochs),
+        desc="epochs",
+        disable=not progress,
+        initial=run.history.epochs,
+        total=cfg.epochs,
+    )
+    for epoch in epochs:
+        val_loss, val_acc = _run_epoch(run, train_set, test_set, epoch, progress=progress)
+        _end_epoch(run, run_dir, epoch, val_loss)
+        epochs.set_postfix(val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.3f}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, run.history)
+        if run.history.finished:
+            break
+    return run.history
+
+
+def _start_run(cfg: TrainConfig, train_set, test_set) -> _Run:
+    """The model (its new head seeded by ``cfg.seed``), optimiser, schedule, the train/validation
+    split and an empty history: the state before the first epoch."""
+    from .data import split_train_val
+
     if list(train_set.classes) != list(test_set.classes):
         raise ValueError(
             f"train classes {train_set.classes} differ from test classes {test_set.classes}"
@@ -252,95 +294,103 @@ def fine_tune(
         labels=np.asarray(train_set.labels),
     )
     history = TrainHistory.empty(train_set.classes, test_set.paths, np.asarray(test_set.labels))
-    best_val, bad_epochs = float("inf"), 0
+    return _Run(cfg, device, model, optimizer, scheduler, train_idx, val_idx, history)
 
-    state_path = run_dir / "state.pt"
-    if state_path.exists():
-        state = models.load_checkpoint(state_path)
-        if json.loads(state["config"]) != cfg.to_dict():
-            raise ValueError(f"{run_dir} holds a run with another config: {state['config']}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history = TrainHistory.load(run_dir / "history.npz")
-        best_val, bad_epochs = state["best_val"], state["bad_epochs"]
-        # The history is written before the state: after a crash between the two it holds one
-        # epoch more than the weights have seen. Resume from the state's epoch, not the history's.
-        done = int(state.get("epochs_done", history.epochs))
-        if history.epochs > done:
-            history.truncate(done)
-            history.best_epoch = int(state.get("best_epoch", history.best_epoch))
-            history.finished = False
-        if history.finished:
-            return history
 
-    epochs = tqdm(
-        range(history.epochs, cfg.epochs),
-        desc="epochs",
-        disable=not progress,
-        initial=history.epochs,
-        total=cfg.epochs,
+def _resume(run: _Run, run_dir: Path) -> None:
+    """Load ``run_dir/state.pt`` and ``history.npz`` into ``run`` (the config must match)."""
+    state = models.load_checkpoint(run_dir / "state.pt")
+    if json.loads(state["config"]) != run.cfg.to_dict():
+        raise ValueError(f"{run_dir} holds a run with another config: {state['config']}")
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    history = run.history = TrainHistory.load(run_dir / "history.npz")
+    run.best_val, run.bad_epochs = state["best_val"], state["bad_epochs"]
+    # The history is written before the state: after a crash between the two it holds one
+    # epoch more than the weights have seen. Resume from the state's epoch, not the history's.
+    done = int(state.get("epochs_done", history.epochs))
+    if history.epochs > done:
+        history.truncate(done)
+        history.best_epoch = int(state.get("best_epoch", history.best_epoch))
+        history.finished = False
+
+
+def _run_epoch(run: _Run, train_set, test_set, epoch: int, *, progress: bool):
+    """Train one epoch (shuffling, augmentation and dropout seeded by ``(seed, epoch)``), then
+    evaluate and append the epoch to the history; returns the validation loss and accuracy."""
+    cfg = run.cfg
+    start = time.perf_counter()
+    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout
+    order = run.train_idx[torch.randperm(len(run.train_idx), generator=generator).numpy()]
+    loss_sum, correct = _train_steps(run, train_set, order, generator, epoch, progress=progress)
+    run.scheduler.step()
+    val_probs, val_loss = predict_proba(
+        run.model, train_set, indices=run.val_idx, device=run.device
     )
-    for epoch in epochs:
-        start = time.perf_counter()
-        generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout
-        order = train_idx[torch.randperm(len(train_idx), generator=generator).numpy()]
-        model.train()
-        loss_sum, correct = 0.0, 0
-        steps = tqdm(
-            _batches(train_set, order, cfg.batch_size),
-            total=-(-len(order) // cfg.batch_size),
-            desc=f"epoch {epoch + 1}",
-            leave=False,
-            disable=not progress,
-        )
-        for images, labels in steps:
-            if cfg.augment:
-                images = augment_batch(images, generator)
-            images, labels = images.to(device), labels.to(device)
-            logits = model(images)
-            loss = F.cross_entropy(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(labels)
-            correct += (logits.argmax(1) == labels).sum().item()
-        scheduler.step()
-        val_probs, val_loss = predict_proba(model, train_set, indices=val_idx, device=device)
-        val_acc = float((val_probs.argmax(1) == np.asarray(train_set.labels)[val_idx]).mean())
-        test_probs, _ = predict_proba(model, test_set, device=device)
-        history.append(
-            train_loss=loss_sum / len(order),
-            train_acc=correct / len(order),
-            val_loss=val_loss,
-            val_acc=val_acc,
-            test_probs=test_probs,
-            seconds=time.perf_counter() - start,
-        )
-        if val_loss < best_val:
-            best_val, bad_epochs, history.best_epoch = val_loss, 0, epoch
-            models.save_model(model, run_dir / "best.pt", epoch=epoch, val_loss=val_loss)
-        else:
-            bad_epochs += 1
-        history.finished = epoch + 1 == cfg.epochs or bad_epochs >= cfg.patience
-        history.save(run_dir / "history.npz")
-        models.save_checkpoint(
-            {
-                "config": json.dumps(cfg.to_dict()),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "best_val": best_val,
-                "bad_epochs": bad_epochs,
-                "epochs_done": epoch + 1,
-                "best_epoch": history.best_epoch,
-            },
-            state_path,
-        )
-        epochs.set_postfix(val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.3f}")
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, history)
-        if history.finished:
-            break
-    return history
+    val_acc = float((val_probs.argmax(1) == np.asarray(train_set.labels)[run.val_idx]).mean())
+    test_probs, _ = predict_proba(run.model, test_set, device=run.device)
+    run.history.append(
+        train_loss=loss_sum / len(order),
+        train_acc=correct / len(order),
+        val_loss=val_loss,
+        val_acc=val_acc,
+        test_probs=test_probs,
+        seconds=time.perf_counter() - start,
+    )
+    return val_loss, val_acc
+
+
+def _train_steps(run: _Run, train_set, order, generator, epoch: int, *, progress: bool):
+    """One optimiser step per batch of ``order``; returns the summed loss and the number of
+    correctly classified training images."""
+    cfg, model, optimizer = run.cfg, run.model, run.optimizer
+    model.train()
+    loss_sum, correct = 0.0, 0
+    steps = tqdm(
+        _batches(train_set, order, cfg.batch_size),
+        total=-(-len(order) // cfg.batch_size),
+        desc=f"epoch {epoch + 1}",
+        leave=False,
+        disable=not progress,
+    )
+    for images, labels in steps:
+        if cfg.augment:
+            images = augment_batch(images, generator)
+        images, labels = images.to(run.device), labels.to(run.device)
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * len(labels)
+        correct += (logits.argmax(1) == labels).sum().item()
+    return loss_sum, correct
+
+
+def _end_epoch(run: _Run, run_dir: Path, epoch: int, val_loss: float) -> None:
+    """Keep the model if its validation loss is the lowest yet, decide whether the run is
+    finished (last epoch or ``patience`` epochs without improvement), then write the history
+    and, last, the state to resume from."""
+    cfg, history = run.cfg, run.history
+    if val_loss < run.best_val:
+        run.best_val, run.bad_epochs, history.best_epoch = val_loss, 0, epoch
+        models.save_model(run.model, run_dir / "best.pt", epoch=epoch, val_loss=val_loss)
+    else:
+        run.bad_epochs += 1
+    history.finished = epoch + 1 == cfg.epochs or run.bad_epochs >= cfg.patience
+    history.save(run_dir / "history.npz")
+    models.save_checkpoint(
+        {
+            "config": json.dumps(cfg.to_dict()),
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "best_val": run.best_val,
+            "bad_epochs": run.bad_epochs,
+            "epochs_done": epoch + 1,
+            "best_epoch": history.best_epoch,
+        },
+        run_dir / "state.pt",
+    )
