@@ -21,7 +21,8 @@ module                 what it holds
 ``regions``            masks (:func:`top_fraction_mask`, :func:`complement`,
                        :func:`equal_area`), :func:`fragility_by_region`, and for a fine-tuned
                        run :func:`region_masks` and :func:`fragility` (cached)
-``tables``             :func:`per_class_fragility`, :func:`robust_accuracy_from_epsilons`
+``tables``             :func:`per_class_fragility`, :func:`robust_accuracy_from_epsilons`,
+                       :func:`whole_image_table`, :func:`region_table` (09's tables)
 =====================  ======================================================================
 
 ::
@@ -57,7 +58,12 @@ from .regions import (
 )
 from .results import RESULT_COLUMNS, result_frame
 from .search import epsilon_grid, minimal_epsilon
-from .tables import per_class_fragility, robust_accuracy_from_epsilons
+from .tables import (
+    per_class_fragility,
+    region_table,
+    robust_accuracy_from_epsilons,
+    whole_image_table,
+)
 
 __all__ = [
     "ATTACKS",
@@ -85,4 +91,6 @@ __all__ = [
     "region_masks",
     "fragility",
     "per_class_fragility",
+    "whole_image_table",
+    "region_table",
 ]

@@ -163,3 +163,43 @@ def robust_accuracy_from_epsilons(
     out = pd.DataFrame(rows)
     out["n_correct"] = out["n_correct"].astype("Int64")
     return out
+
+
+def _interval_strings(frame: pd.DataFrame, column: str, scale: float = 1.0) -> list[str]:
+    """``"[low, high]"`` of ``column``'s interval columns, times ``scale``, two decimals."""
+    pairs = frame[[f"{column}_ci_low", f"{column}_ci_high"]].to_numpy(dtype=float) * scale
+    return [f"[{lo:.2f}, {hi:.2f}]" for lo, hi in pairs]
+
+
+def whole_image_table(
+    per_class: pd.DataFrame, *, budget_grey_levels: float | None = None, fgsm=None
+) -> pd.DataFrame:
+    """Notebook 09's per-class table of :func:`per_class_fragility` (whole image), in grey
+    levels (epsilon x 255): ``n`` correctly classified images attacked, the median minimal
+    epsilon with its 95 % interval, the share that withstands ``budget_grey_levels`` with its
+    Wilson interval (when the table has it), and ``fgsm``'s median (a second
+    :func:`per_class_fragility` table, e.g. of the FGSM search) for comparison."""
+    out = pd.DataFrame(index=per_class.index)
+    out["n"] = per_class["n_whole"]
+    out["median eps x255"] = per_class["median_eps_whole"] * 255
+    out["95% CI"] = _interval_strings(per_class, "median_eps_whole", 255)
+    if "share_withstanding_whole" in per_class and budget_grey_levels is not None:
+        out[f"withstand {budget_grey_levels:g}/255"] = per_class["share_withstanding_whole"]
+        out["95% CI "] = _interval_strings(per_class, "share_withstanding_whole")
+    if fgsm is not None:
+        out["FGSM median eps x255"] = fgsm["median_eps_whole"] * 255
+    return out
+
+
+def region_table(per_class: pd.DataFrame) -> pd.DataFrame:
+    """Notebook 09's object-vs-background table of :func:`per_class_fragility`: the median
+    minimal epsilon (x255) in the object and in an equal-area part of the background, the
+    number of images attacked in both, and the median paired ratio object / background with its
+    95 % interval (< 1: the object is the more fragile region)."""
+    out = pd.DataFrame(
+        {f"eps x255 {r}": per_class[f"median_eps_{r}"] * 255 for r in ("object", "background")}
+    )
+    out["n"] = per_class["n_object_background"]
+    out["object / background"] = per_class["object_background_ratio"]
+    out["95% CI"] = _interval_strings(per_class, "object_background_ratio")
+    return out
