@@ -85,6 +85,7 @@ __all__ = [
     "cross_fit_temperature",
     "stratified_folds",
     "ece_interval",
+    "ece_rows",
     "Consistency",
     "ece_consistency",
     "per_class_consistency",
@@ -159,8 +160,8 @@ def _bin_index(confidence: np.ndarray, n_bins: int) -> np.ndarray:
     return np.searchsorted(inner, confidence, side="left")
 
 
-def _bins_table(confidence: np.ndarray, correct: np.ndarray, n_bins: int) -> pd.DataFrame:
-    n_bins = _check_bins(n_bins)
+def _bin_stats(confidence: np.ndarray, correct: np.ndarray, n_bins: int):
+    """Per bin: the count, the mean confidence and the accuracy (NaN in empty bins)."""
     index = _bin_index(confidence, n_bins)
     count = np.bincount(index, minlength=n_bins)
     conf_sum = np.bincount(index, weights=confidence, minlength=n_bins)
@@ -168,6 +169,12 @@ def _bins_table(confidence: np.ndarray, correct: np.ndarray, n_bins: int) -> pd.
     with np.errstate(invalid="ignore", divide="ignore"):
         conf = np.where(count > 0, conf_sum / count, np.nan)
         acc = np.where(count > 0, hit_sum / count, np.nan)
+    return count, conf, acc
+
+
+def _bins_table(confidence: np.ndarray, correct: np.ndarray, n_bins: int) -> pd.DataFrame:
+    n_bins = _check_bins(n_bins)
+    count, conf, acc = _bin_stats(confidence, correct, n_bins)
     total = max(len(confidence), 1)
     edges = np.arange(n_bins + 1) / n_bins
     return pd.DataFrame(
@@ -184,11 +191,32 @@ def _bins_table(confidence: np.ndarray, correct: np.ndarray, n_bins: int) -> pd.
 
 
 def _ece(confidence, correct, n_bins) -> float:
+    """ECE from the bin statistics (plain numpy: the bootstraps call it thousands of times)."""
     if len(confidence) == 0:
         return float("nan")
-    bins = _bins_table(confidence, correct, n_bins)
-    used = bins["count"] > 0
-    return float((bins["share"][used] * bins["gap"][used].abs()).sum())
+    count, conf, acc = _bin_stats(confidence, correct, _check_bins(n_bins))
+    used = count > 0
+    return float(np.sum(count[used] / len(confidence) * np.abs(conf[used] - acc[used])))
+
+
+def ece_rows(confidence: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
+    """ECE of each row of ``[B, n]`` confidences and 0/1 correctness, same bins as
+    the other functions here (bin m holds ((m-1)/M, m/M]): sum over bins of
+    |sum confidence - sum correct| / n."""
+    conf = np.atleast_2d(np.asarray(confidence, dtype=float))
+    hit = np.broadcast_to(np.atleast_2d(np.asarray(correct, dtype=float)), conf.shape)
+    rows, n = conf.shape
+    if n == 0:
+        return np.full(rows, np.nan)
+    inner = np.arange(1, n_bins) / n_bins
+    flat = np.searchsorted(inner, conf, side="left") + n_bins * np.arange(rows)[:, None]
+    c = np.bincount(flat.ravel(), weights=conf.ravel(), minlength=rows * n_bins).reshape(
+        rows, n_bins
+    )
+    h = np.bincount(flat.ravel(), weights=hit.ravel(), minlength=rows * n_bins).reshape(
+        rows, n_bins
+    )
+    return np.abs(c - h).sum(1) / n
 
 
 def reliability_bins(probs, labels, *, n_bins: int = N_BINS) -> pd.DataFrame:
@@ -560,8 +588,11 @@ def ece_interval(
     if len(names) != p.shape[1]:
         raise ValueError(f"{len(names)} class names for {p.shape[1]} classes")
 
-    def stat(sample):
-        return _ece(sample[:, 0], sample[:, 1] > 0.5, n_bins)
+    def stat(sample):  # [n, 2] or, batched, [n_boot, n, 2]: (confidence, correct)
+        ece = ece_rows(sample[..., 0], sample[..., 1], n_bins)
+        return ece if sample.ndim == 3 else float(ece[0])
+
+    stat.batched = True
 
     rows = {}
     groups = [("all", np.ones(len(y), bool))] + [(names[k], pred == k) for k in range(p.shape[1])]

@@ -90,13 +90,17 @@ def replicates(
     `values` is 1-D (one value per image) or 2-D (one row per image, several columns, e.g.
     confidence and correctness for a calibration error); `stat` receives an array of the
     same kind. For a 1-D array and a numpy reduction (np.mean, np.median, ...) the replicates
-    are computed in one vectorised call (`stat(sample, axis=-1)`)."""
+    are computed in one vectorised call (`stat(sample, axis=-1)`); a `stat` with the attribute
+    `batched = True` receives all resamples stacked (`[n_boot, n, ...]`) and returns `n_boot`
+    values (e.g. :func:`helpers.calibration.ece_rows` wrapped)."""
     v = np.asarray(values, dtype=float)
     n = len(v)
     if n == 0:
         return np.full(n_boot, np.nan)
     rng = np.random.default_rng(seed)
     idx = _resample_indices(n, n_boot, rng)
+    if getattr(stat, "batched", False):
+        return np.asarray(stat(v[idx]), dtype=float).reshape(n_boot)
     if v.ndim == 1:
         try:
             out = np.asarray(stat(v[idx], axis=-1), dtype=float)

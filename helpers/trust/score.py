@@ -41,8 +41,9 @@ import numpy as np
 import pandas as pd
 
 from .. import stats
+from ..calibration import ece_rows
 from .common import COMPONENTS, DERIVED, LEVEL, N_BOOT, SEED, Bag, ci_columns, is_missing, num
-from .sources import SANITY_THRESHOLD, boot_indices, ece_rows
+from .sources import SANITY_THRESHOLD, boot_indices
 from .table import provenance, undefined
 
 __all__ = [

@@ -18,6 +18,7 @@ import pandas as pd
 from scipy import stats as _st
 
 from .. import calibration, stats
+from ..calibration import ece_rows
 from ..plumbing import as_labels
 from .common import (
     LEVEL,
@@ -44,7 +45,6 @@ __all__ = [
     "model_level",
     "from_sanity_check",
     "boot_indices",
-    "ece_rows",
     "SANITY_THRESHOLD",
 ]
 
@@ -56,28 +56,6 @@ def boot_indices(n: int, k: int, *, n_boot: int = N_BOOT, seed: int = SEED) -> n
     """``[n_boot, n]`` resampling indices of class k (seed ``seed + k``)."""
     rng = np.random.default_rng(seed + k)
     return rng.integers(0, n, size=(n_boot, n)) if n > 0 else np.zeros((n_boot, 0), dtype=int)
-
-
-def ece_rows(
-    confidence: np.ndarray, correct: np.ndarray, n_bins: int = calibration.N_BINS
-) -> np.ndarray:
-    """ECE of each row of ``[B, n]`` confidences and 0/1 correctness, same bins as
-    :mod:`helpers.calibration` (bin m holds ((m-1)/M, m/M]): sum over bins of
-    |sum confidence - sum correct| / n."""
-    conf = np.atleast_2d(np.asarray(confidence, dtype=float))
-    hit = np.broadcast_to(np.atleast_2d(np.asarray(correct, dtype=float)), conf.shape)
-    rows, n = conf.shape
-    if n == 0:
-        return np.full(rows, np.nan)
-    inner = np.arange(1, n_bins) / n_bins
-    flat = np.searchsorted(inner, conf, side="left") + n_bins * np.arange(rows)[:, None]
-    c = np.bincount(flat.ravel(), weights=conf.ravel(), minlength=rows * n_bins).reshape(
-        rows, n_bins
-    )
-    h = np.bincount(flat.ravel(), weights=hit.ravel(), minlength=rows * n_bins).reshape(
-        rows, n_bins
-    )
-    return np.abs(c - h).sum(1) / n
 
 
 def _wilson_cols(rows: dict, name: str, k, n, level):
