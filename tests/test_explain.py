@@ -509,12 +509,14 @@ def test_registry():
         "guided_backprop",
         "guided_gradcam",
         "lime",
+        "kernel_shap",
     }
     assert all(name == m.name for name, m in E.METHODS.items())
     assert {m.name for m in E.METHODS.values() if not m.needs_grad} == {
         "occlusion",
         "lime",
         "scorecam",
+        "kernel_shap",
     }
     for m in E.METHODS.values():
         assert set(m.cheap) <= set(E.hyperparameters(m.name)) | {"batch_size"}, m.name

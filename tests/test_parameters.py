@@ -134,8 +134,12 @@ def test_the_shortcut_run_of_06_overrides_and_does_not_reseed(calls):
     params = {**notebook_globals(name), "epochs": 10}
     shortcut = params["shortcut_class"]
     epochs = min(params["epochs"], params["shortcut_epochs"])
-    setup.finetuned_run(params, set_seed=False, shortcut_class=shortcut, epochs=epochs)
-    assert calls == [("run", {**setup.RUN, "shortcut_class": shortcut, "epochs": epochs})]
+    rate = params["shortcut_learning_rate"]
+    setup.finetuned_run(
+        params, set_seed=False, shortcut_class=shortcut, epochs=epochs, learning_rate=rate
+    )
+    expected = {**setup.RUN, "shortcut_class": shortcut, "epochs": epochs, "learning_rate": rate}
+    assert calls == [("run", expected)]
     calls.clear()
     setup.finetuned_run(params)  # the clean run: shortcut_class of the cell is not passed
     assert calls == [("seed", 0), ("run", setup.RUN)]
