@@ -184,7 +184,7 @@ def whole_image_table(
     out["median eps x255"] = per_class["median_eps_whole"] * 255
     out["95% CI"] = _interval_strings(per_class, "median_eps_whole", 255)
     if "share_withstanding_whole" in per_class and budget_grey_levels is not None:
-        out[f"withstand {budget_grey_levels:g}/255"] = per_class["share_withstanding_whole"]
+        out[f"withstand {budget_grey_levels}/255"] = per_class["share_withstanding_whole"]
         out["95% CI "] = _interval_strings(per_class, "share_withstanding_whole")
     if fgsm is not None:
         out["FGSM median eps x255"] = fgsm["median_eps_whole"] * 255
