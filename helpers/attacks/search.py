@@ -11,6 +11,11 @@ or a PGD attack of radius eps) for the whole batch at once, in three steps:
 
 The table it returns is :func:`helpers.attacks.results.result_frame`'s.
 
+The evaluator holds the path as a callable ``path(idx, e) -> images`` (:func:`_fgsm_path`,
+:func:`_pgd_path`); :func:`minimal_parameter` runs the same search along any other
+one-parameter family of images that is the clean image at 0 (a natural corruption's severity:
+:func:`helpers.corruptions.minimal_severity`).
+
 Along ``direction="fgsm"`` the search is over ``x(eps) = clip(x + eps * d, 0, 1)`` with
 ``d = sign(grad CE)`` (times the mask) from one forward+backward. The grid is walked upwards
 only for the images that have not flipped yet, and each image stops at its FIRST grid point
@@ -43,6 +48,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -76,42 +82,32 @@ def epsilon_grid(max_eps: float, grid: int, spacing: str = "linear") -> np.ndarr
 
 
 class _Evaluator:
-    """Evaluates (image, epsilon) pairs in forwards of ``batch_size`` and counts the passes."""
+    """Evaluates (image, parameter) pairs along a path in forwards of ``batch_size`` and counts
+    the passes.
 
-    def __init__(
-        self, model, x, y, batch_size, *, direction, d=None, mask=None, pgd_kw=None, unit_start=None
-    ):
+    ``path(idx, e) -> images``: ``x[idx]`` moved to the parameter ``e`` (one value per image, in
+    ``x``'s dtype): :func:`_fgsm_path`, :func:`_pgd_path`, or a corruption's severity
+    (:func:`helpers.corruptions.minimal_severity`). ``backward_per_image``: forward+backward
+    passes one image costs per call of the path (a PGD run: its steps).
+    """
+
+    def __init__(self, model, x, y, batch_size, path, *, backward_per_image: int = 0):
         self.model, self.x, self.y, self.batch_size = model, x, y, batch_size
-        self.direction, self.d, self.mask = direction, d, mask
-        self.pgd_kw, self.unit_start = pgd_kw or {}, unit_start
+        self.path, self.backward_per_image = path, int(backward_per_image)
         self.n_forward = torch.zeros(len(x), dtype=torch.long)
         self.n_backward = torch.zeros(len(x), dtype=torch.long)
         self.batched_forwards = 0
         self.chunk_sizes: list[int] = []
 
     def perturb(self, i: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        """x[i] attacked at radius e (one value per image); PGD runs count their passes."""
+        """x[i] moved along the path to e (one value per image); counts its backward passes."""
         e = e.to(self.x.dtype)
-        if self.direction == "fgsm":
-            return (self.x[i] + e.view(-1, 1, 1, 1) * self.d[i]).clamp(0, 1)
-        kw = dict(self.pgd_kw)
-        steps = int(kw.pop("steps", 10))
-        self.n_backward.index_add_(0, i.cpu(), torch.full((len(i),), steps))
-        return pgd_steps(
-            self.model,
-            self.x[i],
-            self.y[i],
-            eps=e,
-            steps=steps,
-            mask=None
-            if self.mask is None
-            else self.mask.expand(len(self.x), *self.mask.shape[1:])[i],
-            unit_start=None if self.unit_start is None else self.unit_start[i],
-            **kw,
-        )
+        if self.backward_per_image:
+            self.n_backward.index_add_(0, i.cpu(), torch.full((len(i),), self.backward_per_image))
+        return self.path(i, e)
 
     def adversarials(self, eps: np.ndarray) -> torch.Tensor:
-        """Every image attacked at its ``eps`` (NaN: left clean), in chunks of batch_size."""
+        """Every image moved to its ``eps`` (NaN: left clean), in chunks of batch_size."""
         out = self.x.clone()
         todo = torch.as_tensor(np.flatnonzero(np.isfinite(eps) & (eps > 0)), device=self.x.device)
         e_all = torch.as_tensor(np.nan_to_num(eps), dtype=self.x.dtype, device=self.x.device)
@@ -120,7 +116,7 @@ class _Evaluator:
         return out
 
     def __call__(self, idx: torch.Tensor, eps: torch.Tensor):
-        """margin, predicted class, its softmax probability, for x[idx] attacked at eps."""
+        """margin, predicted class, its softmax probability, for x[idx] moved to eps."""
         margins, preds, confs = [], [], []
         for i, e in zip(idx.split(self.batch_size), eps.split(self.batch_size)):
             xe = self.perturb(i, e)
@@ -140,11 +136,40 @@ class _Evaluator:
         return torch.cat(margins).double(), torch.cat(preds), torch.cat(confs).double()
 
 
+def _fgsm_path(x: torch.Tensor, d: torch.Tensor):
+    """``path(i, e) = clip(x[i] + e * d[i], 0, 1)``."""
+
+    def path(i, e):
+        return (x[i] + e.view(-1, 1, 1, 1) * d[i]).clamp(0, 1)
+
+    return path
+
+
+def _pgd_path(model, x, y, kw: dict, mask, unit_start):
+    """``path(i, e)``: PGD of radius e on x[i] (``kw``: its settings, with ``steps``)."""
+    kw = dict(kw)
+    steps = int(kw.pop("steps", 10))
+
+    def path(i, e):
+        return pgd_steps(
+            model,
+            x[i],
+            y[i],
+            eps=e,
+            steps=steps,
+            mask=None if mask is None else mask.expand(len(x), *mask.shape[1:])[i],
+            unit_start=None if unit_start is None else unit_start[i],
+            **kw,
+        )
+
+    return path, steps
+
+
 def _fgsm_evaluator(model, x, y, mask, batch_size):
     """The FGSM path (one forward+backward per image) and the clean logits."""
     sign, clean_logits = directions(model, x, y, batch_size)
     d = sign if mask is None else sign * mask
-    return _Evaluator(model, x, y, batch_size, direction="fgsm", d=d), clean_logits
+    return _Evaluator(model, x, y, batch_size, _fgsm_path(x, d)), clean_logits
 
 
 def _pgd_evaluator(model, x, y, mask, batch_size, pgd_kw):
@@ -165,7 +190,8 @@ def _pgd_evaluator(model, x, y, mask, batch_size, pgd_kw):
     kw.update(random_start=False, seed=None, targeted=False)
     kw.setdefault("step_size", None)
     kw.setdefault("loss", "ce")
-    ev = _Evaluator(model, x, y, batch_size, direction="pgd", mask=mask, pgd_kw=kw, unit_start=unit)
+    path, steps = _pgd_path(model, x, y, kw, mask, unit)
+    ev = _Evaluator(model, x, y, batch_size, path, backward_per_image=steps)
     ev.n_forward += 1  # the clean forward
     return ev, clean_logits
 
@@ -344,15 +370,15 @@ def _search(ev: _Evaluator, clean_logits, y, eps_grid, tol, method):
     }
 
 
-def _check_search(max_eps, tol, method, direction):
-    check_eps(max_eps, "max_eps")
+def _check_search(max_eps, tol, method, direction, name="max_eps"):
+    check_eps(max_eps, name)
     if max_eps <= 0:
-        raise ValueError(f"max_eps must be > 0, got {max_eps!r}")
+        raise ValueError(f"{name} must be > 0, got {max_eps!r}")
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol!r}")
     if method not in ("illinois", "bisection"):
         raise ValueError(f"unknown method {method!r}; expected 'illinois' or 'bisection'")
-    if direction not in ("fgsm", "pgd"):
+    if direction is not None and direction not in ("fgsm", "pgd"):
         raise ValueError(f"unknown direction {direction!r}; expected 'fgsm' or 'pgd'")
 
 
@@ -446,3 +472,43 @@ def minimal_epsilon(
             x_adv = ev.adversarials(np.where(df["flipped"], df["epsilon"], np.nan))
         return df, x_adv.detach().to(x.device)
     return df
+
+
+def minimal_parameter(
+    model: nn.Module,
+    x: torch.Tensor,
+    y,
+    path,
+    *,
+    max_value: float = 1.0,
+    grid: int = 8,
+    tol: float = 0.02,
+    method: str = "bisection",
+    spacing: str = "linear",
+    batch_size: int = 64,
+    clean_logits: torch.Tensor | None = None,
+    settings: dict | None = None,
+) -> pd.DataFrame:
+    """The smallest parameter in (0, ``max_value``] along ``path`` that flips each image: the
+    search of :func:`minimal_epsilon` (grid walk, then the root search to ``tol``) along any path.
+
+    ``path(idx, e) -> images``: ``x[idx]`` (``x`` on the model's device) moved to the parameter
+    ``e`` (a tensor of one value per image, ``x``'s dtype); it must be deterministic, and give
+    the clean image at 0. The bracket (right at lo, wrong at hi) is checked by predictions,
+    so either ``method`` is correct to ``tol``; ``"illinois"`` pays off only where the margin
+    is continuous in the parameter, ``"bisection"`` costs the same anywhere. ``clean_logits``:
+    the model's logits of ``x`` if already computed (then ``n_forward`` does not count a clean
+    forward; otherwise it does). Returns :func:`helpers.attacks.results.result_frame`'s table
+    (the parameter in ``epsilon``); ``df.attrs``: the grid, ``settings``, the pass totals.
+    """
+    _check_search(max_value, tol, method, None, "max_value")
+    y = as_labels(y, len(x), x.device)
+    values = torch.tensor(epsilon_grid(max_value, grid, spacing), dtype=torch.float64)
+    with eval_mode(model):
+        ev = _Evaluator(model, x, y, batch_size, path)
+        if clean_logits is None:
+            clean_logits = forward(model, x, batch_size)
+            ev.n_forward += 1
+        res = _search(ev, clean_logits, y, values, tol, method)
+    settings = {"spacing": spacing, "method": method, "tol": tol, **(settings or {})}
+    return _search_frame(ev, res, y, clean_logits, 0, values, settings)
