@@ -25,8 +25,9 @@ Each notebook must run to the end, and papermill must not warn about a parameter
 parse or that the notebook does not declare. Figures, reports and caches go to temporary
 folders. Per-notebook wall times are printed (``pytest -s``) and written to
 ``$TRUST_AUDIT_TIMINGS`` when that is set.
-Measured on an idle 2-core machine: 3 min 50 s in all (5-28 s per notebook, 06 the longest); several
-times that when other jobs share the cores.
+Measured in `make test` on a fresh clone (2 cores, 1 thread per kernel): the two streams took 149 s
+and 156 s (7-39 s per notebook, 06 the longest; about 12 s is a kernel's start and imports);
+several times that when other jobs share the cores.
 """
 
 from __future__ import annotations
