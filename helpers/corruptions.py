@@ -70,6 +70,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from . import folding
 from .attacks._base import forward
 from .attacks.search import minimal_parameter
 from .plumbing import as_labels, check_images, eval_mode, model_device
@@ -458,6 +459,7 @@ def severity_table(model: nn.Module, x: torch.Tensor, y, names=None, **kw) -> pd
     """
     names = _names(names)
     _check_pixels(x)
+    model = folding.folded(model, x)
     xd = x.detach().to(model_device(model))
     with eval_mode(model):
         clean = forward(model, xd, kw.get("batch_size", 32))

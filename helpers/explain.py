@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import models
+from helpers import folding, models
 from helpers.plumbing import as_targets, check_images, eval_mode, gaussian_blur, model_device
 
 __all__ = [
@@ -1099,6 +1099,7 @@ def attribute(
     check_images(x)
     if x.numel() and (x.min() < -1e-6 or x.max() > 1 + 1e-6):
         raise ValueError("x must hold pixel values in [0, 1] (the model normalises them)")
+    model = folding.folded(model, x)  # same function, BatchNorm folded into the convolutions
     device = model_device(model)
     xs = x.detach().to(device=device, dtype=_float_dtype(model)).clone()
     n_classes = len(getattr(model, "class_names", ()) or ()) or None

@@ -36,6 +36,7 @@ from scipy.ndimage import distance_transform_edt
 from scipy.stats import rankdata
 from torch import nn
 
+from helpers import folding
 from helpers.plumbing import as_targets, check_images, eval_mode, gaussian_blur, model_device
 
 __all__ = [
@@ -146,6 +147,7 @@ def _perturbation_curve(kind, model, x, target, maps, *, steps, batch_size, base
         raise ValueError(f"steps and batch_size must be >= 1; got {steps}, {batch_size}")
     device = model_device(model)
     x = torch.as_tensor(x, dtype=torch.float32).to(device)
+    model = folding.folded(model, x)
     check_images(x, "images")
     n, _, h, w = x.shape
     m = _maps_np(maps)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from . import data, scenes
+from . import data, folding, scenes
 from .paths import cache_dir, params_key
 from .plumbing import eval_mode
 
@@ -146,6 +146,7 @@ def shortcut_usage(
     others = labels != target
     rows = {}
     for name, model in models_by_name.items():
+        model = folding.folded(model, images)
         with torch.no_grad(), eval_mode(model):
             p_clean, p_marked = model(images).softmax(1), model(marked).softmax(1)
         rows[name] = {

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers import folding
 from helpers.attacks import FoolingResult, iterative_targeted
 from helpers.plumbing import as_targets, eval_mode, gaussian_blur, model_device
 
@@ -275,6 +276,8 @@ def visualize_class(
     if param not in ("pixel", "fourier"):
         raise ValueError(f"unknown param {param!r}; expected 'pixel' or 'fourier'")
     device = model_device(model)
+    probe = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    model = folding.folded(model, probe)  # same function, BatchNorm folded into the convolutions
     targets = torch.as_tensor(targets, device=device).long().reshape(-1)
     g = torch.Generator().manual_seed(int(seed))
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from helpers.progress import tqdm
 
-from . import models
+from . import folding, models
 from .plumbing import atomic_write, eval_mode
 
 
@@ -188,7 +188,9 @@ def predict_proba(
     probs, loss_sum = [], 0.0
     with eval_mode(model):
         for images, labels in _batches(dataset, indices, batch_size):
-            logits = model(images.to(device))
+            images = images.to(device)
+            # same function, BatchNorm folded into the convolutions
+            logits = folding.folded(model, images)(images)
             loss_sum += F.cross_entropy(logits, labels.to(device), reduction="sum").item()
             probs.append(logits.softmax(1).cpu().numpy())
     return np.concatenate(probs), loss_sum / max(1, len(indices))

@@ -148,8 +148,9 @@ def test_gradcam_equals_captum_layer_gradcam(lite, images):
         ref_map = F.interpolate(ref, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
         e = E.attribute(lite, images, t, "gradcam", relu=relu)
         assert ref.abs().sum() > 0
-        torch.testing.assert_close(e.extras["cam"], ref[:, 0].detach(), rtol=1e-5, atol=1e-7)
-        torch.testing.assert_close(e.map, ref_map[:, 0].detach(), rtol=1e-5, atol=1e-7)
+        # ours runs the BatchNorm-folded copy (helpers.folding): float rounding of ~1e-7
+        torch.testing.assert_close(e.extras["cam"], ref[:, 0].detach(), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(e.map, ref_map[:, 0].detach(), rtol=1e-4, atol=1e-6)
     assert hook_count(lite) == 0
 
 

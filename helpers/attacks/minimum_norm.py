@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .. import folding
 from ..plumbing import as_labels, check_images, eval_mode, model_device
 from ._base import as_mask, check_eps
 from .results import result_frame
@@ -249,6 +250,7 @@ def minimum_norm_epsilon(
     where none).
     """
     _check_fmn_args(x, steps, max_eps)
+    model = folding.folded(model, x)  # same function, BatchNorm folded into the convolutions
     device = model_device(model)
     xd = x.detach().to(device)
     n = len(xd)

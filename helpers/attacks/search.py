@@ -52,6 +52,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .. import folding
 from ..plumbing import as_labels, check_images, eval_mode, model_device
 from ._base import as_mask, check_eps, directions, forward, margin
 from .fixed_budget import pgd_steps
@@ -456,6 +457,7 @@ def minimal_epsilon(
     """
     check_images(x)
     _check_search(max_eps, tol, method, direction)
+    model = folding.folded(model, x)  # same function, BatchNorm folded into the convolutions
     device = model_device(model)
     xd = x.detach().to(device)
     y = as_labels(y, len(xd), device)
@@ -502,6 +504,7 @@ def minimal_parameter(
     (the parameter in ``epsilon``); ``df.attrs``: the grid, ``settings``, the pass totals.
     """
     _check_search(max_value, tol, method, None, "max_value")
+    model = folding.folded(model, x)
     y = as_labels(y, len(x), x.device)
     values = torch.tensor(epsilon_grid(max_value, grid, spacing), dtype=torch.float64)
     with eval_mode(model):
