@@ -505,6 +505,7 @@ def accuracy_at(
     if isinstance(severities, str) and severities != "imagenet_c":
         raise ValueError(f"severities must be numbers or 'imagenet_c', got {severities!r}")
     _check_pixels(x)
+    model = folding.folded(model, x)
     xd = x.detach().to(model_device(model))
     y = as_labels(y, len(xd), xd.device)
     seeds = torch.as_tensor(_seeds(seed, None, len(xd)), dtype=torch.long)
@@ -518,3 +519,55 @@ def accuracy_at(
                 acc = k / len(xd) if len(xd) else np.nan
                 rows.append(dict(corruption=name, severity=float(s), accuracy=acc, n=len(xd)))
     return pd.DataFrame(rows, columns=["corruption", "severity", "accuracy", "n"])
+
+
+# The severity the trust report judges natural robustness against: ImageNet-C's middle level.
+STATED_LEVEL = 3
+
+
+def stated_severities(level: int = STATED_LEVEL, names=None) -> dict[str, float]:
+    """Each corruption's ImageNet-C level ``level`` (1-5) on this module's [0, 1] scale
+    (``Corruption.levels``): the stated severities of the trust report's natural-robustness
+    component (default level 3, ImageNet-C's middle one)."""
+    if level not in (1, 2, 3, 4, 5):
+        raise ValueError(f"level must be an ImageNet-C level 1-5, got {level!r}")
+    return {name: float(CORRUPTIONS[name].levels[level - 1]) for name in _names(names)}
+
+
+def natural_fragility(
+    run,
+    *,
+    names=None,
+    images_per_class: int = 0,
+    grid: int = 4,
+    tol: float = 0.05,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """:func:`severity_table` of the test images of ``run`` (a
+    :class:`helpers.runs.FineTunedRun`): every test image, or the first ``images_per_class`` of
+    each class when > 0, for each corruption of ``names`` (default all). ``image`` is the index
+    in the test set. Cached in the run's folder (:func:`helpers.runs.cached_frame`), so
+    notebooks 10 and 12 share one computation."""
+    from .runs import cached_frame  # the cache is the layer above; imported when used
+    from .selection import per_class_indices
+
+    names = _names(names)
+    params = dict(
+        names=names, images_per_class=images_per_class, grid=grid, tol=tol, seed=seed, v=1
+    )
+
+    def compute():
+        x, labels = run.test_set.tensors()
+        idx = np.arange(len(labels))
+        if images_per_class > 0:
+            idx = per_class_indices(labels.numpy(), images_per_class)
+        df = severity_table(
+            run.model, x[idx], labels[idx], names, grid=grid, tol=tol, seed=seed,
+            seeds=[seed + int(i) for i in idx], batch_size=batch_size, progress=progress,
+        )  # fmt: skip
+        df["image"] = idx[df["image"].to_numpy()]
+        return df
+
+    return cached_frame(run, "natural_fragility", params, compute)
