@@ -2,7 +2,7 @@
 
 Order of the page: a **summary** (the model, the data, how many images the numbers rest on, a
 verdict on the model as a whole when it is not usable, the ranking of the classes in one
-picture and a small table of the five score components), then **one section per class** (its
+picture and a small table of the score components), then **one section per class** (its
 verdict as a short list, its example images, its numbers under plain headings with units,
 grouped by the analysis they come from), then the **figures** behind the numbers, the
 **method** (the score formula typeset in HTML) and the **sources** (which analysis each
@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from . import trust
+from .corruptions import CORRUPTIONS
 
 __all__ = [
     "LABELS",
@@ -93,6 +94,20 @@ LABELS = {
     "object_background_p_value": ("Sign test of that ratio against 1 (p)", "number"),
     "share_not_flipped_whole": ("Images not fooled by the largest change searched", "share"),
     "attack_max_eps": ("Largest change searched (grey levels of 255)", "eps"),
+    "n_corrupted": ("Images corrupted (the correctly classified ones)", "count"),
+    "natural_robustness": (
+        "Corruptions withstood at the stated severity (mean share per image)",
+        "share",
+    ),
+    **{
+        trust.common.withstanding_column(name): (
+            f"Images that keep their prediction under {c.label.lower()} at its stated severity",
+            "share",
+        )
+        for name, c in CORRUPTIONS.items()
+    },
+    "natural_level": ("Stated severity of the natural corruptions", "text"),
+    "natural_severities": ("Stated severity of each corruption (0 to 1)", "text"),
     "pointing_game": ("Explanations whose peak lies on the object", "share"),
     "relevance_mass": ("Share of the explanation on the object", "share"),
     "mask_share": ("Share of the image the object covers (chance level)", "share"),
@@ -116,6 +131,7 @@ LABELS = {
     "component_robustness": ("R: robustness (share withstanding the budget)", "number"),
     "component_localisation": ("L: localisation above chance", "number"),
     "component_stability": ("S: stability in training (share learned early)", "number"),
+    "component_natural": ("N: natural robustness (corruptions withstood)", "number"),
     "trust_score": ("Trust score (0 to 1)", "number"),
     "rank": ("Rank (1 = most trusted)", "count"),
 }
@@ -127,6 +143,7 @@ _COMPONENT_LETTERS = {
     "robustness": "R",
     "localisation": "L",
     "stability": "S",
+    "natural": "N",
 }
 _MARKS = {
     "model": "&#9888;",
@@ -841,10 +858,11 @@ def _glance(page: _Page) -> list:
     """For a scored table: the ranking chart, the table of score and components per class
     with intervals, the components chart and which classes cannot be told apart."""
     table, rows = page.table, page.rows
+    checks = "six" if "component_natural" in table.columns else "five"  # N is optional
     parts = [
         '<figure class="chart"><img alt="Trust score per class, most trusted first" '
         f'src="{_ranking_uri(rows)}"><figcaption>The classes ranked by trust score '
-        "(the weakest of five checks limits it; see the method).</figcaption></figure>"
+        f"(the weakest of {checks} checks limits it; see the method).</figcaption></figure>"
     ]
     comps = [c for c in table.columns if c.startswith("component_") and not trust.is_ci(c)]
     parts.append('<table class="stack glance"><thead><tr><th>Rank</th><th>Class</th><th>Trust</th>')
@@ -998,6 +1016,9 @@ def _component_definitions(budget_text: str) -> dict:
         "puts there.",
         "S": "the share learned early: 1 &minus; learned late &minus; forgotten &minus; never "
         "learned, over the epochs up to the audited checkpoint.",
+        "N": "natural robustness: the mean over the class&rsquo;s correctly classified images "
+        "of the share of natural corruptions (noise, blur, JPEG, fog, ...) that leave its "
+        "prediction unchanged up to their stated severity (ImageNet-C level 3 by default).",
     }
 
 
@@ -1025,7 +1046,9 @@ def _section_method(info) -> list:
     ]
     parts += [f"<dt><var>{x}</var></dt><dd>{defs[x]}</dd>" for x in letters]
     weights = ", ".join(
-        f"<var>w</var><sub>{_COMPONENT_LETTERS[c]}</sub> = {w[c]:g}" for c in trust.COMPONENTS
+        f"<var>w</var><sub>{_COMPONENT_LETTERS[c]}</sub> = {w[c]:g}"
+        for c in trust.COMPONENTS
+        if c not in info.get("left_out", {})  # an optional component without its source
     )
     parts.append(f"</dl><p>Weights: {weights}.</p>")
     if len({w[c] for c in active}) == 1:

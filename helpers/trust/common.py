@@ -8,10 +8,24 @@ import numpy as np
 import pandas as pd
 
 from .. import calibration
+from ..corruptions import CORRUPTIONS
 
 LEVEL = 0.95  # every interval of the report is a 95 % interval
 N_BOOT = 2000  # bootstrap replicates per class and statistic
 SEED = 0  # base seed of every bootstrap (class k of a source uses SEED + k)
+
+WITHSTANDING = "share_withstanding_"  # + corruption name: share withstanding its stated severity
+
+
+def withstanding_column(corruption: str) -> str:
+    return WITHSTANDING + corruption
+
+
+def corruption_label(column_or_name: str) -> str:
+    """ "Gaussian noise" for ``gaussian_noise`` or ``share_withstanding_gaussian_noise``."""
+    name = column_or_name.removeprefix(WITHSTANDING)
+    return CORRUPTIONS[name].label if name in CORRUPTIONS else name.replace("_", " ")
+
 
 # What each column a source function produces means (shown in the HTML report). Every per-class
 # number X also has X_ci_low / X_ci_high (its 95 % interval) and rests on the images counted in
@@ -56,6 +70,18 @@ COLUMNS = {
     "pixel counts (> 1: the background is the weak spot; bootstrap)",
     "object_background_p_value": "two-sided sign test of that ratio against 1 (exact binomial)",
     "attack_max_eps": "largest epsilon the attack searched (model level)",
+    "n_corrupted": "correctly classified test images corrupted (smallest flipping severity of "
+    "each natural corruption, helpers.corruptions)",
+    "natural_robustness": "mean over those images of the share of the corruptions whose stated "
+    "severity leaves the prediction unchanged (bootstrap)",
+    **{
+        withstanding_column(name): f"share of those images whose prediction survives "
+        f"{c.label.lower()} up to its stated severity (Wilson)"
+        for name, c in CORRUPTIONS.items()
+    },
+    "natural_level": "what the stated severities are (ImageNet-C level 3 by default; model level)",
+    "natural_severities": "each corruption's stated severity on the [0, 1] scale of "
+    "helpers.corruptions (model level)",
     "n_explained": "test images explained (the map explains the PREDICTED class)",
     "pointing_game": "share of explanations whose maximum lies on the object (Wilson)",
     "relevance_mass": "mean share of the positive attribution that lies on the object (bootstrap)",
@@ -82,6 +108,8 @@ COLUMNS = {
     "component_localisation": "L = clip((relevance_mass - mask_share) / (1 - mask_share), 0, 1)",
     "component_stability": "S = share_learned_early = 1 - learned late - forgotten - never learned "
     "(Wilson)",
+    "component_natural": "N = natural_robustness: mean over the corrupted images of the share of "
+    "corruptions they withstand at the stated severity (bootstrap)",
     "trust_score": "weighted geometric mean of the components (interval: per-source bootstrap "
     "replicates combined)",
     "rank": "1 = the most trusted class (ties share the better rank)",
@@ -110,6 +138,8 @@ N_COLUMN = {
     "share_not_flipped_whole": "n_attacked",
     "object_background_ratio": "n_object_background",
     "object_background_p_value": "n_object_background",
+    "natural_robustness": "n_corrupted",
+    **{withstanding_column(name): "n_corrupted" for name in CORRUPTIONS},
     "pointing_game": "n_explained",
     "relevance_mass": "n_explained",
     "mask_share": "n_explained",
@@ -122,15 +152,17 @@ N_COLUMN = {
     "component_robustness": "n_attacked",
     "component_localisation": "n_explained",
     "component_stability": "n_history",
+    "component_natural": "n_corrupted",
 }
 
-COMPONENTS = ("accuracy", "calibration", "robustness", "localisation", "stability")
+COMPONENTS = ("accuracy", "calibration", "robustness", "localisation", "stability", "natural")
 
 # Reasons why a value is not defined.
 NO_TEST_IMAGE = "no test image of this class"
 NEVER_PREDICTED = calibration.NEVER_PREDICTED
 NONE_ATTACKED = "no image of this class was classified correctly, so none was attacked"
 NONE_EXPLAINED = "no image of this class was explained"
+NONE_CORRUPTED = "no image of this class was classified correctly, so none was corrupted"
 
 DERIVED = "trust score"
 CI = ("_ci_low", "_ci_high")

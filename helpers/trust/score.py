@@ -10,7 +10,12 @@ Each component is a number in [0, 1], 1 = no weakness found, estimated from one 
   store, so an image that flips within it is fooled by a change no saved image can even show;
 * L = clip((relevance mass - mask share) / (1 - mask share), 0, 1) (bootstrap over the
   explained images, resampling mass and share together);
-* S = share learned early = 1 - learned late - forgotten - never learned (Wilson).
+* S = share learned early = 1 - learned late - forgotten - never learned (Wilson);
+* N = natural robustness: the mean over the class's correctly classified images of the share of
+  natural corruptions (:mod:`helpers.corruptions`) each withstands at its stated severity
+  (ImageNet-C level 3 by default; bootstrap over the images). Optional: a table without the
+  corruption source (:func:`~helpers.trust.per_class_from_corruptions`) scores as before, with
+  N left out (weight 0; why in ``attrs["score"]["left_out"]``), unless ``weights`` names it.
 
 The trust score's interval propagates the components': each source's bootstrap replicates
 (class k resampled with seed ``seed + k``, the same images for predictions and history) are
@@ -60,13 +65,17 @@ __all__ = [
 DEFAULT_BUDGET = 1 / 255  # one grey level: the smallest change an 8-bit image can store
 
 SCORE_FORMULA = (
-    "trust = (A^wA * C^wC * R^wR * L^wL * S^wS) ^ (1 / (wA + wC + wR + wL + wS)), with "
+    "trust = (A^wA * C^wC * R^wR * L^wL * S^wS * N^wN) ^ (1 / (wA + wC + wR + wL + wS + wN)), "
+    "with "
     "A = accuracy; C = 1 - calibration_error; "
     "R = share of the attacked images whose smallest flipping epsilon exceeds the budget; "
     "L = clip((relevance_mass - mask_share) / (1 - mask_share), 0, 1); "
     "S = share_learned_early = 1 - learned late - forgotten - never learned; "
+    "N = natural_robustness = mean over the images of the share of natural corruptions "
+    "withstood at the stated severity (ImageNet-C level 3); "
     "all weights 1 by default; "
-    "L gets weight 0 unless the explanation method passes the sanity check."
+    "L gets weight 0 unless the explanation method passes the sanity check; "
+    "N gets weight 0 when the table has no corruption source."
 )
 
 # The columns each component is computed from (for the reasons of an undefined component).
@@ -76,6 +85,7 @@ _INPUTS = {
     "robustness": ("median_eps_whole",),
     "localisation": ("relevance_mass", "mask_share"),
     "stability": ("share_learned_early",),
+    "natural": ("natural_robustness",),
 }
 _SOURCE_HINT = {
     "accuracy": ("accuracy", "per_class_from_predictions"),
@@ -83,6 +93,7 @@ _SOURCE_HINT = {
     "robustness": ("n_attacked", "per_class_from_fragility"),
     "localisation": ("relevance_mass", "per_class_localisation"),
     "stability": ("share_learned_early", "per_class_from_history"),
+    "natural": ("natural_robustness", "per_class_from_corruptions"),
 }
 _SAMPLES = {
     "accuracy": "correct",
@@ -90,7 +101,11 @@ _SAMPLES = {
     "robustness": "eps_whole",
     "localisation": "localisation",
     "stability": "learned_early",
+    "natural": "withstood",
 }
+# Components whose source a table may lack: left out (weight 0, with a note) unless the
+# weights name them, so that reports built before they existed score as before.
+_OPTIONAL = {"natural": "natural robustness"}
 
 
 def _check_budget(budget) -> float:
@@ -129,7 +144,9 @@ def _one_class_component(name, v, idx, *, budget, n_bins, level):
         hits = v > budget if name == "robustness" else v
         lo, hi = stats.wilson(int(hits.sum()), len(hits), level=level)
         return hits.mean(), lo, hi, hits[idx].mean(1)
-    if name == "calibration":
+    if name == "natural":  # per-image shares of the corruptions withstood
+        est, rep = v.mean(), v[idx].mean(1)
+    elif name == "calibration":
         est = 1 - ece_rows(v[None, :, 0], v[None, :, 1], n_bins)[0]
         rep = 1 - ece_rows(v[idx, 0], v[idx, 1], n_bins)
     else:  # localisation
@@ -162,15 +179,19 @@ def components(
     table: pd.DataFrame,
     *,
     budget: float = DEFAULT_BUDGET,
-    which=COMPONENTS,
+    which=None,
     n_boot: int = N_BOOT,
     seed: int = SEED,
     level: float = LEVEL,
 ) -> pd.DataFrame:
-    """The components ``component_<name>`` of ``which`` (default all five), each with
-    ``_ci_low`` / ``_ci_high``; ``attrs["replicates"]`` ``{name: [classes, n_boot]}`` (the
-    bootstrap replicates the score combines), ``attrs["budget"]`` and ``attrs["undefined"]``.
-    Needs the per-image samples the sources keep (a table from :func:`build_table`)."""
+    """The components ``component_<name>`` of ``which`` (default all; N only when the table
+    has its source), each with ``_ci_low`` / ``_ci_high``; ``attrs["replicates"]`` ``{name:
+    [classes, n_boot]}`` (the bootstrap replicates the score combines), ``attrs["budget"]``
+    and ``attrs["undefined"]``. Needs the per-image samples the sources keep (a table from
+    :func:`build_table`)."""
+    if which is None:
+        samples = table.attrs.get("samples", {})
+        which = [c for c in COMPONENTS if c not in _OPTIONAL or _SAMPLES[c] in samples]
     unknown = set(which) - set(COMPONENTS)
     if unknown:
         raise ValueError(f"unknown component(s) {sorted(unknown)}; expected some of {COMPONENTS}")
@@ -265,6 +286,22 @@ def _check_weights(weights: dict | None) -> dict:
             raise ValueError(f"weight of {key!r} must be a finite number >= 0, got {value!r}")
         w[key] = float(value)
     return w
+
+
+def _leave_out_absent(w: dict, table: pd.DataFrame, weights: dict | None) -> dict:
+    """Set to 0 the weight of each optional component whose source the table lacks, unless
+    ``weights`` names it (then :func:`components` says which source it needs); ``{component:
+    why}`` (kept apart from the notes, so that an older report reads as before)."""
+    samples = table.attrs.get("samples", {})
+    left_out = {}
+    for name, long_name in _OPTIONAL.items():
+        if _SAMPLES[name] not in samples and name not in (weights or {}):
+            w[name] = 0.0
+            left_out[name] = (
+                f"{long_name} left out of the score: the table has no "
+                f"{_SOURCE_HINT[name][0]} (add the source trust.{_SOURCE_HINT[name][1]})"
+            )
+    return left_out
 
 
 def _gate_localisation(w: dict, model: dict, sanity_max: float) -> list:
@@ -395,11 +432,13 @@ def score(
     ``{"localisation": 0}`` leaves one out), ``budget`` (the L-inf epsilon R judges against)
     and the localisation gate (``sanity_max``, 0.5) as the module docstring says.
 
-    ``attrs["score"]``: formula, weights, budget, level, notes; ``attrs["replicates"]``:
+    ``attrs["score"]``: formula, weights, budget, level, notes, ``left_out`` (``{component:
+    why}`` for an optional component without its source); ``attrs["replicates"]``:
     ``{component or "trust_score": [classes, n_boot]}``."""
     w = _check_weights(weights)
     budget = _check_budget(budget)
     sanity_max = SANITY_THRESHOLD if sanity_max is None else sanity_max
+    left_out = _leave_out_absent(w, table, weights)
     notes = _gate_localisation(w, table.attrs.get("model_level", {}), sanity_max)
     active = [c for c in COMPONENTS if w[c] > 0]
     if not active:
@@ -419,6 +458,7 @@ def score(
             "level": level,
             "n_boot": n_boot,
             "notes": notes,
+            "left_out": left_out,
         },
     }
     weak = robustness_summary(out)

@@ -26,6 +26,7 @@ from .common import (
     NEVER_PREDICTED,
     NO_TEST_IMAGE,
     NONE_ATTACKED,
+    NONE_CORRUPTED,
     NONE_EXPLAINED,
     SEED,
     Bag,
@@ -34,6 +35,7 @@ from .common import (
     explain,
     frame_of,
     numpy,
+    withstanding_column,
 )
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "per_class_from_predictions",
     "per_class_from_history",
     "per_class_from_fragility",
+    "per_class_from_corruptions",
     "per_class_localisation",
     "model_level",
     "from_sanity_check",
@@ -465,6 +468,130 @@ def per_class_from_fragility(
     out.attrs["samples"] = Bag(
         eps_whole={cls: eps["whole"][k].to_numpy() for k, cls in enumerate(classes)}
     )
+    return out
+
+
+# ----------------------------------------------------------------------------- corruptions
+_CORRUPTION_COLUMNS = ("corruption", "image", "label", "severity", "already_wrong")
+
+
+def _stated(frame: pd.DataFrame, severities) -> dict:
+    """``{corruption: stated severity}`` for the corruptions of ``frame``, in its order."""
+    from ..corruptions import stated_severities
+
+    if not isinstance(frame, pd.DataFrame) or not set(_CORRUPTION_COLUMNS) <= set(frame.columns):
+        raise ValueError(
+            "frame must be the long DataFrame of corruptions.natural_fragility / severity_table "
+            f"(one row per corruption and image, with columns {list(_CORRUPTION_COLUMNS)})"
+        )
+    severities = stated_severities() if severities is None else dict(severities)
+    present = list(dict.fromkeys(frame["corruption"]))
+    if not present:
+        raise ValueError("the corruption frame has no row")
+    unstated = [c for c in present if c not in severities]
+    if unstated:
+        raise ValueError(
+            f"no stated severity for corruption(s) {unstated}: give severities={{name: s}} "
+            "with s in (0, 1], or leave those corruptions out of the frame"
+        )
+    bad = {c: severities[c] for c in present if not 0 < float(severities[c]) <= 1}
+    if bad:
+        raise ValueError(f"stated severities must lie in (0, 1], got {bad}")
+    return {c: float(severities[c]) for c in present}
+
+
+def _severity_level(stated: dict) -> str:
+    """ "ImageNet-C level L" when every stated severity is that level's, else a plain phrase."""
+    from ..corruptions import CORRUPTIONS, stated_severities
+
+    if set(stated) <= set(CORRUPTIONS):
+        for level in range(1, 6):
+            if stated_severities(level, list(stated)) == stated:
+                return f"ImageNet-C level {level}"
+    return "the stated severities"
+
+
+def _withstood(frame: pd.DataFrame, stated: dict) -> pd.DataFrame:
+    """``[image, corruption]`` 1.0 where the correctly classified image keeps its prediction up
+    to the corruption's stated severity (never flipped, or flipped only above it), 0.0 where it
+    flips at or below it, NaN where the frame has no row; column ``label`` last."""
+    ok = frame[~frame["already_wrong"].astype(bool)]
+    severity = ok["severity"].astype(float)
+    held = severity.isna() | (severity > ok["corruption"].map(stated))
+    keys = ok[["image", "corruption"]]
+    if keys.duplicated().any():
+        raise ValueError("the corruption frame has several rows for one (image, corruption)")
+    wide = held.astype(float).set_axis(pd.MultiIndex.from_frame(keys)).unstack("corruption")
+    wide = wide.reindex(columns=list(stated))
+    return wide.assign(label=ok.groupby("image")["label"].first())
+
+
+def _corruption_reasons(classes, rows: dict, in_sample: np.ndarray, stated: dict) -> dict:
+    """Why a class's natural-robustness numbers are not defined: no image it gets right, or
+    none of those corrupted by one corruption (a frame that lacks it for the class)."""
+    reasons = {}
+    for k, cls in enumerate(classes):
+        none = rows["n_corrupted"][k] == 0
+        why = NONE_CORRUPTED if in_sample[k] else "none of its images was in the corrupted sample"
+        if none:
+            reasons[(cls, "natural_robustness")] = why
+        for c in stated:
+            if np.isnan(rows[withstanding_column(c)][k]):
+                reasons[(cls, withstanding_column(c))] = (
+                    why if none else f"none of its images was corrupted by {c}"
+                )
+    return reasons
+
+
+def per_class_from_corruptions(
+    frame: pd.DataFrame,
+    classes,
+    *,
+    severities: dict | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+    level: float = LEVEL,
+) -> pd.DataFrame:
+    """Source "natural corruptions" from the long frame of
+    :func:`helpers.corruptions.natural_fragility` / :func:`~helpers.corruptions.severity_table`
+    (one row per corruption and image: ``corruption``, ``image``, ``label``, ``severity``, the
+    smallest severity in (0, 1] that flips the prediction, NaN when none does, 0 when it is
+    wrong already; ``already_wrong``, ...).
+
+    ``severities``: ``{corruption: stated severity}``, default
+    :func:`helpers.corruptions.stated_severities` (ImageNet-C level 3 of each corruption); every
+    corruption of the frame needs one, and the columns are those of the corruptions the frame
+    has. Only correctly classified images count (``n_corrupted``); an image *withstands*
+    corruption c when it does not flip up to c's stated severity s_c (severity NaN or > s_c).
+
+    Columns: ``share_withstanding_<corruption>`` (Wilson) for each corruption;
+    ``natural_robustness``, the mean over the images of the share of the corruptions each
+    withstands (the mean of the shares when every image has every corruption), with a bootstrap
+    interval over the images (class k seeded ``seed + k``); the model-level ``natural_level``
+    ("ImageNet-C level 3") and ``natural_severities``. The per-image shares are kept for the
+    natural-robustness component (``attrs["samples"]["withstood"]``)."""
+    classes = class_list(classes)
+    C = len(classes)
+    stated = _stated(frame, severities)
+    wide = _withstood(frame, stated)
+    y = as_labels(wide.pop("label").to_numpy(), None, "cpu", num_classes=C).numpy()
+    rows = {"n_corrupted": np.bincount(y, minlength=C)}
+    per_image = wide.mean(axis=1).to_numpy()  # over the corruptions the image has
+    kw = dict(n_boot=n_boot, seed=seed, level=level)
+    groups = [per_image[y == k] for k in range(C)]
+    _boot_cols(rows, "natural_robustness", groups, _mean, **kw)
+    for name in stated:
+        held = wide[name].to_numpy()
+        k = [np.nansum(held[y == c]) for c in range(C)]
+        n = [np.sum(~np.isnan(held[y == c])) for c in range(C)]
+        _wilson_cols(rows, withstanding_column(name), k, n, level)
+    rows["natural_level"] = [_severity_level(stated)] * C
+    rows["natural_severities"] = [", ".join(f"{c} {s:.2g}" for c, s in stated.items())] * C
+    out = frame_of(rows, classes)
+    out.attrs["model_level"] = ["natural_level", "natural_severities"]
+    in_sample = np.isin(np.arange(C), frame["label"].to_numpy(int))
+    out = explain(out, _corruption_reasons(classes, rows, in_sample, stated))
+    out.attrs["samples"] = Bag(withstood={cls: groups[k] for k, cls in enumerate(classes)})
     return out
 
 
