@@ -295,12 +295,13 @@ def _rate(name, fired, draws):
 
 @pytest.mark.parametrize(
     "share, fragile_at_most, fragile_at_least, good_at_most",
-    [(0.6, 0.05, 0.0, 0.05), (0.5, 0.25, 0.0, 0.05), (0.2, 1.0, 0.9, 0.0)],
+    [(0.6, 0.05, 0.0, 0.05), (0.5, 0.05, 0.0, 0.05), (0.2, 1.0, 0.9, 0.0)],
 )
 def test_natural_words_by_simulation(share, fragile_at_most, fragile_at_least, good_at_most):
     """0.6 under every corruption: nothing is wrong (most images withstand each), "fragile"
-    fires in at most 5 % of draws; 0.5: the boundary, at most 2.5 % per corruption (8 tries);
-    0.2: most images flip under every corruption, named in most draws."""
+    fires in at most 5 % of draws; 0.5: the boundary, either word in at most 5 % (the 8
+    corruptions are judged together); 0.2: most images flip under every corruption, named in
+    most draws."""
     rng = np.random.default_rng(int(share * 100))
     classes = [f"class {k}" for k in range(C)]
     fragile = good = draws = 0

@@ -19,6 +19,7 @@ from scipy import stats as _st
 from .. import stats
 from .common import (
     CI,
+    LEVEL,
     WITHSTANDING,
     corruption_label,
     grey,
@@ -382,44 +383,54 @@ def rule_stability(row, ctx) -> list:
     return []
 
 
+def _family_wilson(row, column, n: int, tries: int) -> tuple[float, float]:
+    """The Wilson interval of a share of ``n`` images at level 1 - 0.05 / ``tries``
+    (Bonferroni): ``tries`` shares judged together err at most 5 % of the time in all."""
+    k = int(round(num(row, column) * n))
+    return stats.wilson(k, n, level=1 - (1 - LEVEL) / tries)
+
+
 def rule_natural(row, ctx) -> list:
     """Natural robustness at the stated severities (ImageNet-C level 3 by default): for each
-    corruption, the Wilson interval of the share of the class's correctly classified images
-    whose prediction survives it up to its stated severity. "fragile to natural corruptions"
-    names the corruptions whose interval lies wholly below ``natural_share`` (0.5: most of its
-    images flip under them); "withstands natural corruptions" only when every interval lies
-    above it. A class whose true share is 0.6 under each of 8 corruptions (48 images) is named
-    fragile in 0.3-1.3 % of simulated draws; at exactly 0.5 under all 8, in about 22 % (up to
-    2.5 % per corruption, 8 tries: the names are per corruption, not corrected for the 8)."""
+    corruption, the share of the class's correctly classified images whose prediction survives
+    it up to its stated severity. "fragile to natural corruptions" names the corruptions whose
+    share lies below ``natural_share`` (0.5: most of its images flip under them); "withstands
+    natural corruptions" only when every share lies above it. The k corruptions are judged
+    together (Wilson intervals at level 1 - 0.05 / k, Bonferroni), so a class whose true share
+    is exactly 0.5 under every corruption gets either word in at most 2.5 % of draws; the
+    sentence quotes each share's own 95 % interval."""
     shares = [c for c in row.index if c.startswith(WITHSTANDING) and not is_ci(c)]
     found = [(c, num(row, c), *_ci(row, c)) for c in shares]
     found = [f for f in found if None not in f[1:]]
-    if not found:
+    n = int(num(row, "n_corrupted") or 0)
+    if not found or n == 0:
         return []
     t = ctx.t["natural_share"]
     at = ctx.model.get("natural_level") or "the stated severities"
-    n = int(num(row, "n_corrupted") or 0)
+    family = {c: _family_wilson(row, c, n, len(found)) for c, *_ in found}
+    note = f"judged over the {len(found)} corruptions together"
     weak = [
         f"{corruption_label(c).lower()} ({pct(v)} withstand it, 95 % CI {pct(lo)} to {pct(hi)})"
         for c, v, lo, hi in found
-        if hi < t
+        if family[c][1] < t
     ]
     if weak:
         return [
             (
                 "bad",
                 f"fragile to natural corruptions: most of its {n} images flip under "
-                f"{join_and(weak)} at {at}",
+                f"{join_and(weak)} at {at} ({note})",
             )
         ]
-    if len(found) == len(shares) and all(lo > t for _, _, lo, _ in found):
+    if len(found) == len(shares) and all(family[c][0] > t for c, *_ in found):
         c, v, lo, hi = min(found, key=lambda f: f[1])
         return [
             (
                 "good",
                 f"withstands natural corruptions at {at}: most of its {n} images keep their "
                 f"prediction under each of the {len(found)} corruptions (the fewest under "
-                f"{corruption_label(c).lower()}: {pct(v)}, 95 % CI {pct(lo)} to {pct(hi)})",
+                f"{corruption_label(c).lower()}: {pct(v)}, 95 % CI {pct(lo)} to {pct(hi)}; "
+                f"{note})",
             )
         ]
     return []
