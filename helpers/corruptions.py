@@ -571,3 +571,269 @@ def natural_fragility(
         return df
 
     return cached_frame(run, "natural_fragility", params, compute)
+
+
+# ------------------------------------------------------------------ summaries (notebook 12)
+def strip(image: torch.Tensor, names=None, severities=(0, 0.25, 0.5, 0.75, 1.0), *, seed: int = 0):
+    """One image [3, H, W] (or [1, 3, H, W]) under each corruption of ``names`` (default all)
+    at each of ``severities``: a tensor [len(names) x len(severities), 3, H, W], row by row
+    (one row per corruption), every one with the image's pattern seed ``seed``."""
+    x = image.reshape(1, *image.shape[-3:])
+    s = torch.as_tensor(severities, dtype=torch.float64)
+    seeds = [seed] * len(s)
+    return torch.cat(
+        [corrupt(x.expand(len(s), -1, -1, -1), n, s, seeds=seeds) for n in _names(names)]
+    )
+
+
+def per_class_severity(
+    df: pd.DataFrame, classes: list[str], *, stated: dict | None = None, seed: int = 0
+) -> pd.DataFrame:
+    """Per class and corruption of a :func:`severity_table` / :func:`natural_fragility` frame:
+    :func:`helpers.attacks.per_class_fragility` with ``severity`` as its epsilon and each
+    corruption as its region, so its rules hold: only correctly classified images count (n),
+    an image never flipped up to severity 1 counts as +inf (a median is inf when more than
+    half of the class withstands severity 1), the 95 % interval is a seeded bootstrap over the
+    class's images. ``stated`` ({corruption: severity}, e.g. :func:`stated_severities`) adds
+    the share that withstands it (flips above it or never) with its Wilson interval.
+
+    Returns a long frame, one row per (class, corruption), classes then corruptions in order:
+    ``class``, ``corruption``, ``n``, ``median``, ``low``, ``high``, ``not_flipped`` (share),
+    and with ``stated``: ``stated``, ``withstanding``, ``withstanding_low``, ``_high``."""
+    from .attacks.tables import per_class_fragility
+
+    frames = []
+    for j, name in enumerate(dict.fromkeys(df["corruption"])):
+        sub = df[df["corruption"] == name].rename(
+            columns={"severity": "epsilon", "corruption": "region"}
+        )
+        budget = None if stated is None else float(stated[name])
+        t = per_class_fragility(sub, classes, budget=budget, seed=seed + 1009 * j)
+        out = pd.DataFrame({"class": t.index, "corruption": name, "n": t[f"n_{name}"]})
+        for new, col in (("median", ""), ("low", "_ci_low"), ("high", "_ci_high")):
+            out[new] = t[f"median_eps_{name}{col}"]
+        out["not_flipped"] = t[f"share_not_flipped_{name}"]
+        if budget is not None:
+            out["stated"] = budget
+            for suffix in ("", "_ci_low", "_ci_high"):
+                out["withstanding" + suffix.replace("_ci", "")] = t[
+                    f"share_withstanding_{name}{suffix}"
+                ]
+        frames.append(out.reset_index(drop=True))
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    order = {c: i for i, c in enumerate(classes)}
+    return out.sort_values("class", key=lambda c: c.map(order), kind="stable").reset_index(
+        drop=True
+    )
+
+
+def interval_text(est, low, high, *, beyond: str = ">1") -> str:
+    """``0.42 [0.35, 0.50]``: an estimate and its interval, two decimals; an infinite value
+    (a median beyond the search: never flipped) reads ``beyond``, a missing one ``no image``."""
+    if np.isnan(est):
+        return "no image"
+
+    def f(v):
+        return beyond if np.isinf(v) else f"{v:.2f}"
+
+    return f"{f(est)} [{f(low)}, {f(high)}]"
+
+
+def severity_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`per_class_severity`'s table to print: one row per corruption, one column per
+    class, each cell the median flipping severity with its 95 % interval (``>1``: more than
+    half of the class, or of a resample, never flipped up to severity 1); the first row is
+    each class's n (the correctly classified images, the same for every corruption)."""
+    cells = table.assign(
+        text=[interval_text(*r) for r in table[["median", "low", "high"]].to_numpy(float)]
+    )
+    wide = cells.pivot(index="corruption", columns="class", values="text")
+    wide = wide.reindex(index=list(dict.fromkeys(table["corruption"])))
+    wide = wide[list(dict.fromkeys(table["class"]))]
+    n = table.drop_duplicates("class").set_index("class")["n"].astype(int).astype(str)
+    top = pd.DataFrame([n.reindex(wide.columns).to_numpy()], index=["n"], columns=wide.columns)
+    out = pd.concat([top, wide])
+    out.columns.name, out.index.name = None, "median severity [95% CI]"
+    return out
+
+
+def most_sensitive(table: pd.DataFrame) -> pd.DataFrame:
+    """Per class of :func:`per_class_severity`'s table: the corruption with the lowest median
+    flipping severity and the runner-up, each with its 95 % interval, and ``apart``: True when
+    the first one's interval lies wholly below the runner-up's (a conservative reading: two
+    overlapping intervals can still differ). A class with no finite median gets no answer."""
+    rows = []
+    for name, sel in table.groupby("class", sort=False):
+        row = {"class": name, "n": int(sel["n"].iloc[0])}
+        sel = sel[np.isfinite(sel["median"].to_numpy(float))].sort_values("median", kind="stable")
+        for rank, key in ((0, "first"), (1, "second")):
+            r = sel.iloc[rank] if len(sel) > rank else None
+            row[key] = r["corruption"] if r is not None else None
+            for col in ("median", "low", "high"):
+                row[f"{key}_{col}"] = float(r[col]) if r is not None else np.nan
+        row["apart"] = bool(row["first_high"] < row["second_low"])
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("class")
+
+
+def sensitivity_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`most_sensitive` of :func:`per_class_severity`'s table, to print: per class its n,
+    the corruption that flips it at the lowest median severity and the runner-up, each with
+    its 95 % interval, and whether the intervals tell the two apart (``-``: no corruption, or
+    no second one, flips more than half of the class up to severity 1)."""
+    m = most_sensitive(table)
+    out = pd.DataFrame({"n": m["n"]})
+    for key, head in (("first", "most sensitive to"), ("second", "runner-up")):
+        out[head] = m[key].fillna("-")
+        cols = [f"{key}_median", f"{key}_low", f"{key}_high"]
+        text = [interval_text(*r) for r in m[cols].to_numpy(float)]
+        out[f"{head}: median [95% CI]"] = np.where(m[key].isna(), "-", text)
+    out["apart"] = np.where(m["apart"], "yes", "no")
+    return out
+
+
+def image_withstanding(df: pd.DataFrame, stated: dict) -> pd.DataFrame:
+    """Per correctly classified image of a :func:`severity_table` frame: ``withstanding``, the
+    share of the corruptions in ``stated`` ({corruption: severity}) whose stated severity it
+    withstands (its flipping severity is above it, or it never flips), with its ``label``;
+    indexed by ``image``. Corruptions of ``df`` not in ``stated`` are left out."""
+    ok = df[~df["already_wrong"] & df["corruption"].isin(list(stated))]
+    limit = ok["corruption"].map(stated).to_numpy(float)
+    holds = ~ok["flipped"].to_numpy(bool) | (ok["severity"].to_numpy(float) > limit)
+    out = ok.assign(withstanding=holds.astype(float)).groupby("image")
+    return pd.DataFrame({"label": out["label"].first(), "withstanding": out["withstanding"].mean()})
+
+
+def _class_stats(a, b, groups, idx=None):
+    """Per group: the median of ``a`` and the mean of ``b`` over its members (resampled with
+    ``idx[g]``, [n_boot, n_g] positions, when given): two arrays [G] or [n_boot, G]."""
+    ma, mb = [], []
+    for g, members in enumerate(groups):
+        pick = members if idx is None else members[idx[g]]
+        ma.append(np.median(a[pick], axis=-1))
+        mb.append(np.mean(b[pick], axis=-1))
+    return np.stack(ma, -1), np.stack(mb, -1)
+
+
+def class_rank_correlation(
+    adversarial: pd.Series,
+    natural: pd.Series,
+    labels: pd.Series,
+    classes: list[str],
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+):
+    """Does a class that is easy to fool with a small adversarial change also fail under
+    natural corruptions? Per image (indexed alike): ``adversarial`` its smallest flipping
+    epsilon (+inf: never flipped), ``natural`` its share of corruptions withstood at the
+    stated severities (:func:`image_withstanding`), ``labels`` its class. Per class: the median
+    epsilon and the mean share; Spearman's rank correlation of the two over the classes, with
+    a seeded percentile bootstrap over images (resampled within each class, both numbers from
+    the same resample). Only images in all three series count; classes with none are left out.
+
+    Returns ``(per_class, estimate)``: a frame (``n``, ``median_eps``, ``withstanding``, each
+    with ``_low`` / ``_high``) and a :class:`helpers.stats.Estimate` of rho (``n``: classes)."""
+    from .quality import _spearman_rows
+    from .stats import Estimate, percentile_interval
+
+    both = pd.concat({"a": adversarial, "b": natural, "y": labels}, axis=1, join="inner")
+    a, b = both["a"].to_numpy(float), both["b"].to_numpy(float)
+    y = both["y"].to_numpy(int)
+    present = [k for k in range(len(classes)) if (y == k).any()]
+    groups = [np.flatnonzero(y == k) for k in present]
+    if not groups:  # no image in all three: nothing to compare
+        cols = [
+            "n",
+            *(f"{c}{e}" for c in ("median_eps", "withstanding") for e in ("", "_low", "_high")),
+        ]
+        empty = pd.DataFrame(columns=cols, dtype=float)
+        return empty.rename_axis("class"), Estimate(np.nan, np.nan, np.nan, 0)
+    rng = np.random.default_rng(seed)
+    idx = [rng.integers(0, len(g), size=(n_boot, len(g))) for g in groups]
+    est_a, est_b = _class_stats(a, b, groups)
+    rep_a, rep_b = _class_stats(a, b, groups, idx)
+    table = pd.DataFrame(
+        {"n": [len(g) for g in groups], "median_eps": est_a, "withstanding": est_b},
+        index=pd.Index([classes[k] for k in present], name="class"),
+    )
+    for col, reps in (("median_eps", rep_a), ("withstanding", rep_b)):
+        ends = [percentile_interval(reps[:, g]) for g in range(len(groups))]
+        table[f"{col}_low"], table[f"{col}_high"] = np.array(ends).reshape(-1, 2).T
+    rho, low, high = np.nan, np.nan, np.nan
+    if len(groups) > 2:  # a rank correlation of fewer than three classes says nothing
+        rho = float(_spearman_rows(est_a[None], est_b[None])[0])
+        low, high = percentile_interval(_spearman_rows(rep_a, rep_b))
+    return table, Estimate(rho, low, high, len(groups))
+
+
+def correlation_summary(per_class: pd.DataFrame, *, max_eps: float = 16 / 255) -> pd.DataFrame:
+    """:func:`class_rank_correlation`'s per-class table, to print: n, the median epsilon in
+    grey levels (x255; ``>16``: beyond ``max_eps``) and the share withstood, each with its 95 %
+    interval."""
+    eps = per_class[["median_eps", "median_eps_low", "median_eps_high"]].to_numpy(float) * 255
+    share = per_class[["withstanding", "withstanding_low", "withstanding_high"]].to_numpy(float)
+    beyond = f">{max_eps * 255:.0f}"
+    return pd.DataFrame(
+        {
+            "n": per_class["n"],
+            "median eps x255 [95% CI]": [interval_text(*r, beyond=beyond) for r in eps],
+            "share withstood [95% CI]": [interval_text(*r) for r in share],
+        }
+    )
+
+
+def accuracy_curves(model: nn.Module, x, y, names=None, *, seed: int = 0, batch_size: int = 32):
+    """:func:`accuracy_at` at ImageNet-C's five levels of each corruption, with the clean
+    accuracy as level 0 (severity 0), a ``level`` column (0-5: fog's levels 3 and 4 share one
+    severity, so the level, not the severity, names a row) and the Wilson 95 % interval of each
+    accuracy (``low``, ``high``); ``n`` images."""
+    from .stats import wilson
+
+    names = _names(names)
+    clean = accuracy_at(model, x, y, names[:1], severities=(0.0,), batch_size=batch_size)
+    acc = accuracy_at(model, x, y, names, "imagenet_c", batch_size=batch_size, seed=seed)
+    acc.insert(1, "level", np.tile(np.arange(1, 6), len(names)))
+    parts = []
+    for name in names:
+        zero = dict(corruption=name, level=0, severity=0.0, accuracy=clean["accuracy"].iloc[0])
+        parts += [pd.DataFrame([{**zero, "n": len(x)}]), acc[acc["corruption"] == name]]
+    out = pd.concat(parts, ignore_index=True)
+    k = np.round(out["accuracy"].to_numpy(float) * out["n"].to_numpy()).astype(int)
+    out["low"], out["high"] = wilson(k, out["n"].to_numpy())
+    return out
+
+
+def at_flip(x: torch.Tensor, df: pd.DataFrame, image: int, names=None, *, seed: int = 0):
+    """Test image ``image`` of ``x`` under each corruption of ``names`` (default those of the
+    :func:`natural_fragility` frame ``df``) at the severity that flips it (severity 1 when it
+    never flips), with its pattern seed ``seed + image`` as in :func:`natural_fragility`.
+    Returns ``(images [K, 3, H, W], rows)``: ``rows`` the frame's rows for those corruptions,
+    in that order (``severity`` NaN where it did not flip)."""
+    names = _names(list(dict.fromkeys(df["corruption"])) if names is None else names)
+    rows = df[df["image"] == image].set_index("corruption").loc[names].reset_index()
+    s = rows["severity"].fillna(1.0).to_numpy(float)
+    one = x[image : image + 1]
+    images = [corrupt(one, n, float(v), seeds=[seed + image]) for n, v in zip(names, s)]
+    return torch.cat(images), rows
+
+
+def flip_gallery(x: torch.Tensor, df: pd.DataFrame, images, classes, *, seed: int = 0):
+    """For each test image of ``images``: the original, then :func:`at_flip`'s corrupted
+    versions, with titles for :func:`helpers.plots.image_grid` (the corruption, the flipping
+    severity and the class it flips to; "no flip up to 1" where it never flips, shown at 1).
+    Returns ``(images [len(images) x (1 + K), 3, H, W], titles)``."""
+    cells, titles = [], []
+    for i in images:
+        corrupted, rows = at_flip(x, df, int(i), seed=seed)
+        cells += [x[int(i)], *corrupted]
+        titles.append(f"original: {classes[int(rows['label'].iloc[0])]}")
+        for r in rows.itertuples():
+            name = r.corruption.replace("_", " ")
+            if r.already_wrong:
+                titles.append(f"{name}\nwrong already")
+            elif r.flipped:
+                titles.append(f"{name} {r.severity:.2f}\n→ {classes[int(r.flip_class)]}")
+            else:
+                titles.append(f"{name}\nno flip up to 1")
+    return torch.stack(cells), titles

@@ -1339,3 +1339,103 @@ def hash_robustness_bars(
     if title:
         ax.set_title(title, fontsize=9)
     return fig
+
+
+# ------------------------------------------------------------------------ natural corruptions
+def severity_heatmap(table, ax=None, *, title=None):
+    """Class (rows) x corruption (columns): the median smallest flipping severity of
+    :func:`helpers.corruptions.per_class_severity`'s table, annotated with the median and its
+    95 % interval; n (correctly classified images) beside each class. Darker = flips at a
+    smaller severity. A median beyond severity 1 (more than half of the class never flipped)
+    is a hatched white cell reading "> 1"; a class with no image, an empty grey cell."""
+    classes = list(dict.fromkeys(table["class"]))
+    names = list(dict.fromkeys(table["corruption"]))
+    get = table.set_index(["class", "corruption"])
+    med = np.array([[get.loc[(c, k), "median"] for k in names] for c in classes], dtype=float)
+    fig, ax = _axes(ax, (1.05 * len(names) + 2.2, 0.62 * len(classes) + 1.4))
+    shown = np.ma.masked_invalid(np.where(np.isinf(med), np.nan, med))
+    im = ax.imshow(shown, cmap="magma", vmin=0, vmax=1, aspect="auto")
+    ax.set_facecolor("#dddddd")
+    for i, c in enumerate(classes):
+        for j, k in enumerate(names):
+            _severity_cell(ax, i, j, get.loc[(c, k)])
+    ns = [int(get.loc[(c, names[0]), "n"]) for c in classes]
+    ax.set_yticks(range(len(classes)), [f"{c} (n={n})" for c, n in zip(classes, ns)])
+    ax.set_xticks(range(len(names)), [k.replace("_", " ") for k in names], rotation=30, ha="right")
+    ax.figure.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="median flipping severity")
+    ax.set_title(title or "median severity that flips an image (95 % interval)", fontsize=9)
+    return fig
+
+
+def _severity_cell(ax, i, j, row):
+    """One cell of :func:`severity_heatmap`: the text, hatched when the median is beyond 1."""
+    med, low, high = float(row["median"]), float(row["low"]), float(row["high"])
+    if np.isnan(med):
+        ax.text(j, i, "no image", ha="center", va="center", fontsize=7, color="dimgrey")
+        return
+    if np.isinf(med):
+        box = plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="#999")
+        ax.add_patch(box)
+        ax.text(j, i, "> 1\nmost never\nflip", ha="center", va="center", fontsize=7)
+        return
+    top = ">1" if np.isinf(high) else f"{high:.2f}"
+    color = "white" if med < 0.55 else "black"
+    ax.text(j, i - 0.1, f"{med:.2f}", ha="center", va="center", fontsize=9, color=color)
+    ax.text(j, i + 0.22, f"[{low:.2f}, {top}]", ha="center", va="center", fontsize=6.5, color=color)
+
+
+def accuracy_vs_severity(curves, ax=None, *, title=None):
+    """Accuracy against severity, one line per corruption, from
+    :func:`helpers.corruptions.accuracy_curves` (level 0: clean; levels 1-5 at their
+    severities on this project's [0, 1] scale, so each corruption's ImageNet-C levels sit
+    where its parameter puts them), with the Wilson 95 % band and n in the title."""
+    fig, ax = _axes(ax, (6.6, 3.8))
+    colors = plt.get_cmap("tab10")
+    for j, (name, df) in enumerate(curves.groupby("corruption", sort=False)):
+        s = df["severity"].to_numpy(float)
+        label = name.replace("_", " ")
+        (line,) = ax.plot(s, df["accuracy"], "o-", ms=3.5, lw=1.4, color=colors(j), label=label)
+        ax.fill_between(s, df["low"], df["high"], color=line.get_color(), alpha=0.08, lw=0)
+    n = int(curves["n"].iloc[0]) if len(curves) else 0
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("severity (0: clean; 1: ImageNet-C severity 5; dots: ImageNet-C levels 1-5)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title or f"accuracy at ImageNet-C's five levels (n={n} test images)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    return fig
+
+
+def adversarial_vs_natural(per_class, ax=None, *, budget=None, title=None):
+    """Per class (one dot each, with 95 % intervals both ways): the median smallest flipping
+    epsilon of the whole image (x, grey levels) against the share of corruptions withstood at
+    the stated severities (y), the table of
+    :func:`helpers.corruptions.class_rank_correlation`."""
+    fig, ax = _axes(ax, (5.4, 3.8))
+    colors = class_colormap(max(1, len(per_class))).colors
+    x = per_class["median_eps"].to_numpy(float) * 255
+    y = per_class["withstanding"].to_numpy(float)
+    xlo, xhi = (per_class[f"median_eps_{e}"].to_numpy(float) * 255 for e in ("low", "high"))
+    ylo, yhi = (per_class[f"withstanding_{e}"].to_numpy(float) for e in ("low", "high"))
+    for k, name in enumerate(per_class.index):
+        if not np.isfinite(x[k]):
+            continue
+        ax.errorbar(
+            x[k],
+            y[k],
+            xerr=[[x[k] - xlo[k]], [min(xhi[k], 1e3) - x[k]]],
+            yerr=[[y[k] - ylo[k]], [yhi[k] - y[k]]],
+            fmt="o",
+            color=colors[k % len(colors)],
+            capsize=3,
+            label=f"{name} (n={int(per_class['n'].iloc[k])})",
+        )
+    ax.set_xlabel("median smallest flipping epsilon, whole image (grey levels of 255)")
+    ax.set_ylabel("share of corruptions withstood\nat the stated severities")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
+    ax.set_title(title or "per class: adversarial against natural fragility", fontsize=9)
+    return fig

@@ -8,6 +8,7 @@ import io
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from torch import nn
 from helpers import attacks
 from helpers import corruptions as C
 from helpers.attacks import search
+from helpers.stats import wilson
 
 NAMES = list(C.CORRUPTIONS)
 
@@ -340,3 +342,160 @@ def test_minimal_parameter_along_the_fgsm_path_is_minimal_epsilon():
     assert ref["flipped"].sum() >= 2
     np.testing.assert_array_equal(df["epsilon"].to_numpy(), ref["epsilon"].to_numpy())
     assert df.attrs["grid"] == ref.attrs["grid"]
+
+
+# ------------------------------------------------------------------ summaries (notebook 12)
+def frame(rows):
+    """A severity_table-like frame from (corruption, image, label, severity or None, wrong)."""
+    out = []
+    for corruption, image, label, severity, wrong in rows:
+        flipped = wrong or severity is not None
+        s = 0.0 if wrong else (np.nan if severity is None else severity)
+        row = dict(corruption=corruption, image=image, severity=s, flipped=flipped)
+        out.append({**row, "already_wrong": wrong, "label": label})
+    return pd.DataFrame(out)
+
+
+def hand_frame():
+    """Class 0: one image wrong, three flipping at .2 .4 .6 (noise) and .5 .7 .9 (fog);
+    class 1: noise flips one of three (.3), fog flips all three (.1 .2 .3)."""
+    rows = [("gaussian_noise", 0, 0, None, True), ("fog", 0, 0, None, True)]
+    for i, (a, b) in enumerate([(0.2, 0.5), (0.4, 0.7), (0.6, 0.9)], start=1):
+        rows += [("gaussian_noise", i, 0, a, False), ("fog", i, 0, b, False)]
+    for i, (a, b) in enumerate([(0.3, 0.1), (None, 0.2), (None, 0.3)], start=4):
+        rows += [("gaussian_noise", i, 1, a, False), ("fog", i, 1, b, False)]
+    return frame(rows)
+
+
+def test_per_class_severity_counts_the_right_images_and_never_flipped_as_beyond_one():
+    stated = {"gaussian_noise": 0.35, "fog": 0.5}
+    t = C.per_class_severity(hand_frame(), ["a", "b"], stated=stated).set_index(
+        ["class", "corruption"]
+    )
+    assert list(t.index) == [(c, k) for c in "ab" for k in ("gaussian_noise", "fog")]
+    assert (t["n"] == 3).all()  # the wrong image of class a does not count
+    assert t.loc[("a", "gaussian_noise"), "median"] == pytest.approx(0.4)
+    assert t.loc[("a", "fog"), "median"] == pytest.approx(0.7)
+    assert t.loc[("b", "fog"), "median"] == pytest.approx(0.2)
+    assert np.isinf(t.loc[("b", "gaussian_noise"), "median"])  # 2 of 3 never flip
+    assert np.isinf(t.loc[("b", "gaussian_noise"), "high"])
+    assert t.loc[("b", "gaussian_noise"), "not_flipped"] == pytest.approx(2 / 3)
+    assert (t["low"] <= t["median"]).all() and (t["median"] <= t["high"]).all()
+    # withstanding the stated severity: above it or never flipped
+    expected = {("a", "gaussian_noise"): 2, ("a", "fog"): 2, ("b", "gaussian_noise"): 2}
+    expected[("b", "fog")] = 0
+    for key, k in expected.items():
+        assert t.loc[key, "withstanding"] == pytest.approx(k / 3)
+        assert (t.loc[key, "withstanding_low"], t.loc[key, "withstanding_high"]) == pytest.approx(
+            wilson(k, 3)
+        )
+    again = C.per_class_severity(hand_frame(), ["a", "b"], seed=3)
+    np.testing.assert_array_equal(again["median"], t["median"])  # the seed moves intervals only
+
+
+def test_severity_summary_prints_medians_intervals_and_n():
+    t = C.per_class_severity(hand_frame(), ["a", "b"])
+    s = C.severity_summary(t)
+    assert list(s.index) == ["n", "gaussian_noise", "fog"] and list(s.columns) == ["a", "b"]
+    assert s.loc["n"].tolist() == ["3", "3"]
+    assert s.loc["gaussian_noise", "a"] == "0.40 [0.20, 0.60]"  # .2 .4 .6: every resample
+    assert s.loc["gaussian_noise", "b"] == ">1 [0.30, >1]"  # two of three never flip
+
+
+def sensitivity_table():
+    inf = np.inf
+    rows = [
+        ("x", "noise", 0.2, 0.1, 0.3), ("x", "blur", 0.5, 0.4, 0.6), ("x", "fog", inf, 0.8, inf),
+        ("y", "noise", 0.4, 0.3, 0.6), ("y", "blur", 0.3, 0.2, 0.5), ("y", "fog", 0.9, 0.7, 1.0),
+        ("z", "noise", inf, 0.9, inf), ("z", "blur", inf, 1.0, inf), ("z", "fog", inf, inf, inf),
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=["class", "corruption", "median", "low", "high"]).assign(n=5)
+
+
+def test_most_sensitive_picks_the_lowest_median_and_says_whether_intervals_separate_it():
+    m = C.most_sensitive(sensitivity_table())
+    assert list(m.index) == ["x", "y", "z"]
+    assert (m.loc["x", "first"], m.loc["x", "second"], m.loc["x", "apart"]) == (
+        "noise",
+        "blur",
+        True,
+    )
+    assert (m.loc["y", "first"], m.loc["y", "second"], m.loc["y", "apart"]) == (
+        "blur",
+        "noise",
+        False,
+    )
+    assert m.loc["y", "first_median"] == 0.3 and m.loc["y", "second_high"] == 0.6
+    assert pd.isna(m.loc["z", "first"]) and not m.loc["z", "apart"] and m.loc["z", "n"] == 5
+
+
+def test_image_withstanding_is_the_share_of_stated_severities_survived():
+    w = C.image_withstanding(hand_frame(), {"gaussian_noise": 0.35, "fog": 0.5})
+    assert list(w.index) == [1, 2, 3, 4, 5, 6]  # image 0 was wrong from the start
+    # image 1: noise .2 (no), fog .5 (not above .5: no); 2: .4 yes, .7 yes; 4: .3 no, .1 no
+    assert w["withstanding"].tolist() == [0.0, 1.0, 1.0, 0.0, 0.5, 0.5]
+    assert w["label"].tolist() == [0, 0, 0, 1, 1, 1]
+    only_fog = C.image_withstanding(hand_frame(), {"fog": 0.15})
+    assert only_fog["withstanding"].tolist() == [1.0, 1.0, 1.0, 0.0, 1.0, 1.0]
+
+
+def test_class_rank_correlation_by_hand():
+    labels = pd.Series([0, 0, 1, 1, 2, 2])
+    adv = pd.Series([0.1, 0.1, 0.2, 0.2, np.inf, np.inf])  # class medians .1 .2 inf: ranks 1 2 3
+    nat = pd.Series([0.0, 0.0, 1.0, 1.0, 0.5, 0.5])  # class means 0 1 .5: ranks 1 3 2
+    table, rho = C.class_rank_correlation(adv, nat, labels, ["a", "b", "c"], n_boot=200)
+    assert rho.estimate == pytest.approx(0.5)  # 1 - 6 (0 + 1 + 1) / (3 (9 - 1))
+    assert (rho.low, rho.high, rho.n) == (pytest.approx(0.5), pytest.approx(0.5), 3)  # no spread
+    assert table["median_eps"].tolist() == [0.1, 0.2, np.inf]
+    assert table["withstanding"].tolist() == [0.0, 1.0, 0.5] and table["n"].tolist() == [2, 2, 2]
+    _, same = C.class_rank_correlation(adv, adv.clip(upper=9), labels, ["a", "b", "c"])
+    assert same.estimate == pytest.approx(1.0)
+    # images present in one series only do not count; two classes give no correlation
+    table2, two = C.class_rank_correlation(adv[:4], nat, labels, ["a", "b", "c"])
+    assert list(table2.index) == ["a", "b"] and np.isnan(two.estimate) and two.n == 2
+
+
+def test_class_rank_correlation_interval_covers_the_resampled_values():
+    rng = np.random.default_rng(1)
+    labels = pd.Series(np.repeat(np.arange(4), 20))
+    adv = pd.Series(rng.uniform(0, 1, 80) + labels * 0.5)
+    nat = pd.Series(rng.uniform(0, 1, 80) + labels * 0.5)
+    _, rho = C.class_rank_correlation(adv, nat, labels, list("abcd"), seed=2)
+    assert rho.estimate == pytest.approx(1.0) and -1 <= rho.low <= rho.high <= 1
+    _, again = C.class_rank_correlation(adv, nat, labels, list("abcd"), seed=2)
+    assert (again.low, again.high) == (rho.low, rho.high)
+
+
+def test_accuracy_curves_add_the_clean_level_and_wilson_intervals():
+    model, x, y = stats_case()
+    names = ["contrast", "fog"]
+    curves = C.accuracy_curves(model, x, y, names, seed=3)
+    assert curves["corruption"].tolist() == ["contrast"] * 6 + ["fog"] * 6
+    assert curves["level"].tolist() == list(range(6)) * 2
+    assert (curves.loc[curves["level"] == 0, "accuracy"] == 1.0).all()  # y is the prediction
+    direct = C.accuracy_at(model, x, y, names, "imagenet_c", seed=3)
+    np.testing.assert_array_equal(curves.loc[curves["level"] > 0, "accuracy"], direct["accuracy"])
+    fog = curves[curves["corruption"] == "fog"]["severity"].tolist()
+    assert fog == pytest.approx([0.0, *C.CORRUPTIONS["fog"].levels])
+    k = np.round(curves["accuracy"] * 6).astype(int)
+    low, high = wilson(k.to_numpy(), 6)
+    np.testing.assert_allclose(curves["low"], low)
+    np.testing.assert_allclose(curves["high"], high)
+
+
+def test_strip_and_at_flip_show_what_the_search_found():
+    model, x, y = stats_case()
+    s = C.strip(x[2], ["fog", "jpeg"], (0, 0.5, 1), seed=9)
+    assert s.shape == (6, 3, 32, 32)
+    assert torch.equal(s[0], x[2]) and torch.equal(s[3], x[2])  # severity 0: the image
+    assert torch.equal(s[1], C.corrupt(x[2:3], "fog", 0.5, seeds=[9])[0])
+    df = C.severity_table(model, x, y, ["contrast", "gaussian_noise"], grid=4, tol=0.05, seed=5)
+    for image in range(len(x)):
+        imgs, rows = C.at_flip(x, df, image, seed=5)
+        assert rows["corruption"].tolist() == ["contrast", "gaussian_noise"]
+        pred = predict(model, imgs).numpy()
+        for r, p in zip(rows.itertuples(), pred):
+            if r.flipped:
+                assert p == r.flip_class != y[image]
+            else:  # never flipped: shown at severity 1, still right
+                assert p == y[image]
