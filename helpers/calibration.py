@@ -305,9 +305,12 @@ def per_class_undefined(probs, labels, *, by: str = "predicted") -> list:
     return [None if n > 0 else NEVER_PREDICTED for n in counts]
 
 
-def summary(probs_by_name: dict, labels, *, n_bins: int = N_BINS) -> pd.DataFrame:
+def summary(
+    probs_by_name: dict, labels, *, n_bins: int = N_BINS, seed: int | None = None
+) -> pd.DataFrame:
     """One row per entry of ``{name: probs}`` (e.g. ``{"before": p, "after T": p_ts}``):
-    ``accuracy``, ``mean_confidence``, ``ece``, ``mce``, ``nll``, ``brier``."""
+    ``accuracy``, ``mean_confidence``, ``ece``, ``mce``, ``nll``, ``brier``; with ``seed``
+    also ``ece 95% interval`` (:func:`ece_interval` over all images, as text)."""
     if not isinstance(probs_by_name, dict) or not probs_by_name:
         raise ValueError("probs_by_name must be a non-empty dict {name: probs [N, C]}")
     rows = {}
@@ -321,6 +324,9 @@ def summary(probs_by_name: dict, labels, *, n_bins: int = N_BINS) -> pd.DataFram
             "nll": negative_log_likelihood(p, y),
             "brier": brier_score(p, y),
         }
+        if seed is not None:
+            ece = ece_interval(p, y, n_bins=n_bins, seed=seed).loc["all"]
+            rows[name]["ece 95% interval"] = f"[{ece['low']:.3f}, {ece['high']:.3f}]"
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
