@@ -50,13 +50,33 @@ ATTACK: dict[str, Any] = {
     "object_from": "auto",  # object region: "mask", "gradcam" or "auto"
     "budget_grey_levels": 1.0,  # the stated robustness budget (/255)
 }
+# The natural corruptions of 12, which 10 repeats (from the same cache) for its report:
+# helpers.corruptions.natural_fragility(run, names=corruption_names, images_per_class=
+# natural_images_per_class, grid=severity_grid, tol=severity_tol) and the stated severities
+# helpers.corruptions.stated_severities(stated_level, corruption_names).
+NATURAL: dict[str, Any] = {
+    "corruption_names": [
+        "gaussian_noise",
+        "gaussian_blur",
+        "motion_blur",
+        "jpeg",
+        "brightness",
+        "contrast",
+        "fog",
+        "pixelate",
+    ],  # ImageNet-C corruptions searched (helpers.corruptions.CORRUPTIONS)
+    "natural_images_per_class": 0,  # test images per class searched; 0: all of them
+    "severity_grid": 4,  # grid points of the severity search in (0, 1] before bisection
+    "severity_tol": 0.05,  # the bisection stops when the bracket is this narrow
+    "stated_level": 3,  # the stated severity: ImageNet-C's level 1-5 (3: the middle one)
+}
 # Work sizes that mean the same in every notebook that has them.
 WORK: dict[str, Any] = {
     "photo_size": 224,  # side of the scikit-image photos (the ImageNet model's training size)
     "examples": 4,  # correct and wrong test images shown, each
 }
 # Every shared parameter with its default: a notebook that declares one declares this value.
-SHARED: dict[str, Any] = {**RUN, **ATTACK, **WORK}
+SHARED: dict[str, Any] = {**RUN, **ATTACK, **NATURAL, **WORK}
 
 
 # Run parameters the notebooks do not declare for the run they audit, only for another one.

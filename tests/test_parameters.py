@@ -44,14 +44,16 @@ def same(value, default) -> bool:
 
 
 def test_the_groups_of_shared_parameters_do_not_overlap():
-    groups = (setup.RUN, setup.ATTACK, setup.WORK)
+    groups = (setup.RUN, setup.ATTACK, setup.NATURAL, setup.WORK)
     assert sum(map(len, groups)) == len(setup.SHARED)
     assert setup.RUN == {**setup.DATA, **setup.MODEL}
 
 
 def test_the_notebooks_and_those_that_build_the_run():
-    assert len(NOTEBOOKS) == 11
-    assert BUILDS_RUN == [p.name for p in NOTEBOOKS if "02" <= p.name[:2] <= "10"]
+    assert len(NOTEBOOKS) == 12
+    assert BUILDS_RUN == [
+        p.name for p in NOTEBOOKS if "02" <= p.name[:2] <= "10" or p.name[:2] == "12"
+    ]
 
 
 @pytest.mark.parametrize("name", list(PARAMS))
@@ -83,6 +85,27 @@ def test_09_and_10_agree_on_the_attack_parameters():
         attack = {k: PARAMS[name].get(k, "<missing>") for k in setup.ATTACK}
         assert attack == setup.ATTACK, name
     assert {k: PARAMS[n09][k] for k in setup.ATTACK} == {k: PARAMS[n10][k] for k in setup.ATTACK}
+
+
+def test_12_declares_the_natural_parameters_and_reads_09s_attacks():
+    (n09,) = [n for n in PARAMS if n.startswith("09")]
+    (n12,) = [n for n in PARAMS if n.startswith("12")]
+    assert {k: PARAMS[n12].get(k, "<missing>") for k in setup.NATURAL} == setup.NATURAL
+    used = ("attack_steps", "attack_max_eps", "whole_images_per_class", "region_images_per_class")
+    assert {k: PARAMS[n12][k] for k in (*used, "object_from")} == {
+        k: PARAMS[n09][k] for k in (*used, "object_from")
+    }
+
+
+def test_the_natural_defaults_are_those_of_helpers_corruptions():
+    from helpers import corruptions
+
+    assert setup.NATURAL["corruption_names"] == list(corruptions.CORRUPTIONS)
+    assert setup.NATURAL["stated_level"] == corruptions.STATED_LEVEL
+    signature = inspect.signature(corruptions.natural_fragility).parameters
+    assert setup.NATURAL["severity_grid"] == signature["grid"].default
+    assert setup.NATURAL["severity_tol"] == signature["tol"].default
+    assert setup.NATURAL["natural_images_per_class"] == signature["images_per_class"].default
 
 
 @pytest.mark.parametrize("key", list(PROFILE))
