@@ -87,10 +87,11 @@ def test_09_and_10_agree_on_the_attack_parameters():
     assert {k: PARAMS[n09][k] for k in setup.ATTACK} == {k: PARAMS[n10][k] for k in setup.ATTACK}
 
 
-def test_12_declares_the_natural_parameters_and_reads_09s_attacks():
+def test_10_and_12_declare_the_natural_parameters_and_12_reads_09s_attacks():
     (n09,) = [n for n in PARAMS if n.startswith("09")]
     (n12,) = [n for n in PARAMS if n.startswith("12")]
-    assert {k: PARAMS[n12].get(k, "<missing>") for k in setup.NATURAL} == setup.NATURAL
+    for name in [n for n in PARAMS if n[:2] in ("10", "12")]:  # 10 reads 12's cached frame
+        assert {k: PARAMS[name].get(k, "<missing>") for k in setup.NATURAL} == setup.NATURAL, name
     used = ("attack_steps", "attack_max_eps", "whole_images_per_class", "region_images_per_class")
     assert {k: PARAMS[n12][k] for k in (*used, "object_from")} == {
         k: PARAMS[n09][k] for k in (*used, "object_from")
