@@ -52,8 +52,9 @@ fixed severities (for accuracy-vs-severity curves).
 Cost (``benchmarks/natural_corruptions.py``; fine-tuned Lite0 at 128 px, 2-core CPU): about
 7.5 ms per image and forward, corrupting included. :func:`severity_table` of 300 test images x
 8 corruptions took 144 s at the defaults (grid 8, tol 0.02: 7.7 forwards per image and
-corruption) and 80 s at grid 4, tol 0.05 (4.5); a notebook that must run in 2 minutes takes a
-subset of images (10 per class: about a fifth of that).
+corruption) and 80 s at grid 4, tol 0.05 (4.5), before the probes ran the BatchNorm-folded copy
+(helpers.folding); with it, notebook 12's search at grid 4, tol 0.05 (the shared parameters of
+helpers.setup.NATURAL) took 37 s on an idle machine.
 """
 
 from __future__ import annotations

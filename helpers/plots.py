@@ -434,7 +434,7 @@ def _category_panels(summary, categories):
                 value - summary[f"{category} low"].to_numpy(dtype=float),
                 summary[f"{category} high"].to_numpy(dtype=float) - value,
             ]
-        )
+        ).clip(0, None)  # an estimate outside its bootstrap interval: no bar on that side
         ax_.barh(y, value, color=_CATEGORY_COLORS[category], alpha=0.8)
         ax_.errorbar(value, y, xerr=err, fmt="none", ecolor="black", elinewidth=1, capsize=2)
         ax_.set_xlim(0, 1)
@@ -1222,7 +1222,9 @@ def _component_panel(ax, rows, col, names):
     ax.errorbar(
         v[ok],
         y[ok],
-        xerr=[v[ok] - lo[ok], hi[ok] - v[ok]],
+        # an estimate may lie outside its percentile bootstrap interval (the ECE is biased
+        # upwards, so its replicates can all exceed it): no bar on that side, not an error
+        xerr=[np.clip(v[ok] - lo[ok], 0, None), np.clip(hi[ok] - v[ok], 0, None)],
         fmt="o",
         ms=4,
         color=colour,

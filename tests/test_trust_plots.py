@@ -58,3 +58,14 @@ def test_component_plot_draws_one_bar_per_defined_value():
     with pytest.raises(ValueError, match="trust.score"):
         plots.trust_components(_table().drop(columns="trust_score_ci_low"))
     plt.close(fig)
+
+
+def test_component_plot_accepts_an_estimate_outside_its_interval():
+    """A percentile bootstrap of an upward-biased statistic (the ECE) can lie wholly above the
+    estimate: the bar runs from the low end to the high end, none is drawn below the dot."""
+    t = _table()
+    t.loc["sea", ["component_accuracy_ci_low", "component_accuracy_ci_high"]] = [0.92, 0.97]
+    fig = plots.trust_components(t)
+    segments = [ax for ax in fig.axes if ax.get_visible()][0].collections[0].get_segments()
+    np.testing.assert_allclose(sorted(s[:, 0].tolist() for s in segments), [[0.4, 0.6], [0.9, 0.97]])
+    plt.close(fig)
