@@ -67,5 +67,6 @@ def test_component_plot_accepts_an_estimate_outside_its_interval():
     t.loc["sea", ["component_accuracy_ci_low", "component_accuracy_ci_high"]] = [0.92, 0.97]
     fig = plots.trust_components(t)
     segments = [ax for ax in fig.axes if ax.get_visible()][0].collections[0].get_segments()
-    np.testing.assert_allclose(sorted(s[:, 0].tolist() for s in segments), [[0.4, 0.6], [0.9, 0.97]])
+    ends = sorted(s[:, 0].tolist() for s in segments)
+    np.testing.assert_allclose(ends, [[0.4, 0.6], [0.9, 0.97]])
     plt.close(fig)
