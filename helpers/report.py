@@ -501,6 +501,7 @@ table{border-collapse:collapse;margin:0.6em 0;font-size:0.92em;max-width:100%}
 th,td{border:1px solid #d0d7de;padding:4px 8px;vertical-align:top}
 th{background:#f6f8fa;text-align:left;font-weight:600}
 table.glance td.num:nth-child(3){font-weight:700}
+table.glance{font-size:0.86em}table.glance th,table.glance td{padding:4px 6px}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.name{font-weight:600;overflow-wrap:anywhere}
 td.nd,dd.nd{color:#666;font-style:italic;font-size:0.9em;white-space:normal}
