@@ -75,7 +75,7 @@ def as_labels(
         a = np.asarray(y)
         if a.dtype.kind not in "biuf":
             raise ValueError(f"{name} must be integer class indices, got {a.dtype} values")
-        t = torch.as_tensor(a)
+        t = torch.as_tensor(a if a.flags.writeable else a.copy())  # e.g. a pandas column
     if t.dtype == torch.bool or t.is_complex():
         raise ValueError(f"{name} must be integer class indices, got dtype {t.dtype}")
     if t.is_floating_point() and not bool((torch.isfinite(t) & (t == t.round())).all()):
