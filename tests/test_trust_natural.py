@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from test_trust_rules import _rate, _said  # noqa: E402  (shared simulation helpers)
 
 from helpers import corruptions, stats, trust  # noqa: E402
 
@@ -281,16 +282,6 @@ def _draw(rng, share: float) -> pd.DataFrame:
 def _words(frame, classes):
     src = trust.per_class_from_corruptions(frame, classes, n_boot=20)
     return trust.verdict_items(trust.build_table({"c": src}))
-
-
-def _said(items, cls, text):
-    return any(text in clause for _, clause in items[cls])
-
-
-def _rate(name, fired, draws):
-    rate = fired / draws
-    print(f"\n{name}: fired in {fired} of {draws} draws ({rate:.1%})")
-    return rate
 
 
 @pytest.mark.parametrize(
