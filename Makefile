@@ -33,7 +33,7 @@ else
   REPORT_CHECK = $(error unknown PROFILE=$(PROFILE); expected embedded or paper)
 endif
 
-.PHONY: install report test lint unit nbval browser lab clean
+.PHONY: install report test lint unit nbval browser lab clean $(addprefix report-,$(IDS)) $(addprefix nbval-,$(IDS))
 
 # Unattended runs store no progress bars in the notebooks (helpers/progress.py reads this);
 # `make lab` keeps live bars. No matplotlib backend is forced: the notebooks' kernels use the
@@ -48,15 +48,42 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-compile -e ".[test]"
 	@touch $(STAMP)
 
+# The notebooks run two at a time, each kernel on half the cores (1 thread on 2 cores): 1.4x
+# faster end to end than one at a time on all cores (measured, 211 s against 148 s for 04, 05,
+# 07, 08 and 11). What must come first is stated below; `make -j` does the rest, longest first.
+# A notebook's output is printed when it ends. THREADS=<n> overrides the threads per kernel.
+NPROC := $(shell nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)
+THREADS ?= $(shell echo $$(( ($(NPROC) + 1) / 2 )))
+nb = $(wildcard notebooks/$(1)_*.ipynb)
+IDS := $(foreach n,$(NOTEBOOKS),$(firstword $(subst _, ,$(notdir $(n)))))
+# 01 writes the data and 02 fine-tunes the model that every other notebook reads (on all cores);
+# 12 reads 09's attacks from the run cache; 10 reads those and 12's corruption search, and shows
+# 03's figure.
+HEAD := 01 02
+define after
+report-$(1): $(addprefix report-,$(2))
+nbval-$(1): $(addprefix nbval-,$(2))
+endef
+$(eval $(call after,02,01))
+$(foreach id,$(filter-out $(HEAD),$(IDS)),$(eval $(call after,$(id),02)))
+$(eval $(call after,12,09))
+$(eval $(call after,10,03 09 12))
+LONGEST_FIRST := 06 09 04 07 12 11 08 05 03 10
+ORDER := $(filter $(IDS),$(LONGEST_FIRST)) $(filter-out $(LONGEST_FIRST),$(IDS))
+kernel_env = $(if $(filter $(HEAD),$(1)),,OMP_NUM_THREADS=$(THREADS))
+
 report: $(STAMP)
 	$(REPORT_CHECK)
 	@mkdir -p $(REPORT_DIR)
-	@for nb in $(NOTEBOOKS); do \
-		echo "== $$nb"; \
-		$(BIN)/papermill --cwd notebooks --log-level WARNING $$nb $(REPORT_DIR)/$$(basename $$nb) $(PAPERMILL_ARGS) || exit 1; \
-	done
+	@$(MAKE) --no-print-directory -j2 -Otarget $(addprefix report-,$(ORDER))
 	@echo "Notebooks written to $(REPORT_DIR)/, figures to $${TRUST_AUDIT_FIGURES:-figures}/"
 	@echo "Trust report: $${TRUST_AUDIT_REPORTS:-reports}/trust_report.html (open it in a browser; the CSV is beside it)"
+
+$(addprefix report-,$(IDS)): report-%:
+	@start=$$(date +%s); \
+	$(call kernel_env,$*) $(BIN)/papermill --cwd notebooks --log-level WARNING $(call nb,$*) \
+		$(REPORT_DIR)/$(notdir $(call nb,$*)) $(PAPERMILL_ARGS) || exit 1; \
+	echo "== $(call nb,$*): $$(( $$(date +%s) - start )) s"
 
 test: lint unit nbval browser
 
@@ -69,7 +96,12 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 nbval: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
+	@$(MAKE) --no-print-directory -j2 -Otarget $(addprefix nbval-,$(ORDER))
+
+$(addprefix nbval-,$(IDS)): nbval-%:
+	@echo "== $(call nb,$*)"
+	@$(call kernel_env,$*) $(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg $(call nb,$*)
 
 # The trust report written by the nbval run of notebook 10, opened in headless Chromium.
 browser: $(STAMP)
