@@ -69,7 +69,7 @@ $(foreach id,$(filter-out $(HEAD),$(IDS)),$(eval $(call after,$(id),02)))
 $(eval $(call after,12,09))
 $(eval $(call after,10,03 09 12))
 LONGEST_FIRST := 06 09 04 07 12 11 08 05 03 10
-ORDER := $(filter $(IDS),$(LONGEST_FIRST)) $(filter-out $(LONGEST_FIRST),$(IDS))
+ORDER := $(HEAD) $(filter $(IDS),$(LONGEST_FIRST)) $(filter-out $(HEAD) $(LONGEST_FIRST),$(IDS))
 kernel_env = $(if $(filter $(HEAD),$(1)),,OMP_NUM_THREADS=$(THREADS))
 
 report: $(STAMP)
