@@ -67,7 +67,7 @@ else
 endif
 nb = $(wildcard notebooks/$(1)_*.ipynb)
 IDS := $(foreach n,$(NOTEBOOKS),$(firstword $(subst _, ,$(notdir $(n)))))
-# 01 writes the data and 02 fine-tunes the model (on all cores) that every other notebook reads
+# 01 writes the data and 02 fine-tunes the model (on HEAD_THREADS) that every other notebook reads
 # but 11, which uses the ImageNet model alone and so runs beside them. 12 reads 09's attacks from
 # the run cache; 10 reads those and 12's corruption search, and shows 03's figure.
 HEAD := 01 02
